@@ -1,0 +1,21 @@
+"""Errors that mean "the user gave us something wrong".
+
+The CLI turns every :class:`SegbenchError` into one line on stderr and exit code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+
+class SegbenchError(Exception):
+    """Bad input: a config, a path, a name or a file the user supplied."""
+
+
+class ConfigError(SegbenchError):
+    """The benchmark YAML or a command-line option is invalid."""
+
+
+class DatasetError(SegbenchError):
+    """A dataset path is missing or a dataset file is malformed."""
+
+
+class WeightsError(SegbenchError):
+    """Model weights cannot be read or do not fit the model."""

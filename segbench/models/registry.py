@@ -1,0 +1,137 @@
+"""The model registry: one line per model, and the single way to build one.
+
+Adding a model means one new file with a constructor function and one ``ModelSpec`` line below.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from segbench.errors import ConfigError, WeightsError
+from segbench.models import fcn, unet
+from segbench.models.base import SegmentationModel
+from segbench.models.weights import (
+    RANDOM,
+    TRAINED,
+    apply_state_dict,
+    checkpoint_metadata,
+    load_state_dict,
+    trained_checkpoint_path,
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: str
+    builder: Callable[..., SegmentationModel]
+    description: str
+
+    def option_names(self) -> list[str]:
+        return list(inspect.signature(self.builder).parameters)
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("fcn32s", "semantic", fcn.fcn32s, "FCN-32s, VGG backbone"),
+        ModelSpec("fcn16s", "semantic", fcn.fcn16s, "FCN-16s, VGG backbone, pool4 skip"),
+        ModelSpec("fcn8s", "semantic", fcn.fcn8s, "FCN-8s, VGG backbone, pool3 + pool4 skips"),
+        ModelSpec("unet", "semantic", unet.unet, "U-Net, 4 down / 4 up, skip concatenation"),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}") from None
+
+
+def _construct(spec: ModelSpec, options: Mapping[str, Any]) -> SegmentationModel:
+    try:
+        inspect.signature(spec.builder).bind(**options)
+    except TypeError:
+        unknown = sorted(set(options) - set(spec.option_names()))
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for model {spec.name}; "
+            f"valid options: {', '.join(spec.option_names())}"
+        ) from None
+    try:
+        return spec.builder(**options)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model {spec.name}: {exc}") from None
+
+
+def validate_model(name: str, options: Mapping[str, Any] | None = None) -> None:
+    """Check a model name and its options without allocating weights (built on the meta device)."""
+    spec = get_spec(name)
+    with torch.device("meta"):
+        _construct(spec, dict(options or {}))
+
+
+def weights_path(name: str, weights: str) -> Path | None:
+    """The file behind a ``weights`` setting (None for random init); it must exist."""
+    if weights == RANDOM:
+        return None
+    path = trained_checkpoint_path(name) if weights == TRAINED else Path(weights)
+    if not path.is_file():
+        if weights == TRAINED:
+            raise WeightsError(f"no trained checkpoint is packaged for model {name} (looked for {path})")
+        raise WeightsError(f"weights file not found: {path}")
+    return path
+
+
+def resolve_options(name: str, weights: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Constructor options: those recorded in a segbench checkpoint, overridden by ``options``."""
+    path = weights_path(name, weights)
+    merged: dict[str, Any] = {}
+    if path is not None and path.suffix == ".safetensors":
+        merged.update(checkpoint_metadata(path).get("options", {}))
+    merged.update(options or {})
+    return merged
+
+
+def build_model(
+    name: str, weights: str = RANDOM, options: Mapping[str, Any] | None = None, seed: int = 0
+) -> SegmentationModel:
+    """Build model ``name`` in eval mode with ``weights``: "random" (seeded), "trained", or a file path."""
+    spec = get_spec(name)
+    resolved = resolve_options(name, weights, options)
+    # Seeded init without disturbing the caller's global RNG state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _construct(spec, resolved)
+    path = weights_path(name, weights)
+    if path is not None:
+        apply_state_dict(model, load_state_dict(path), source=str(path))
+    model.options = resolved
+    model.weights = weights
+    return model.eval()
+
+
+def model_stats(
+    name: str, options: Mapping[str, Any] | None = None, height: int = 512, width: int = 512
+) -> dict:
+    """Parameter count and GFLOPs (multiply-add = 2 FLOPs) of one forward at 1 x 3 x height x width.
+
+    Counted on the meta device, so even the full-width networks cost no memory or time.
+    """
+    spec = get_spec(name)
+    with torch.device("meta"):
+        model = _construct(spec, dict(options or {})).eval()
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(torch.empty(1, 3, height, width))
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "gflops": counter.get_total_flops() / 1e9,
+    }

@@ -1,0 +1,110 @@
+"""Where model weights come from: seeded random init, the packaged trained checkpoints, or a local file.
+
+Only safe formats are read: safetensors, or ``torch.load(weights_only=True)`` for ``.pt``/``.pth``.
+A packaged checkpoint records the constructor options it was trained with in its safetensors metadata,
+so ``weights: trained`` rebuilds exactly that architecture.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from segbench.errors import WeightsError
+
+RANDOM = "random"
+TRAINED = "trained"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def trained_checkpoint_path(model_name: str) -> Path:
+    """Path of the packaged checkpoint for ``model_name`` (which may not exist)."""
+    return Path(str(resources.files("segbench.models").joinpath(CHECKPOINT_DIR, f"{model_name}.safetensors")))
+
+
+def checkpoint_metadata(path: Path) -> dict[str, Any]:
+    """The JSON metadata segbench stores in a safetensors checkpoint ({} when there is none)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises several types for corrupt headers
+        raise WeightsError(f"cannot read weights file {path}: {exc}") from exc
+    return {key: json.loads(value) for key, value in raw.items()}
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or ``.pt``/``.pth`` (weights_only), as float32 tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            state = load_file(str(path))
+        except Exception as exc:
+            raise WeightsError(f"cannot read weights file {path}: {exc}") from exc
+    elif path.suffix in (".pt", ".pth"):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WeightsError(f"cannot read weights file {path}: {first_line}") from exc
+        # Training scripts commonly wrap the state dict; accept the usual keys.
+        for key in ("state_dict", "model"):
+            if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+                state = state[key]
+    else:
+        raise WeightsError(
+            f"unsupported weights format {path.suffix!r} for {path}: use .safetensors, .pt or .pth"
+        )
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"weights file {path} does not contain a state dict of tensors")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def apply_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` strictly, turning mismatches into one readable line."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = [k for k in own if k in state and own[k].shape != state[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if wrong_shape:
+        key = wrong_shape[0]
+        problems.append(
+            f"{len(wrong_shape)} with wrong shape (e.g. {key}: file {tuple(state[key].shape)}, "
+            f"model {tuple(own[key].shape)})"
+        )
+    if problems:
+        raise WeightsError(f"weights {source} do not fit the model: " + "; ".join(problems) + " parameters")
+    model.load_state_dict(state, strict=True)
+
+
+def save_checkpoint(
+    model: torch.nn.Module,
+    path: str | Path,
+    options: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a safetensors checkpoint with its constructor options (and any extra facts) as metadata.
+
+    Floating-point tensors are stored in float16 to keep the packaged checkpoints small; they are
+    loaded back as float32, and every baseline is computed from the loaded values.
+    """
+    state = {
+        k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    metadata = {"options": json.dumps(dict(options))}
+    metadata.update({k: json.dumps(v) for k, v in (extra or {}).items()})
+    save_file(state, str(path), metadata=metadata)
