@@ -1,0 +1,1 @@
+"""Backends and the benchmark harness."""

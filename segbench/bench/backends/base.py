@@ -1,0 +1,119 @@
+"""What every backend provides: a typed config and a runner with activate / infer / deactivate.
+
+A runner executes a model's ``forward`` only. Pre- and postprocessing belong to the model and are run
+by the harness around ``infer`` for every backend alike, so end-to-end numbers compare across backends.
+Runners take and return numpy arrays on the host, so a device backend's ``infer`` includes its copies.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from segbench.models.base import SegmentationModel
+
+Precision = Literal["fp32", "fp16", "bf16"]
+Device = Literal["cpu", "cuda"]
+
+
+class BackendConfig(BaseModel):
+    """Settings shared by every backend; each backend subclasses this with a literal ``name``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    device: Device = "cpu"
+    precisions: list[Precision] = ["fp32"]
+
+    # Precisions each device supports for this backend; subclasses narrow it.
+    supported_precisions: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": ("fp32",), "cuda": ("fp32",)}
+
+    @field_validator("precisions")
+    @classmethod
+    def _non_empty_unique(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one precision is required")
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _precisions_supported_on_device(self) -> BackendConfig:
+        allowed = self.supported_precisions[self.device]
+        bad = [p for p in self.precisions if p not in allowed]
+        if bad:
+            raise ValueError(
+                f"{self.name} on {self.device} does not support precision {', '.join(bad)} "
+                f"(supported: {', '.join(allowed)})"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        """How results name this backend entry, e.g. ``onnxruntime`` or ``torch``."""
+        return self.name
+
+
+class BackendError(RuntimeError):
+    """A backend could not run a cell (session creation, provider fallback, unsupported input)."""
+
+
+class Runner(ABC):
+    """Runs one model's forward on one backend at one precision."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[BackendConfig]]
+    # "onnx" when the runner consumes an exported graph (the harness exports and passes the path).
+    artifact: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        model: SegmentationModel,
+        config: BackendConfig,
+        precision: str,
+        artifact_path: Path | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.precision = precision
+        self.artifact_path = artifact_path
+        self.is_active = False
+
+    @classmethod
+    def unavailable_reason(cls, config: BackendConfig) -> str | None:
+        """Why this backend cannot run ``config`` on this machine, or None when it can."""
+        return None
+
+    @abstractmethod
+    def activate(self) -> None:
+        """Load weights / create the session on the device. Cold-start cost lives here."""
+
+    @abstractmethod
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run forward on host arrays, returning host arrays keyed by output name."""
+
+    def deactivate(self) -> None:
+        """Release the session / device memory."""
+        self.is_active = False
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about what really ran (e.g. the execution provider), recorded with each result."""
+        return {}
+
+    def reset_peak_device_memory(self) -> None:
+        """Start a new device-memory peak window (no-op for host backends)."""
+        return None
+
+    def peak_device_memory_mb(self) -> float | None:
+        """Peak device memory since the last reset, in MiB; None for host backends."""
+        return None
+
+    def __enter__(self) -> Runner:
+        self.activate()
+        self.is_active = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.deactivate()

@@ -1,0 +1,97 @@
+"""PyTorch eager backend: fp32 anywhere, autocast fp16/bf16 on CUDA (bf16 also on the CPU)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from segbench.bench.backends.base import BackendConfig, Runner
+
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchConfig(BackendConfig):
+    name: Literal["torch"] = "torch"
+    supported_precisions: ClassVar[dict[str, tuple[str, ...]]] = {
+        "cpu": ("fp32", "bf16"),
+        "cuda": ("fp32", "fp16", "bf16"),
+    }
+    channels_last: bool = False
+
+
+class TorchRunner(Runner):
+    name = "torch"
+    config_class = TorchConfig
+    config: TorchConfig
+
+    @classmethod
+    def unavailable_reason(cls, config: TorchConfig) -> str | None:
+        if config.device == "cuda" and not torch.cuda.is_available():
+            return "no CUDA device visible to torch"
+        return None
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.config.device)
+
+    def activate(self) -> None:
+        # The harness keeps the CPU model for the numerics baseline; a device copy leaves it untouched.
+        self._module = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).to(self.device)
+        self._memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        self._module = self._module.to(memory_format=self._memory_format).eval()
+        self._autocast_dtype = AUTOCAST_DTYPES.get(self.precision)
+        self.last_compute_ms: float | None = None
+        if self.device.type == "cuda":
+            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = torch.from_numpy(feeds[self.model.input_names[0]])
+        if self.device.type == "cuda":
+            inputs = inputs.to(self.device, non_blocking=False)
+        inputs = inputs.contiguous(memory_format=self._memory_format)
+        with torch.inference_mode(), self._autocast():
+            if self.device.type == "cuda":
+                start, end = self._events
+                start.record()
+                raw = self._module(inputs)
+                end.record()
+            else:
+                raw = self._module(inputs)
+        outputs = raw if isinstance(raw, tuple) else (raw,)
+        result = {
+            name: out.float().cpu().numpy()
+            for name, out in zip(self.model.output_names, outputs, strict=True)
+        }
+        if self.device.type == "cuda":
+            # .cpu() above synchronised the stream, so the end event has completed.
+            self.last_compute_ms = start.elapsed_time(end)
+        return result
+
+    def _autocast(self) -> Any:
+        if self._autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+    def deactivate(self) -> None:
+        if self.device.type == "cuda":
+            del self._module
+            torch.cuda.empty_cache()
+        super().deactivate()
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"torch": torch.__version__, "channels_last": self.config.channels_last}
+        if self.device.type == "cuda":
+            info["device_name"] = torch.cuda.get_device_name(self.device)
+        return info
+
+    def reset_peak_device_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_device_memory_mb(self) -> float | None:
+        if self.device.type != "cuda":
+            return None
+        return torch.cuda.max_memory_allocated(self.device) / 2**20

@@ -1,0 +1,212 @@
+"""The benchmark YAML schema, validated up front so a bad file fails before any model is built.
+
+Each backend owns its config class (in its backend file); the ``backends`` list here is a union of
+those, discriminated by ``name``, so adding a backend needs no change in this module.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from segbench.bench.backends import RUNNERS
+from segbench.errors import ConfigError
+from segbench.models.registry import MODELS, validate_model
+from segbench.models.weights import RANDOM
+
+BackendEntry = Annotated[
+    Union[tuple(runner.config_class for runner in RUNNERS.values())],  # noqa: UP007 - built at runtime
+    Field(discriminator="name"),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def parse_size(value: Any) -> tuple[int, int]:
+    """``512``, ``"512"``, ``"512x1024"`` or ``[512, 1024]`` -> ``(height, width)``, both positive."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid input size {value!r}")
+    if isinstance(value, int):
+        height = width = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*(x\s*-?\d+\s*)?", value):
+        parts = [int(p) for p in value.lower().split("x")]
+        height, width = (parts[0], parts[0]) if len(parts) == 1 else parts
+    elif isinstance(value, list | tuple) and len(value) == 2 and all(type(v) is int for v in value):
+        height, width = value
+    else:
+        raise ValueError(f"invalid input size {value!r}: use HxW, e.g. 512x512")
+    if height <= 0 or width <= 0:
+        raise ValueError(f"input size must be positive, got {height}x{width}")
+    return height, width
+
+
+class SweepConfig(_Strict):
+    input_sizes: list[tuple[int, int]] = Field(default_factory=lambda: [(256, 256)], min_length=1)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
+
+    @field_validator("input_sizes", mode="before")
+    @classmethod
+    def _parse_sizes(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError("input_sizes must be a list of HxW sizes")
+        return [parse_size(v) for v in value]
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_batches(cls, value: list[int]) -> list[int]:
+        bad = [b for b in value if b <= 0]
+        if bad:
+            raise ValueError(f"batch sizes must be positive, got {bad[0]}")
+        return value
+
+
+class ModelEntry(_Strict):
+    name: str
+    # "random" (seeded), "trained" (the checkpoint packaged with segbench) or a path to weights.
+    weights: str = RANDOM
+    options: dict[str, Any] = Field(default_factory=dict)
+    # Overrides the top-level sweep for this model.
+    sweep: SweepConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; valid models: {', '.join(MODELS)}")
+        return value
+
+
+class TimingConfig(_Strict):
+    warmup: int = Field(default=3, ge=0)
+    iterations: int = Field(default=10, ge=1)
+
+
+class ShapesDatasetConfig(_Strict):
+    kind: Literal["shapes"] = "shapes"
+    num_images: int = Field(default=16, ge=1)
+    height: int = Field(default=256, ge=32)
+    width: int = Field(default=256, ge=32)
+    seed: int = 0
+
+
+class FolderDatasetConfig(_Strict):
+    kind: Literal["folder"]
+    images: Path
+    masks: Path
+    num_classes: int = Field(ge=1)
+    ignore_index: int = 255
+    limit: int | None = Field(default=None, ge=1)
+
+
+DatasetEntry = Annotated[ShapesDatasetConfig | FolderDatasetConfig, Field(discriminator="kind")]
+
+
+class NumericsConfig(_Strict):
+    enabled: bool = True
+    batch_size: int = Field(default=4, ge=1)
+    # Allowed |backend - baseline| in metric points (mIoU, pixel accuracy, mean Dice, in %).
+    tolerance: dict[Literal["fp32", "fp16", "bf16"], float] = Field(
+        default_factory=lambda: {"fp32": 0.5, "fp16": 1.0, "bf16": 1.5}
+    )
+    dataset: DatasetEntry = Field(default_factory=ShapesDatasetConfig)
+
+    @field_validator("tolerance")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        for precision, tol in value.items():
+            if tol < 0:
+                raise ValueError(f"tolerance for {precision} must be >= 0, got {tol}")
+        return {"fp32": 0.5, "fp16": 1.0, "bf16": 1.5, **value}
+
+
+class BenchmarkConfig(_Strict):
+    name: str = "benchmark"
+    seed: int = 0
+    models: list[ModelEntry] = Field(min_length=1)
+    backends: list[BackendEntry] = Field(min_length=1)  # type: ignore[valid-type]
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    timing: TimingConfig = Field(default_factory=TimingConfig)
+    numerics: NumericsConfig = Field(default_factory=NumericsConfig)
+
+    @model_validator(mode="after")
+    def _models_buildable(self) -> BenchmarkConfig:
+        for entry in self.models:
+            options = dict(entry.options)
+            if entry.weights == RANDOM and "num_classes" not in options:
+                options["num_classes"] = self.dataset_num_classes()
+            try:
+                validate_model(entry.name, options)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    def dataset_num_classes(self) -> int:
+        dataset = self.numerics.dataset
+        if isinstance(dataset, FolderDatasetConfig):
+            return dataset.num_classes
+        from segbench.data.shapes import NUM_CLASSES
+
+        return NUM_CLASSES
+
+    def sweep_for(self, entry: ModelEntry) -> SweepConfig:
+        return entry.sweep or self.sweep
+
+
+_UNION_TAGS = {*RUNNERS, "shapes", "folder"}
+
+
+def _format_error(error: dict[str, Any]) -> str:
+    location = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            location += f"[{part}]"
+        elif part not in _UNION_TAGS:  # pydantic puts the union member's tag in the location
+            location += f".{part}" if location else str(part)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{location}: unknown key"
+    if kind == "missing":
+        return f"{location}: required key is missing"
+    if kind == "union_tag_invalid":
+        tag, expected = error["ctx"]["tag"], error["ctx"]["expected_tags"]
+        what = "backend" if location.startswith("backends") else "kind"
+        return f"{location}: unknown {what} {tag!r}; valid: {expected.replace(chr(39), '')}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{location}: {message}" if location else message
+
+
+def validate_config(data: Any, source: str = "config") -> BenchmarkConfig:
+    """Validate parsed YAML; raise ConfigError with one line naming the first problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return BenchmarkConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {_format_error(errors[0])}{more}") from None
+
+
+def load_config(path: str | Path) -> BenchmarkConfig:
+    """Read and validate a benchmark YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    return validate_config(data, source=str(path))

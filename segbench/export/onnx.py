@@ -1,0 +1,199 @@
+"""Export a segbench model to ONNX with dynamic batch/height/width, check it, and prove parity.
+
+The graph is checked with ``onnx.checker`` (full check) and its raw outputs are compared with PyTorch's on
+inputs whose batch and spatial sizes differ from the traced ones, so a graph that silently baked the traced
+shape into a Reshape or Slice is caught here rather than in a benchmark result.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from segbench.models.base import SegmentationModel
+
+DEFAULT_OPSET = 18
+EXPORTERS = ("dynamo", "torchscript")
+# Trace at batch 2: torch.export specialises a dimension of size 1, so a batch-1 trace cannot be dynamic.
+TRACE_BATCH = 2
+# Dynamic axes of the NCHW input and of the dense outputs, which keep the input's batch and size.
+DYNAMIC_DIMS = {0: "batch", 2: "height", 3: "width"}
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported, or the exported graph is not faithful to PyTorch."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Raw-output agreement between PyTorch and ONNX Runtime on one input shape."""
+
+    shape: tuple[int, ...]
+    max_abs_err: float
+    max_rel_err: float
+    argmax_agreement: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    path: Path
+    opset: int
+    exporter: str
+    export_s: float
+    parity: list[ParityReport]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "path": str(self.path)}
+
+
+def export_onnx(
+    model: SegmentationModel,
+    path: str | Path,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "dynamo",
+    trace_size: tuple[int, int] | None = None,
+) -> Path:
+    """Write ``model`` to ``path`` as ONNX with dynamic batch, height and width; return the path.
+
+    The file appears atomically (temporary file + rename), so an interrupted export never leaves a
+    truncated graph behind under the final name.
+    """
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    divisor = max(model.size_divisor, 1)
+    height, width = trace_size or (3 * divisor if divisor > 1 else 96, 4 * divisor if divisor > 1 else 128)
+    example = torch.zeros(TRACE_BATCH, 3, height, width)
+    dims = DYNAMIC_DIMS
+    input_name, output_names = model.input_names[0], list(model.output_names)
+    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=path.parent, prefix=f".{path.stem}-")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # Exporters warn about tracer internals that say nothing about the user's model.
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                dynamic = {i: torch.export.Dim(name, min=1 if i == 0 else 8) for i, name in dims.items()}
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(tmp),
+                    input_names=[input_name],
+                    output_names=output_names,
+                    opset_version=opset,
+                    dynamo=True,
+                    dynamic_shapes={"images": dynamic},
+                    verbose=False,
+                )
+            else:
+                axes = {name: dims for name in [input_name, *output_names]}
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(tmp),
+                    input_names=[input_name],
+                    output_names=output_names,
+                    opset_version=opset,
+                    dynamo=False,
+                    dynamic_axes=axes,
+                )
+        graph = onnx.load(str(tmp))
+        _name_output_dims(graph, dims)
+        onnx.save(graph, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+        os.replace(tmp, path)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"{exporter} export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _name_output_dims(graph: onnx.ModelProto, dims: dict[int, str]) -> None:
+    """Give outputs the input's dim names (the dynamo exporter writes symbolic expressions there).
+
+    Valid for dense models, whose output keeps the input's batch and spatial size.
+    """
+    for output in graph.graph.output:
+        shape = output.type.tensor_type.shape
+        for index, name in dims.items():
+            if index < len(shape.dim) and not shape.dim[index].HasField("dim_value"):
+                shape.dim[index].dim_param = name
+
+
+def check_parity(
+    model: SegmentationModel,
+    onnx_path: str | Path,
+    shapes: list[tuple[int, int, int]],
+    seed: int = 0,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+) -> list[ParityReport]:
+    """Compare raw outputs of PyTorch and ONNX Runtime (CPU) for each ``(batch, height, width)``.
+
+    Passes when ``max|onnx - torch| <= atol + rtol * max|torch|`` and at least 99.9% of pixels have
+    the same argmax class.
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(seed)
+    reports = []
+    for batch, height, width in shapes:
+        x = torch.randn(batch, 3, height, width, generator=generator)
+        with torch.no_grad():
+            reference = model(x).numpy()
+        (actual,) = session.run([model.output_names[0]], {model.input_names[0]: x.numpy()})
+        if actual.shape != reference.shape:
+            reports.append(ParityReport((batch, 3, height, width), float("inf"), float("inf"), 0.0, False))
+            continue
+        abs_err = np.abs(actual - reference)
+        scale = float(np.abs(reference).max())
+        max_abs = float(abs_err.max())
+        max_rel = float((abs_err / np.maximum(np.abs(reference), 1e-6)).max())
+        agreement = float((actual.argmax(1) == reference.argmax(1)).mean())
+        passed = max_abs <= atol + rtol * scale and agreement >= 0.999
+        reports.append(ParityReport((batch, 3, height, width), max_abs, max_rel, agreement, passed))
+    return reports
+
+
+def parity_shapes(model: SegmentationModel) -> list[tuple[int, int, int]]:
+    """Shapes for the parity check: batch 1 and 3, sizes off the traced one and off the size divisor."""
+    divisor = max(model.size_divisor, 8)
+    return [(1, 2 * divisor + 5, 3 * divisor - 3), (3, 5 * divisor, 2 * divisor)]
+
+
+def export_and_verify(
+    model: SegmentationModel, path: str | Path, opset: int = DEFAULT_OPSET, exporter: str = "dynamo"
+) -> OnnxExport:
+    """Export, then check parity against PyTorch at untraced shapes; raise ExportError if it fails."""
+    start = time.perf_counter()
+    path = export_onnx(model, path, opset=opset, exporter=exporter)
+    export_s = time.perf_counter() - start
+    reports = check_parity(model, path, parity_shapes(model))
+    failed = [r for r in reports if not r.passed]
+    if failed:
+        worst = failed[0]
+        raise ExportError(
+            f"ONNX parity failed at input {worst.shape}: max abs err {worst.max_abs_err:.3g}, "
+            f"argmax agreement {worst.argmax_agreement:.4f}"
+        )
+    return OnnxExport(path, opset, exporter, export_s, reports)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
