@@ -1,0 +1,431 @@
+"""``segbench run``: the grid model x backend x precision x input size x batch size, then numerics.
+
+Every cell is written to ``results.jsonl`` the moment it finishes. A cell that fails (export error,
+session error, out of memory, unsupported op) is recorded with status ``failed`` and its error, and the
+run goes on. Per model, the PyTorch fp32 CPU baseline is evaluated once on the numerics dataset, and
+each backend x precision is evaluated with the same runner that was just timed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from segbench.bench.backends import RUNNERS, BackendConfig, Runner
+from segbench.bench.backends.torch_backend import TorchConfig, TorchRunner
+from segbench.bench.harness import measure_cell
+from segbench.bench.memory import PeakHostMemory
+from segbench.config import BenchmarkConfig, FolderDatasetConfig, ModelEntry
+from segbench.data.readers import SemanticFolder, ShapesSemantic
+from segbench.data.shapes import IGNORE_INDEX, ShapesDataset
+from segbench.env import collect_env
+from segbench.errors import ConfigError
+from segbench.export.onnx import OnnxExport, export_and_verify
+from segbench.metrics.checker import compare_metrics, evaluate_semantic, semantic_batches
+from segbench.models.base import SegmentationModel
+from segbench.models.registry import build_model, get_spec, model_stats
+from segbench.reports.results import JsonlWriter, write_json
+from segbench.reports.tables import numerics_table, results_table
+
+RESULTS_FILE = "results.jsonl"
+NUMERICS_FILE = "numerics.jsonl"
+ENV_FILE = "env.json"
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: first line of the message`` — enough to read in a table, the full text stays in logs."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def filter_config(
+    config: BenchmarkConfig, models: Sequence[str] | None, backends: Sequence[str] | None
+) -> None:
+    """Narrow the grid to the named models / backends (``--models``, ``--backends``), in place."""
+    if models:
+        for name in models:
+            get_spec(name)  # unknown names list the valid ones
+            if name not in {m.name for m in config.models}:
+                present = ", ".join(dict.fromkeys(m.name for m in config.models))
+                raise ConfigError(f"--models: {name} is not in the config (it has: {present})")
+        config.models = [m for m in config.models if m.name in models]
+    if backends:
+        for name in backends:
+            if name not in RUNNERS:
+                raise ConfigError(
+                    f"--backends: unknown backend {name!r}; valid backends: {', '.join(RUNNERS)}"
+                )
+            if name not in {b.name for b in config.backends}:
+                present = ", ".join(dict.fromkeys(b.name for b in config.backends))
+                raise ConfigError(f"--backends: {name} is not in the config (it has: {present})")
+        config.backends = [b for b in config.backends if b.name in backends]
+
+
+def config_hash(config: BenchmarkConfig) -> str:
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunSummary:
+    out_dir: Path
+    results: list[dict[str, Any]] = field(default_factory=list)
+    numerics: list[dict[str, Any]] = field(default_factory=list)
+    skipped_backends: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def failed_cells(self) -> int:
+        return sum(r["status"] != "ok" for r in self.results)
+
+    @property
+    def failed_checks(self) -> int:
+        return sum(not row["passed"] for row in self.numerics)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed_cells or self.failed_checks else 0
+
+
+class TimingImages:
+    """Batches of synthetic scenes for timing, generated once per (batch, height, width)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._cache: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def get(self, batch: int, height: int, width: int) -> np.ndarray:
+        key = (batch, height, width)
+        if key not in self._cache:
+            # The generator needs at least 32x32; smaller sizes are crops of a 32x32 scene.
+            scenes = ShapesDataset(batch, max(height, 32), max(width, 32), seed=self.seed, split="val")
+            images = np.stack([scenes[i].image[:height, :width] for i in range(batch)])
+            self._cache.clear()  # one size at a time is enough: cells are ordered by size
+            self._cache[key] = images
+        return self._cache[key]
+
+
+def numerics_samples(config: BenchmarkConfig) -> Sequence:
+    dataset = config.numerics.dataset
+    if isinstance(dataset, FolderDatasetConfig):
+        samples = SemanticFolder(dataset.images, dataset.masks, ignore_index=dataset.ignore_index)
+        return [samples[i] for i in range(min(len(samples), dataset.limit or len(samples)))]
+    scenes = ShapesDataset(dataset.num_images, dataset.height, dataset.width, seed=dataset.seed, split="val")
+    return [ShapesSemantic(scenes)[i] for i in range(len(scenes))]
+
+
+def _ignore_index(config: BenchmarkConfig) -> int:
+    dataset = config.numerics.dataset
+    return dataset.ignore_index if isinstance(dataset, FolderDatasetConfig) else IGNORE_INDEX
+
+
+@dataclass
+class ModelState:
+    """One model entry while it runs: its record fields, the built model, and its baseline metrics."""
+
+    entry: ModelEntry
+    record: dict[str, Any]
+    model: SegmentationModel | None = None
+    error: str | None = None
+    baseline: dict[str, float] | None = None
+    exports: dict[tuple[int, str], OnnxExport | str] = field(default_factory=dict)
+
+
+class BenchmarkRun:
+    def __init__(self, config: BenchmarkConfig, out_dir: Path, console: Console | None = None) -> None:
+        self.config = config
+        self.out_dir = out_dir
+        self.console = console or Console()
+        self.summary = RunSummary(out_dir)
+        self.images = TimingImages(config.seed)
+        self.samples: Sequence = []
+
+    # -- planning -------------------------------------------------------------------------------
+    def _available_backends(self) -> list[tuple[BackendConfig, type[Runner]]]:
+        available = []
+        for backend in self.config.backends:
+            runner_class = RUNNERS[backend.name]
+            reason = runner_class.unavailable_reason(backend)
+            if reason is None:
+                available.append((backend, runner_class))
+            else:
+                self.summary.skipped_backends.append(
+                    {"backend": backend.name, "device": backend.device, "reason": reason}
+                )
+        return available
+
+    def _cells(self, entry: ModelEntry) -> list[tuple[int, int, int]]:
+        sweep = self.config.sweep_for(entry)
+        return [(h, w, b) for h, w in sweep.input_sizes for b in sweep.batch_sizes]
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        results_path = self.out_dir / RESULTS_FILE
+        if results_path.exists():
+            raise ConfigError(
+                f"{results_path} already exists: choose another --out so earlier results are kept"
+            )
+        backends = self._available_backends()
+        for skipped in self.summary.skipped_backends:
+            self.console.print(
+                f"[yellow]skipping {skipped['backend']} on {skipped['device']}:[/] {skipped['reason']}"
+            )
+        env = collect_env()
+        env.update(
+            config_name=self.config.name,
+            config_hash=config_hash(self.config),
+            skipped_backends=self.summary.skipped_backends,
+        )
+        write_json(self.out_dir / ENV_FILE, env)
+        self.fingerprint = {"config_hash": env["config_hash"], "git_sha": env["git_sha"]}
+        if self.config.numerics.enabled:
+            self.samples = numerics_samples(self.config)
+
+        total = sum(
+            len(backend.precisions) * len(self._cells(entry))
+            for entry in self.config.models
+            for backend, _ in backends
+        )
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        with (
+            self.progress,
+            JsonlWriter(results_path) as self.results,
+            JsonlWriter(self.out_dir / NUMERICS_FILE) as self.numerics,
+        ):
+            self.task = self.progress.add_task("starting", total=total)
+            for entry in self.config.models:
+                state = self._prepare_model(entry)
+                for backend, runner_class in backends:
+                    for precision in backend.precisions:
+                        self._run_backend(state, backend, runner_class, precision)
+        return self.summary
+
+    def _status(self, text: str) -> None:
+        self.progress.update(self.task, description=text)
+
+    def _prepare_model(self, entry: ModelEntry) -> ModelState:
+        """Build the model and evaluate its PyTorch fp32 CPU baseline; failures are kept, not raised."""
+        options = dict(entry.options)
+        if entry.weights == "random" and "num_classes" not in options:
+            options["num_classes"] = self.config.dataset_num_classes()
+        record = {"model": entry.name, "task": get_spec(entry.name).task, "weights": entry.weights}
+        state = ModelState(entry, record)
+        try:
+            state.model = build_model(entry.name, entry.weights, options, seed=self.config.seed)
+            options = state.model.options
+        except Exception as exc:
+            state.error = describe_error(exc)
+        record["model_options"] = options
+        if state.model is not None and self.samples:
+            self._status(f"{entry.name}: PyTorch fp32 baseline")
+            with TorchRunner(state.model, TorchConfig(), "fp32") as runner:
+                state.baseline = self._evaluate(runner)
+            for verdict in compare_metrics(state.baseline, state.baseline, 0.0):
+                self._write_numerics(state, TorchConfig(), "fp32", verdict.to_dict(), role="baseline")
+        return state
+
+    def _export(self, state: ModelState, backend: BackendConfig) -> OnnxExport:
+        """The model's ONNX export for this backend's opset/exporter, made once per run and reused."""
+        key = (getattr(backend, "opset", 18), getattr(backend, "exporter", "dynamo"))
+        if key not in state.exports:
+            self._status(f"{state.entry.name}: exporting ONNX (opset {key[0]}, {key[1]})")
+            index = self.config.models.index(state.entry)
+            path = self.out_dir / "onnx" / f"{index:02d}-{state.entry.name}-opset{key[0]}-{key[1]}.onnx"
+            try:
+                state.exports[key] = export_and_verify(state.model, path, opset=key[0], exporter=key[1])
+            except Exception as exc:
+                state.exports[key] = describe_error(exc)
+        found = state.exports[key]
+        if isinstance(found, str):
+            raise _StageFailed(found)
+        return found
+
+    def _run_backend(
+        self, state: ModelState, backend: BackendConfig, runner_class: type[Runner], precision: str
+    ) -> None:
+        """Time every cell of one backend x precision, then check its numerics with the same runner."""
+        runner: Runner | None = None
+        error = state.error
+        cold_start: dict[str, float | None] = {"export_s": None, "activate_s": None}
+        if error is None:
+            try:
+                artifact = self._export(state, backend) if runner_class.artifact == "onnx" else None
+                cold_start["export_s"] = artifact.export_s if artifact else None
+                runner = runner_class(state.model, backend, precision, artifact.path if artifact else None)
+                start = time.perf_counter()
+                runner.__enter__()
+                cold_start["activate_s"] = time.perf_counter() - start
+            except _StageFailed as exc:
+                error = str(exc)
+                runner = None
+            except Exception as exc:
+                error = describe_error(exc)
+                runner = None
+        where = f"{state.entry.name} · {backend.name}/{backend.device}/{precision}"
+        try:
+            for height, width, batch in self._cells(state.entry):
+                self._status(f"{where} · {height}x{width} b{batch}")
+                record = {
+                    **state.record,
+                    "backend": backend.name,
+                    "device": backend.device,
+                    "precision": precision,
+                    "batch_size": batch,
+                    "height": height,
+                    "width": width,
+                    **self._measure(state.model, runner, error, batch, height, width),
+                    "cold_start": cold_start,
+                    "env": self.fingerprint,
+                    "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+                if record["status"] == "ok":
+                    record.update(model_stats(state.entry.name, state.record["model_options"], height, width))
+                self.results.write(record)
+                self.summary.results.append(record)
+                self.progress.advance(self.task)
+            if state.baseline is not None:
+                self._check(state, backend, precision, runner, error)
+        finally:
+            if runner is not None:
+                runner.__exit__(None, None, None)
+
+    def _measure(
+        self,
+        model: SegmentationModel | None,
+        runner: Runner | None,
+        error: str | None,
+        batch: int,
+        h: int,
+        w: int,
+    ) -> dict[str, Any]:
+        failed = {
+            "status": "failed",
+            "error": error,
+            "latency_ms": None,
+            "throughput_ips": None,
+            "peak_host_mb": None,
+            "peak_device_mb": None,
+        }
+        if runner is None or model is None:
+            return failed
+        timing = self.config.timing
+        try:
+            images = self.images.get(batch, h, w)
+            runner.reset_peak_device_memory()
+            with PeakHostMemory() as memory:
+                measured = measure_cell(model, runner, images, timing.warmup, timing.iterations)
+        except Exception as exc:
+            return {**failed, "error": describe_error(exc)}
+        return {
+            "status": "ok",
+            "error": None,
+            "latency_ms": measured.latency_ms,
+            "throughput_ips": measured.throughput_ips,
+            "peak_host_mb": memory.peak_mb,
+            "peak_device_mb": runner.peak_device_memory_mb(),
+            "stages_ms": measured.stages_ms,
+            "compute_ms": measured.compute_ms,
+            "warmup": timing.warmup,
+            "iterations": measured.iterations,
+            "samples_ms": measured.samples_ms,
+            "backend_info": runner.describe(),
+        }
+
+    def _evaluate(self, runner: Runner) -> dict[str, float]:
+        """Task metrics of an active runner over the numerics samples, through the shared pipeline."""
+        model = runner.model
+
+        def predict(images: np.ndarray) -> np.ndarray:
+            return model.postprocess(runner.infer(model.preprocess(images)))
+
+        batches = semantic_batches(self.samples, self.config.numerics.batch_size)
+        return evaluate_semantic(predict, batches, model.num_classes, _ignore_index(self.config))
+
+    def _check(
+        self,
+        state: ModelState,
+        backend: BackendConfig,
+        precision: str,
+        runner: Runner | None,
+        error: str | None,
+    ) -> None:
+        if isinstance(backend, TorchConfig) and backend.device == "cpu" and precision == "fp32":
+            return  # the baseline configuration itself
+        self._status(f"{state.entry.name} · {backend.name}/{backend.device}/{precision} · numerics")
+        tolerance = self.config.numerics.tolerance[precision]
+        if runner is not None:
+            try:
+                metrics = self._evaluate(runner)
+            except Exception as exc:
+                error = describe_error(exc)
+            else:
+                for verdict in compare_metrics(metrics, state.baseline, tolerance):
+                    self._write_numerics(state, backend, precision, verdict.to_dict())
+                return
+        for metric, base_value in state.baseline.items():
+            verdict = {
+                "metric": metric,
+                "value": None,
+                "baseline": 100 * base_value,
+                "delta": None,
+                "tolerance": tolerance,
+                "passed": False,
+            }
+            self._write_numerics(state, backend, precision, verdict, error=error)
+
+    def _write_numerics(
+        self,
+        state: ModelState,
+        backend: BackendConfig,
+        precision: str,
+        verdict: dict[str, Any],
+        role: str = "candidate",
+        error: str | None = None,
+    ) -> None:
+        row = {
+            "model": state.entry.name,
+            "task": state.record["task"],
+            "backend": backend.name,
+            "device": backend.device,
+            "precision": precision,
+            "role": role,
+            **verdict,
+            "error": error,
+        }
+        self.numerics.write(row)
+        self.summary.numerics.append(row)
+
+
+class _StageFailed(Exception):
+    """An earlier stage (export) already failed; its recorded message is reused for every cell."""
+
+
+def run_benchmark(config: BenchmarkConfig, out_dir: Path, console: Console | None = None) -> RunSummary:
+    """Run the whole grid and the numerics check, print the tables, and return the summary."""
+    console = console or Console()
+    summary = BenchmarkRun(config, out_dir, console).run()
+    console.print(results_table(summary.results))
+    if summary.numerics:
+        console.print(numerics_table(summary.numerics))
+    console.print(
+        f"{len(summary.results)} cells ({summary.failed_cells} failed), "
+        f"{sum(r['role'] == 'candidate' for r in summary.numerics)} numerics checks "
+        f"({summary.failed_checks} failed) -> {out_dir}"
+    )
+    return summary

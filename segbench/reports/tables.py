@@ -1,0 +1,90 @@
+"""Rich tables for the terminal: benchmark cells, numerics verdicts, the model registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from rich.table import Table
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def results_table(results: Iterable[dict[str, Any]]) -> Table:
+    table = Table(
+        title="Benchmark (end-to-end: preprocess + forward + postprocess, ms)", title_justify="left"
+    )
+    for column in ("model", "backend", "device", "prec", "size", "batch"):
+        table.add_column(column)
+    for column in ("p50", "p90", "mean", "img/s", "peak host MB"):
+        table.add_column(column, justify="right")
+    table.add_column("status")
+    for r in results:
+        latency = r.get("latency_ms") or {}
+        ok = r["status"] == "ok"
+        table.add_row(
+            r["model"],
+            r["backend"],
+            r["device"],
+            r["precision"],
+            f"{r['height']}x{r['width']}",
+            str(r["batch_size"]),
+            _ms(latency.get("p50")),
+            _ms(latency.get("p90")),
+            _ms(latency.get("mean")),
+            "-" if r.get("throughput_ips") is None else f"{r['throughput_ips']:.1f}",
+            "-" if r.get("peak_host_mb") is None else f"{r['peak_host_mb']:.0f}",
+            "[green]ok[/]" if ok else f"[red]failed[/] {r.get('error') or ''}",
+        )
+    return table
+
+
+def numerics_table(rows: Iterable[dict[str, Any]]) -> Table:
+    table = Table(title="Numerics against the PyTorch fp32 baseline (points)", title_justify="left")
+    for column in ("model", "backend", "device", "prec", "metric"):
+        table.add_column(column)
+    for column in ("value", "baseline", "delta", "tol"):
+        table.add_column(column, justify="right")
+    table.add_column("verdict")
+    for row in rows:
+        if row["role"] == "baseline":
+            verdict = "[cyan]baseline[/]"
+        elif row["passed"]:
+            verdict = "[green]pass[/]"
+        else:
+            verdict = "[red]FAIL[/]" + (f" {row['error']}" if row.get("error") else "")
+        table.add_row(
+            row["model"],
+            row["backend"],
+            row["device"],
+            row["precision"],
+            row["metric"],
+            "-" if row["value"] is None else f"{row['value']:.2f}",
+            f"{row['baseline']:.2f}",
+            "-" if row["delta"] is None else f"{row['delta']:+.3f}",
+            "" if row["role"] == "baseline" else f"{row['tolerance']:.2f}",
+            verdict,
+        )
+    return table
+
+
+def models_table(rows: Iterable[dict[str, Any]], height: int, width: int) -> Table:
+    table = Table(title=f"Models (GFLOPs at 1x3x{height}x{width})", title_justify="left")
+    for column in ("name", "task"):
+        table.add_column(column)
+    table.add_column("params (M)", justify="right")
+    table.add_column("GFLOPs", justify="right")
+    table.add_column("trained checkpoint")
+    table.add_column("description")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["task"],
+            f"{row['params'] / 1e6:.2f}",
+            f"{row['gflops']:.1f}",
+            row["trained"],
+            row["description"],
+        )
+    return table
