@@ -1,0 +1,87 @@
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from segbench.export.onnx import ExportError, check_parity, export_and_verify, export_onnx
+from segbench.models import build_model
+from segbench.models.base import SegmentationModel
+
+SMALL = {
+    "fcn32s": {"width": 0.0625, "num_classes": 5},
+    "fcn16s": {"width": 0.0625, "num_classes": 5},
+    "fcn8s": {"width": 0.0625, "num_classes": 5},
+    "unet": {"base_channels": 4, "num_classes": 5},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_parity_per_model(name, tmp_path):
+    model = build_model(name, options=SMALL[name])
+    export = export_and_verify(model, tmp_path / f"{name}.onnx")
+    for report in export.parity:
+        print(
+            f"{name} {report.shape}: max abs {report.max_abs_err:.2e}, argmax {report.argmax_agreement:.4f}"
+        )
+        assert report.passed
+        assert report.max_abs_err < 1e-4
+        assert report.argmax_agreement >= 0.999
+    # Parity ran at batch 1 and 3, neither of which is the traced batch of 2.
+    assert {r.shape[0] for r in export.parity} == {1, 3}
+
+
+def test_graph_has_dynamic_batch_height_width(tmp_path):
+    model = build_model("fcn8s", options=SMALL["fcn8s"])
+    path = export_onnx(model, tmp_path / "m.onnx")
+    graph = onnx.load(str(path)).graph
+    for value in (graph.input[0], graph.output[0]):
+        dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+        assert dims[0] == "batch" and dims[2] == "height" and dims[3] == "width"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"images": np.zeros((4, 3, 50, 70), np.float32)})
+    assert out.shape == (4, 5, 50, 70)
+
+
+def test_torchscript_exporter_also_passes_parity(tmp_path):
+    model = build_model("unet", options=SMALL["unet"])
+    export = export_and_verify(model, tmp_path / "u.onnx", exporter="torchscript", opset=17)
+    assert export.exporter == "torchscript" and all(r.passed for r in export.parity)
+    assert onnx.load(str(export.path)).opset_import[0].version == 17
+
+
+class BakedShape(SegmentationModel):
+    """Flattens with the traced spatial size written in as a constant: exports, but is wrong elsewhere."""
+
+    def __init__(self):
+        super().__init__(num_classes=2)
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+
+    def forward(self, images):
+        x = self.conv(images)
+        pooled = x.mean(dim=(2, 3), keepdim=True)
+        # int() freezes the traced height into the graph.
+        return x - pooled + int(images.shape[2]) * 1e-2
+
+
+def test_parity_catches_a_baked_in_shape(tmp_path):
+    model = BakedShape().eval()
+    path = export_onnx(model, tmp_path / "baked.onnx", exporter="torchscript")
+    reports = check_parity(model, path, [(1, 40, 40)])
+    assert not reports[0].passed
+    with pytest.raises(ExportError, match="parity failed"):
+        export_and_verify(model, tmp_path / "baked2.onnx", exporter="torchscript")
+
+
+class Unexportable(SegmentationModel):
+    def __init__(self):
+        super().__init__(num_classes=2)
+
+    def forward(self, images):
+        raise RuntimeError("this op has no ONNX symbolic")
+
+
+def test_failed_export_leaves_no_file(tmp_path):
+    with pytest.raises(ExportError, match=r"export failed: .*no ONNX symbolic"):
+        export_onnx(Unexportable().eval(), tmp_path / "x.onnx", exporter="torchscript")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,73 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from segbench.errors import ConfigError, WeightsError
+from segbench.models import build_model, validate_model
+from segbench.models.weights import checkpoint_metadata, save_checkpoint
+
+OPTIONS = {"base_channels": 4, "num_classes": 3}
+
+
+def test_pt_checkpoint_round_trip(tmp_path):
+    model = build_model("unet", options=OPTIONS, seed=1)
+    path = tmp_path / "unet.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    loaded = build_model("unet", weights=str(path), options=OPTIONS, seed=2)
+    assert torch.equal(loaded.head.weight, model.head.weight)
+
+
+def test_safetensors_checkpoint_carries_its_options(tmp_path):
+    model = build_model("unet", options=OPTIONS, seed=1)
+    path = tmp_path / "unet.safetensors"
+    save_checkpoint(model, path, OPTIONS, extra={"val_miou": 0.5})
+    assert checkpoint_metadata(path) == {"options": OPTIONS, "val_miou": 0.5}
+    loaded = build_model("unet", weights=str(path))  # options come from the file
+    assert loaded.num_classes == 3
+    # Stored as float16 to keep packaged checkpoints small; loaded as float32.
+    assert loaded.head.weight.dtype == torch.float32
+    assert torch.equal(loaded.head.weight, model.head.weight.half().float())
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match=r"weights file not found: .*nope.pt"):
+        build_model("unet", weights=str(tmp_path / "nope.pt"), options=OPTIONS)
+
+
+def test_corrupt_weights_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match=r"cannot read weights file .*bad\.pt"):
+        build_model("unet", weights=str(path), options=OPTIONS)
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    # weights_only=True: an arbitrary pickled object is not loaded.
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "obj": ConfigError("x")}, path)
+    with pytest.raises(WeightsError, match="cannot read weights file"):
+        build_model("unet", weights=str(path), options=OPTIONS)
+
+
+def test_mismatched_weights_name_the_problem(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({"head.weight": torch.zeros(7, 4, 1, 1)}, str(path))
+    with pytest.raises(WeightsError, match=r"do not fit the model: .*missing.*wrong shape"):
+        build_model("unet", weights=str(path), options=OPTIONS)
+
+
+def test_unsupported_weights_format(tmp_path):
+    path = tmp_path / "w.onnx"
+    path.write_bytes(b"")
+    with pytest.raises(WeightsError, match="unsupported weights format"):
+        build_model("unet", weights=str(path), options=OPTIONS)
+
+
+def test_model_options_are_validated_without_building_weights():
+    validate_model("fcn8s", {"backbone": "vgg19"})  # full width, on the meta device: instant
+    with pytest.raises(ConfigError, match=r"unknown option.*depth.*valid options: num_classes"):
+        validate_model("fcn8s", {"depth": 3})
+    with pytest.raises(ConfigError, match="unknown backbone 'resnet50'"):
+        validate_model("fcn16s", {"backbone": "resnet50"})
+    with pytest.raises(ConfigError, match="unknown model 'deeplab'; valid models: fcn32s"):
+        validate_model("deeplab")
