@@ -31,7 +31,7 @@ def _names(value: str) -> list[str]:
 
 
 def _size(value: str) -> tuple[int, int]:
-    from segbench.config import parse_size
+    from segbench.bench.sweep import parse_size
 
     try:
         return parse_size(value)

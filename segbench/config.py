@@ -6,15 +6,15 @@ those, discriminated by ``name``, so adding a backend needs no change in this mo
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from segbench.bench.backends import RUNNERS
-from segbench.errors import ConfigError
+from segbench.bench.backends import RUNNERS, BackendConfig
+from segbench.bench.sweep import SweepConfig
+from segbench.errors import ConfigError, SegbenchError
 from segbench.models.registry import MODELS, validate_model
 from segbench.models.weights import RANDOM
 
@@ -26,44 +26,6 @@ BackendEntry = Annotated[
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def parse_size(value: Any) -> tuple[int, int]:
-    """``512``, ``"512"``, ``"512x1024"`` or ``[512, 1024]`` -> ``(height, width)``, both positive."""
-    if isinstance(value, bool):
-        raise ValueError(f"invalid input size {value!r}")
-    if isinstance(value, int):
-        height = width = value
-    elif isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*(x\s*-?\d+\s*)?", value):
-        parts = [int(p) for p in value.lower().split("x")]
-        height, width = (parts[0], parts[0]) if len(parts) == 1 else parts
-    elif isinstance(value, list | tuple) and len(value) == 2 and all(type(v) is int for v in value):
-        height, width = value
-    else:
-        raise ValueError(f"invalid input size {value!r}: use HxW, e.g. 512x512")
-    if height <= 0 or width <= 0:
-        raise ValueError(f"input size must be positive, got {height}x{width}")
-    return height, width
-
-
-class SweepConfig(_Strict):
-    input_sizes: list[tuple[int, int]] = Field(default_factory=lambda: [(256, 256)], min_length=1)
-    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
-
-    @field_validator("input_sizes", mode="before")
-    @classmethod
-    def _parse_sizes(cls, value: Any) -> Any:
-        if not isinstance(value, list):
-            raise ValueError("input_sizes must be a list of HxW sizes")
-        return [parse_size(v) for v in value]
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _positive_batches(cls, value: list[int]) -> list[int]:
-        bad = [b for b in value if b <= 0]
-        if bad:
-            raise ValueError(f"batch sizes must be positive, got {bad[0]}")
-        return value
 
 
 class ModelEntry(_Strict):
@@ -141,8 +103,8 @@ class BenchmarkConfig(_Strict):
             if entry.weights == RANDOM and "num_classes" not in options:
                 options["num_classes"] = self.dataset_num_classes()
             try:
-                validate_model(entry.name, options)
-            except ConfigError as exc:
+                validate_model(entry.name, options, entry.weights)
+            except SegbenchError as exc:
                 raise ValueError(str(exc)) from None
         return self
 
@@ -154,8 +116,9 @@ class BenchmarkConfig(_Strict):
 
         return NUM_CLASSES
 
-    def sweep_for(self, entry: ModelEntry) -> SweepConfig:
-        return entry.sweep or self.sweep
+    def sweep_for(self, entry: ModelEntry, backend: BackendConfig) -> SweepConfig:
+        """The most specific sweep: the backend entry's, else the model entry's, else the top-level one."""
+        return backend.sweep or entry.sweep or self.sweep
 
 
 _UNION_TAGS = {*RUNNERS, "shapes", "folder"}

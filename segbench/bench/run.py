@@ -162,8 +162,8 @@ class BenchmarkRun:
                 )
         return available
 
-    def _cells(self, entry: ModelEntry) -> list[tuple[int, int, int]]:
-        sweep = self.config.sweep_for(entry)
+    def _cells(self, entry: ModelEntry, backend: BackendConfig) -> list[tuple[int, int, int]]:
+        sweep = self.config.sweep_for(entry, backend)
         return [(h, w, b) for h, w in sweep.input_sizes for b in sweep.batch_sizes]
 
     # -- the run --------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ class BenchmarkRun:
             self.samples = numerics_samples(self.config)
 
         total = sum(
-            len(backend.precisions) * len(self._cells(entry))
+            len(backend.precisions) * len(self._cells(entry, backend))
             for entry in self.config.models
             for backend, _ in backends
         )
@@ -279,11 +279,12 @@ class BenchmarkRun:
                 runner = None
         where = f"{state.entry.name} · {backend.name}/{backend.device}/{precision}"
         try:
-            for height, width, batch in self._cells(state.entry):
+            for height, width, batch in self._cells(state.entry, backend):
                 self._status(f"{where} · {height}x{width} b{batch}")
                 record = {
                     **state.record,
                     "backend": backend.name,
+                    "backend_options": backend.variant(),
                     "device": backend.device,
                     "precision": precision,
                     "batch_size": batch,
@@ -402,6 +403,7 @@ class BenchmarkRun:
             "model": state.entry.name,
             "task": state.record["task"],
             "backend": backend.name,
+            "backend_options": backend.variant(),
             "device": backend.device,
             "precision": precision,
             "role": role,

@@ -21,6 +21,7 @@ from segbench.models.weights import (
     RANDOM,
     TRAINED,
     apply_state_dict,
+    check_state_dict,
     checkpoint_metadata,
     load_state_dict,
     trained_checkpoint_path,
@@ -71,11 +72,19 @@ def _construct(spec: ModelSpec, options: Mapping[str, Any]) -> SegmentationModel
         raise ConfigError(f"model {spec.name}: {exc}") from None
 
 
-def validate_model(name: str, options: Mapping[str, Any] | None = None) -> None:
-    """Check a model name and its options without allocating weights (built on the meta device)."""
+def validate_model(name: str, options: Mapping[str, Any] | None = None, weights: str = RANDOM) -> None:
+    """Check a model name, its options and its weights file without building the model for real.
+
+    The model is built on the meta device (no memory, no init time); a weights file is read and its
+    keys and shapes are compared with the model's, so a bad file fails before any benchmark starts.
+    """
     spec = get_spec(name)
+    resolved = resolve_options(name, weights, options)
     with torch.device("meta"):
-        _construct(spec, dict(options or {}))
+        model = _construct(spec, resolved)
+    path = weights_path(name, weights)
+    if path is not None:
+        check_state_dict(model, load_state_dict(path), source=str(path))
 
 
 def weights_path(name: str, weights: str) -> Path | None:

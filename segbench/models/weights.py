@@ -68,8 +68,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def apply_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` strictly, turning mismatches into one readable line."""
+def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise WeightsError, in one readable line, unless ``state`` has exactly the model's keys and shapes.
+
+    Works on a model built on the meta device, so weights can be validated before anything is allocated.
+    """
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -87,6 +90,11 @@ def apply_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
         )
     if problems:
         raise WeightsError(f"weights {source} do not fit the model: " + "; ".join(problems) + " parameters")
+
+
+def apply_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` strictly, after checking it fits."""
+    check_state_dict(model, state, source)
     model.load_state_dict(state, strict=True)
 
 

@@ -12,6 +12,13 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def backend_label(row: dict[str, Any]) -> str:
+    """``torch`` or ``torch (channels_last=True)``: the backend plus its non-default options."""
+    options = row.get("backend_options") or {}
+    suffix = ", ".join(f"{k}={v}" for k, v in options.items())
+    return f"{row['backend']} ({suffix})" if suffix else row["backend"]
+
+
 def results_table(results: Iterable[dict[str, Any]]) -> Table:
     table = Table(
         title="Benchmark (end-to-end: preprocess + forward + postprocess, ms)", title_justify="left"
@@ -26,7 +33,7 @@ def results_table(results: Iterable[dict[str, Any]]) -> Table:
         ok = r["status"] == "ok"
         table.add_row(
             r["model"],
-            r["backend"],
+            backend_label(r),
             r["device"],
             r["precision"],
             f"{r['height']}x{r['width']}",
@@ -57,7 +64,7 @@ def numerics_table(rows: Iterable[dict[str, Any]]) -> Table:
             verdict = "[red]FAIL[/]" + (f" {row['error']}" if row.get("error") else "")
         table.add_row(
             row["model"],
-            row["backend"],
+            backend_label(row),
             row["device"],
             row["precision"],
             row["metric"],

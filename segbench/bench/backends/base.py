@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from segbench.bench.sweep import SweepConfig
 from segbench.models.base import SegmentationModel
 
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -28,6 +29,8 @@ class BackendConfig(BaseModel):
     name: str
     device: Device = "cpu"
     precisions: list[Precision] = ["fp32"]
+    # Overrides the model's and the top-level sweep for this backend (e.g. larger batches on a GPU).
+    sweep: SweepConfig | None = None
 
     # Precisions each device supports for this backend; subclasses narrow it.
     supported_precisions: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": ("fp32",), "cuda": ("fp32",)}
@@ -50,10 +53,17 @@ class BackendConfig(BaseModel):
             )
         return self
 
-    @property
-    def label(self) -> str:
-        """How results name this backend entry, e.g. ``onnxruntime`` or ``torch``."""
-        return self.name
+    def variant(self) -> dict[str, Any]:
+        """Backend-specific options that differ from their defaults, e.g. ``{"channels_last": True}``.
+
+        Results carry it so that two entries of one backend stay distinguishable.
+        """
+        shared = set(BackendConfig.model_fields)
+        return {
+            key: value
+            for key, value in self.model_dump(mode="json").items()
+            if key not in shared and value != type(self).model_fields[key].default
+        }
 
 
 class BackendError(RuntimeError):

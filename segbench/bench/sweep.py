@@ -1,0 +1,48 @@
+"""Input sizes x batch sizes: the sweep a model runs through on a backend."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def parse_size(value: Any) -> tuple[int, int]:
+    """``512``, ``"512"``, ``"512x1024"`` or ``[512, 1024]`` -> ``(height, width)``, both positive."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid input size {value!r}")
+    if isinstance(value, int):
+        height = width = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*(x\s*-?\d+\s*)?", value):
+        parts = [int(p) for p in value.lower().split("x")]
+        height, width = (parts[0], parts[0]) if len(parts) == 1 else parts
+    elif isinstance(value, list | tuple) and len(value) == 2 and all(type(v) is int for v in value):
+        height, width = value
+    else:
+        raise ValueError(f"invalid input size {value!r}: use HxW, e.g. 512x512")
+    if height <= 0 or width <= 0:
+        raise ValueError(f"input size must be positive, got {height}x{width}")
+    return height, width
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_sizes: list[tuple[int, int]] = Field(default_factory=lambda: [(256, 256)], min_length=1)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
+
+    @field_validator("input_sizes", mode="before")
+    @classmethod
+    def _parse_sizes(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError("input_sizes must be a list of HxW sizes")
+        return [parse_size(v) for v in value]
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_batches(cls, value: list[int]) -> list[int]:
+        bad = [b for b in value if b <= 0]
+        if bad:
+            raise ValueError(f"batch sizes must be positive, got {bad[0]}")
+        return value
