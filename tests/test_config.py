@@ -27,7 +27,13 @@ def test_defaults():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("512", (512, 512)), ("512x1024", (512, 1024)), (" 64 x 32 ", (64, 32)), (128, (128, 128)), ([3, 4], (3, 4))],
+    [
+        ("512", (512, 512)),
+        ("512x1024", (512, 1024)),
+        (" 64 x 32 ", (64, 32)),
+        (128, (128, 128)),
+        ([3, 4], (3, 4)),
+    ],
 )
 def test_parse_size(text, expected):
     assert parse_size(text) == expected
@@ -55,11 +61,17 @@ def test_sweep_precedence_backend_then_model_then_top_level():
     [
         ({"colour": 1}, "b.yaml: colour: unknown key"),
         ({"backends": [{"name": "tensorflow"}]}, "unknown backend 'tensorflow'; valid: torch, onnxruntime"),
-        ({"models": [{"name": "deeplab"}]}, "unknown model 'deeplab'; valid models: fcn32s, fcn16s, fcn8s, unet"),
+        (
+            {"models": [{"name": "deeplab"}]},
+            "unknown model 'deeplab'; valid models: fcn32s, fcn16s, fcn8s, unet",
+        ),
         ({"models": [{"name": "unet", "options": {"depth": 5}}]}, "unknown option(s) depth for model unet"),
         ({"sweep": {"input_sizes": ["0x256"]}}, "sweep.input_sizes: input size must be positive, got 0x256"),
         ({"sweep": {"batch_sizes": [4, -1]}}, "sweep.batch_sizes: batch sizes must be positive, got -1"),
-        ({"backends": [{"name": "torch", "precisions": ["fp16"]}]}, "torch on cpu does not support precision fp16"),
+        (
+            {"backends": [{"name": "torch", "precisions": ["fp16"]}]},
+            "torch on cpu does not support precision fp16",
+        ),
         ({"backends": [{"name": "onnxruntime", "provider": "x"}]}, "backends[0].provider: unknown key"),
         ({"timing": {"iterations": 0}}, "timing.iterations: Input should be greater than or equal to 1"),
         ({"numerics": {"dataset": {"kind": "voc"}}}, "unknown kind 'voc'; valid: shapes, folder"),
@@ -97,7 +109,7 @@ def test_yaml_that_is_not_a_mapping(tmp_path):
 
 
 def test_missing_config_file(tmp_path):
-    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+    with pytest.raises(ConfigError, match=r"config file not found: .*nope\.yaml"):
         load_config(tmp_path / "nope.yaml")
 
 

@@ -1,0 +1,187 @@
+"""End-to-end runs through the CLI entry point on tiny models and sizes."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from segbench.bench.run import NUMERICS_FILE, RESULTS_FILE
+from segbench.cli import main
+from segbench.models import registry
+from segbench.models.base import SegmentationModel
+from segbench.models.registry import ModelSpec
+from segbench.reports.results import read_jsonl
+
+TINY = {
+    "name": "tiny",
+    "models": [
+        {"name": "unet", "options": {"base_channels": 4}},
+        {"name": "fcn8s", "options": {"width": 0.0625}},
+    ],
+    "backends": [{"name": "torch"}, {"name": "onnxruntime", "exporter": "torchscript"}],
+    "sweep": {"input_sizes": ["32x32", "48x64"], "batch_sizes": [1, 2]},
+    "timing": {"warmup": 1, "iterations": 2},
+    "numerics": {"batch_size": 2, "dataset": {"kind": "shapes", "num_images": 4, "height": 64, "width": 64}},
+}
+
+
+def write_config(tmp_path, config):
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_run_writes_every_cell_and_numerics(tmp_path):
+    out = tmp_path / "out"
+    code = main(["run", str(write_config(tmp_path, TINY)), "--out", str(out)])
+    results = read_jsonl(out / RESULTS_FILE)
+    numerics = read_jsonl(out / NUMERICS_FILE)
+    assert code == 0, [r["error"] for r in results if r["status"] != "ok"]
+    # 2 models x 2 backends x 2 sizes x 2 batch sizes
+    assert len(results) == 16
+    assert all(r["status"] == "ok" and r["error"] is None for r in results)
+    for record in results:
+        for key in ("mean", "p50", "p90", "p95", "p99", "std", "min", "max"):
+            assert record["latency_ms"][key] > 0
+        assert record["throughput_ips"] > 0
+        assert record["peak_host_mb"] > 0
+        assert record["peak_device_mb"] is None
+        assert len(record["samples_ms"]) == 2
+        assert record["params"] > 0 and record["gflops"] > 0
+    cells = {(r["model"], r["backend"], r["height"], r["width"], r["batch_size"]) for r in results}
+    assert ("fcn8s", "onnxruntime", 48, 64, 2) in cells
+    ort_cells = [r for r in results if r["backend"] == "onnxruntime"]
+    assert all(r["backend_info"]["provider"] == "CPUExecutionProvider" for r in ort_cells)
+    assert all(r["cold_start"]["export_s"] > 0 for r in ort_cells)
+    # Numerics: a baseline row and an onnxruntime row per model and metric; fp32 ORT matches PyTorch.
+    roles = {(row["model"], row["backend"], row["role"]) for row in numerics}
+    assert roles == {
+        (m, b, role)
+        for m in ("unet", "fcn8s")
+        for b, role in [("torch", "baseline"), ("onnxruntime", "candidate")]
+    }
+    candidates = [row for row in numerics if row["role"] == "candidate"]
+    assert len(candidates) == 6 and all(row["passed"] for row in candidates)
+    assert all(abs(row["delta"]) < 0.5 and row["tolerance"] == 0.5 for row in candidates)
+    env = json.loads((out / "env.json").read_text())
+    assert env["config_name"] == "tiny" and "torch" in env["packages"] and env["cpu_count"] >= 1
+
+
+def test_filters_narrow_the_grid(tmp_path):
+    out = tmp_path / "out"
+    code = main(
+        [
+            "run",
+            str(write_config(tmp_path, TINY)),
+            "--out",
+            str(out),
+            "--models",
+            "unet",
+            "--backends",
+            "torch",
+        ]
+    )
+    results = read_jsonl(out / RESULTS_FILE)
+    assert code == 0
+    assert {(r["model"], r["backend"]) for r in results} == {("unet", "torch")}
+    assert len(results) == 4
+
+
+class FailsAtWidth48(SegmentationModel):
+    """A model that cannot handle one input width, standing in for an unsupported op or OOM."""
+
+    def __init__(self, num_classes: int = 6):
+        super().__init__(num_classes)
+        self.conv = torch.nn.Conv2d(3, num_classes, 1)
+
+    def forward(self, images):
+        if images.shape[-1] == 48:
+            raise RuntimeError("kernel not implemented for width 48")
+        return self.conv(images)
+
+
+def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setitem(
+        registry.MODELS, "flaky", ModelSpec("flaky", "semantic", FailsAtWidth48, "test model")
+    )
+    config = {
+        **TINY,
+        "models": [{"name": "flaky"}, {"name": "unet", "options": {"base_channels": 4}}],
+        "backends": [{"name": "torch"}],
+        "sweep": {"input_sizes": ["32x32", "32x48", "32x64"], "batch_sizes": [1]},
+    }
+    out = tmp_path / "out"
+    code = main(["run", str(write_config(tmp_path, config)), "--out", str(out)])
+    results = read_jsonl(out / RESULTS_FILE)
+    assert code == 1
+    statuses = [(r["model"], r["width"], r["status"]) for r in results]
+    assert statuses == [
+        ("flaky", 32, "ok"),
+        ("flaky", 48, "failed"),
+        ("flaky", 64, "ok"),
+        ("unet", 32, "ok"),
+        ("unet", 48, "ok"),
+        ("unet", 64, "ok"),
+    ]
+    failed = results[1]
+    assert failed["error"] == "RuntimeError: kernel not implemented for width 48"
+    assert failed["latency_ms"] is None and failed["throughput_ips"] is None
+
+
+def test_a_failed_export_fails_only_that_backend(tmp_path, monkeypatch):
+    class Unexportable(FailsAtWidth48):
+        def forward(self, images):
+            if torch.jit.is_tracing() or torch.compiler.is_compiling():
+                raise RuntimeError("no ONNX symbolic for this op")
+            return self.conv(images)
+
+    monkeypatch.setitem(registry.MODELS, "noexport", ModelSpec("noexport", "semantic", Unexportable, "test"))
+    config = {
+        **TINY,
+        "models": [{"name": "noexport"}],
+        "sweep": {"input_sizes": ["32x32"], "batch_sizes": [1, 2]},
+    }
+    out = tmp_path / "out"
+    code = main(["run", str(write_config(tmp_path, config)), "--out", str(out)])
+    results = read_jsonl(out / RESULTS_FILE)
+    numerics = read_jsonl(out / NUMERICS_FILE)
+    assert code == 1
+    assert [(r["backend"], r["status"]) for r in results] == [
+        ("torch", "ok"),
+        ("torch", "ok"),
+        ("onnxruntime", "failed"),
+        ("onnxruntime", "failed"),
+    ]
+    assert "no ONNX symbolic" in results[2]["error"]
+    ort_checks = [row for row in numerics if row["backend"] == "onnxruntime"]
+    assert ort_checks and not any(row["passed"] for row in ort_checks)
+    assert "no ONNX symbolic" in ort_checks[0]["error"]
+
+
+def test_existing_results_are_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / RESULTS_FILE).write_text('{"kept": true}\n')
+    code = main(["run", str(write_config(tmp_path, TINY)), "--out", str(out)])
+    assert code == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / RESULTS_FILE).read_text() == '{"kept": true}\n'
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour on a machine without a GPU")
+def test_gpu_entries_are_skipped_without_a_gpu(tmp_path):
+    config = {
+        **TINY,
+        "models": [TINY["models"][0]],
+        "backends": [{"name": "torch"}, {"name": "torch", "device": "cuda", "precisions": ["fp16"]}],
+    }
+    out = tmp_path / "out"
+    code = main(["run", str(write_config(tmp_path, config)), "--out", str(out)])
+    results = read_jsonl(out / RESULTS_FILE)
+    assert code == 0
+    assert {r["device"] for r in results} == {"cpu"}
+    env = json.loads((out / "env.json").read_text())
+    assert env["skipped_backends"] == [
+        {"backend": "torch", "device": "cuda", "reason": "no CUDA device visible to torch"}
+    ]

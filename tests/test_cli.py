@@ -1,0 +1,104 @@
+"""Bad input: one line naming the problem, exit code 2, never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from segbench.cli import main
+
+GOOD = {"models": [{"name": "unet", "options": {"base_channels": 4}}], "backends": [{"name": "torch"}]}
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+def write(tmp_path, data, name="b.yaml"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("models: [unet\n", "malformed YAML at line"),
+        ({**GOOD, "extra": 1}, "extra: unknown key"),
+        (
+            {**GOOD, "models": [{"name": "segformer"}]},
+            "unknown model 'segformer'; valid models: fcn32s, fcn16s",
+        ),
+        ({**GOOD, "backends": [{"name": "tvm"}]}, "unknown backend 'tvm'; valid: torch, onnxruntime"),
+        ({**GOOD, "sweep": {"input_sizes": [0]}}, "input size must be positive"),
+        ({**GOOD, "sweep": {"batch_sizes": [0]}}, "batch sizes must be positive"),
+        ({**GOOD, "models": [{"name": "unet", "weights": "missing.safetensors"}]}, "weights file not found"),
+    ],
+)
+def test_bad_config(tmp_path, capsys, config, message):
+    code, err = run_cli(capsys, "run", write(tmp_path, config), "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert err.startswith("segbench: error: ") and message in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_unreadable_weights(tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"\x80\x04garbage")
+    config = {**GOOD, "models": [{"name": "unet", "weights": str(weights)}]}
+    code, err = run_cli(capsys, "run", write(tmp_path, config))
+    assert code == 2 and f"cannot read weights file {weights}" in err
+
+
+def test_missing_config(tmp_path, capsys):
+    code, err = run_cli(capsys, "run", str(tmp_path / "nope.yaml"))
+    assert code == 2 and err == f"segbench: error: config file not found: {tmp_path / 'nope.yaml'}"
+
+
+def test_filters_name_unknown_models_and_backends(tmp_path, capsys):
+    config = write(tmp_path, GOOD)
+    code, err = run_cli(capsys, "run", config, "--models", "fcn99")
+    assert code == 2 and "unknown model 'fcn99'; valid models:" in err
+    code, err = run_cli(capsys, "run", config, "--models", "fcn8s")
+    assert code == 2 and "fcn8s is not in the config (it has: unet)" in err
+    code, err = run_cli(capsys, "run", config, "--backends", "tensorrt")
+    assert code == 2 and "unknown backend 'tensorrt'; valid backends: torch, onnxruntime" in err
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["models", "--size", "12xq"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "invalid input size" in err
+
+
+def test_data_command_rejects_bad_sizes(tmp_path, capsys):
+    code, err = run_cli(capsys, "data", "--out", str(tmp_path / "d"), "--size", "16x16")
+    assert code == 2 and "at least 32x32" in err
+
+
+def test_data_command_writes_a_dataset(tmp_path, capsys):
+    code, _ = run_cli(capsys, "data", "--out", str(tmp_path / "d"), "--num", "2", "--size", "64x48")
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "d" / "images").iterdir()) == ["000000.png", "000001.png"]
+    assert (tmp_path / "d" / "instances.json").is_file() and (tmp_path / "d" / "panoptic.json").is_file()
+
+
+def test_models_command_lists_the_registry(capsys):
+    assert main(["models", "--size", "256x256"]) == 0
+    out = capsys.readouterr().out
+    for name in ("fcn32s", "fcn16s", "fcn8s", "unet"):
+        assert name in out
+
+
+def test_real_process_prints_no_traceback(tmp_path):
+    config = write(tmp_path, {**GOOD, "backends": [{"name": "tvm"}]})
+    proc = subprocess.run([sys.executable, "-m", "segbench", "run", config], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("segbench: error:")
