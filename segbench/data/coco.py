@@ -220,7 +220,9 @@ def write_shapes_dataset(root: str | Path, dataset: Iterable[ShapesSample]) -> P
     """Write images, semantic label PNGs, panoptic PNGs and COCO JSONs under ``root``.
 
     Layout: ``images/{name}.png``, ``semantic/{name}.png`` (mode "L"), ``panoptic/{name}.png``,
-    ``instances.json``, ``panoptic.json``. Each sample is generated once. Returns ``root``.
+    ``instances.json``, ``panoptic.json``. Each sample is generated once. Same-named files are
+    overwritten and nothing is deleted, so write into a fresh ``root`` to avoid stale PNGs from an
+    earlier, larger dataset. Returns ``root``.
     """
     root = Path(root)
     dirs = {key: root / key for key in ("images", "semantic", "panoptic")}
