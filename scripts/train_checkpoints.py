@@ -1,6 +1,6 @@
 """Train the small checkpoints segbench ships (``weights: trained``) on the synthetic shapes data, on a CPU.
 
-    python scripts/train_checkpoints.py                  # all semantic models, ~25 min on 2 cores
+    python scripts/train_checkpoints.py                  # all semantic models, ~20 min on 2 cores
     python scripts/train_checkpoints.py --models unet --steps 200 --out /tmp/ckpt
 
 Every step draws fresh training scenes (the generator is indexed, so there is no fixed training set to
@@ -112,7 +112,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", default=",".join(RECIPES), help="comma-separated models to train")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--size", type=int, default=96, help="training image size (square)")
     parser.add_argument("--seed", type=int, default=0)

@@ -108,7 +108,8 @@ class TimingImages:
             # The generator needs at least 32x32; smaller sizes are crops of a 32x32 scene.
             scenes = ShapesDataset(batch, max(height, 32), max(width, 32), seed=self.seed, split="val")
             images = np.stack([scenes[i].image[:height, :width] for i in range(batch)])
-            self._cache.clear()  # one size at a time is enough: cells are ordered by size
+            # Keep only the latest batch: cells run size by size, and a large sweep must not pile up images.
+            self._cache.clear()
             self._cache[key] = images
         return self._cache[key]
 
@@ -119,7 +120,7 @@ def numerics_samples(config: BenchmarkConfig) -> Sequence:
         samples = SemanticFolder(dataset.images, dataset.masks, ignore_index=dataset.ignore_index)
         return [samples[i] for i in range(min(len(samples), dataset.limit or len(samples)))]
     scenes = ShapesDataset(dataset.num_images, dataset.height, dataset.width, seed=dataset.seed, split="val")
-    return [ShapesSemantic(scenes)[i] for i in range(len(scenes))]
+    return list(ShapesSemantic(scenes))
 
 
 def _ignore_index(config: BenchmarkConfig) -> int:
@@ -168,12 +169,15 @@ class BenchmarkRun:
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> RunSummary:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         results_path = self.out_dir / RESULTS_FILE
         if results_path.exists():
             raise ConfigError(
                 f"{results_path} already exists: choose another --out so earlier results are kept"
             )
+        # Read the evaluation data before writing anything: a bad dataset path is bad input (exit 2).
+        if self.config.numerics.enabled:
+            self.samples = numerics_samples(self.config)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         backends = self._available_backends()
         for skipped in self.summary.skipped_backends:
             self.console.print(
@@ -187,8 +191,6 @@ class BenchmarkRun:
         )
         write_json(self.out_dir / ENV_FILE, env)
         self.fingerprint = {"config_hash": env["config_hash"], "git_sha": env["git_sha"]}
-        if self.config.numerics.enabled:
-            self.samples = numerics_samples(self.config)
 
         total = sum(
             len(backend.precisions) * len(self._cells(entry, backend))
@@ -263,6 +265,7 @@ class BenchmarkRun:
         runner: Runner | None = None
         error = state.error
         cold_start: dict[str, float | None] = {"export_s": None, "activate_s": None}
+        artifact: OnnxExport | None = None
         if error is None:
             try:
                 artifact = self._export(state, backend) if runner_class.artifact == "onnx" else None
@@ -292,6 +295,8 @@ class BenchmarkRun:
                     "width": width,
                     **self._measure(state.model, runner, error, batch, height, width),
                     "cold_start": cold_start,
+                    # The exported graph this cell ran, with its parity against PyTorch.
+                    "artifact": artifact.to_dict() if artifact else None,
                     "env": self.fingerprint,
                     "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 }

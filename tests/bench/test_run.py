@@ -54,6 +54,10 @@ def test_run_writes_every_cell_and_numerics(tmp_path):
     ort_cells = [r for r in results if r["backend"] == "onnxruntime"]
     assert all(r["backend_info"]["provider"] == "CPUExecutionProvider" for r in ort_cells)
     assert all(r["cold_start"]["export_s"] > 0 for r in ort_cells)
+    for r in ort_cells:
+        parity = r["artifact"]["parity"]
+        assert parity and all(p["passed"] and p["argmax_agreement"] >= 0.999 for p in parity)
+        assert (out / "onnx").is_dir() and r["artifact"]["path"].endswith(".onnx")
     # Numerics: a baseline row and an onnxruntime row per model and metric; fp32 ORT matches PyTorch.
     roles = {(row["model"], row["backend"], row["role"]) for row in numerics}
     assert roles == {
@@ -185,3 +189,38 @@ def test_gpu_entries_are_skipped_without_a_gpu(tmp_path):
     assert env["skipped_backends"] == [
         {"backend": "torch", "device": "cuda", "reason": "no CUDA device visible to torch"}
     ]
+
+
+def test_numerics_on_a_dataset_folder(tmp_path):
+    from segbench.data import ShapesDataset, write_shapes_dataset
+
+    root = write_shapes_dataset(tmp_path / "data", ShapesDataset(3, 64, 48, seed=5))
+    dataset = {
+        "kind": "folder",
+        "images": str(root / "images"),
+        "masks": str(root / "semantic"),
+        "num_classes": 6,
+    }
+    config = {**TINY, "models": [TINY["models"][0]], "numerics": {"dataset": dataset}}
+    config["sweep"] = {"input_sizes": ["32x32"], "batch_sizes": [1]}
+    out = tmp_path / "out"
+    assert main(["run", str(write_config(tmp_path, config)), "--out", str(out)]) == 0
+    numerics = read_jsonl(out / NUMERICS_FILE)
+    assert {row["metric"] for row in numerics} == {"miou", "pixel_accuracy", "mean_dice"}
+    assert all(row["passed"] for row in numerics)
+
+
+def test_missing_dataset_folder_is_bad_input(tmp_path, capsys):
+    dataset = {
+        "kind": "folder",
+        "images": str(tmp_path / "no-images"),
+        "masks": str(tmp_path),
+        "num_classes": 6,
+    }
+    config = {**TINY, "numerics": {"dataset": dataset}}
+    out = tmp_path / "out"
+    assert main(["run", str(write_config(tmp_path, config)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("segbench: error:") and str(tmp_path / "no-images") in err
+    assert len(err.splitlines()) == 1
+    assert not out.exists()
