@@ -85,29 +85,19 @@ def export_onnx(
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
                 dynamic = {i: torch.export.Dim(name, min=1 if i == 0 else 8) for i, name in dims.items()}
-                torch.onnx.export(
-                    model,
-                    (example,),
-                    str(tmp),
-                    input_names=[input_name],
-                    output_names=output_names,
-                    opset_version=opset,
-                    dynamo=True,
-                    dynamic_shapes={"images": dynamic},
-                    verbose=False,
-                )
+                specific = {"dynamo": True, "dynamic_shapes": {"images": dynamic}, "verbose": False}
             else:
                 axes = {name: dims for name in [input_name, *output_names]}
-                torch.onnx.export(
-                    model,
-                    (example,),
-                    str(tmp),
-                    input_names=[input_name],
-                    output_names=output_names,
-                    opset_version=opset,
-                    dynamo=False,
-                    dynamic_axes=axes,
-                )
+                specific = {"dynamo": False, "dynamic_axes": axes}
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                input_names=[input_name],
+                output_names=output_names,
+                opset_version=opset,
+                **specific,
+            )
         graph = onnx.load(str(tmp))
         _name_output_dims(graph, dims)
         onnx.save(graph, str(tmp))
