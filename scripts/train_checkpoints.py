@@ -1,6 +1,6 @@
 """Train the small checkpoints segbench ships (``weights: trained``) on the synthetic shapes data, on a CPU.
 
-    python scripts/train_checkpoints.py                  # all semantic models, ~20 min on 2 cores
+    python scripts/train_checkpoints.py                  # all semantic models, ~10 min on 2 cores
     python scripts/train_checkpoints.py --models unet --steps 200 --out /tmp/ckpt
 
 Every step draws fresh training scenes (the generator is indexed, so there is no fixed training set to
