@@ -74,23 +74,32 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_models(args: argparse.Namespace, console: Console) -> int:
-    from segbench.models.registry import MODELS, model_stats
-    from segbench.models.weights import checkpoint_metadata, trained_checkpoint_path
+    from segbench.models.registry import MODELS, model_stats, resolve_options
+    from segbench.models.weights import RANDOM, TRAINED, checkpoint_metadata, trained_checkpoint_path
+    from segbench.reports.tables import models_table
 
     height, width = args.size
     rows = []
     for spec in MODELS.values():
+        # The full architecture at its defaults, then the shipped checkpoint's (reduced) variant.
+        variants = [(RANDOM, {}, None)]
         path = trained_checkpoint_path(spec.name)
-        trained = "-"
         if path.is_file():
-            meta = checkpoint_metadata(path)
-            options = ", ".join(f"{k}={v}" for k, v in meta.get("options", {}).items())
-            miou = meta.get("val_miou")
-            trained = f"{options}" + (f"; val mIoU {100 * miou:.1f}" if miou is not None else "")
-        rows.append({**model_stats(spec.name, height=height, width=width), "name": spec.name,
-                     "task": spec.task, "description": spec.description, "trained": trained})  # fmt: skip
-    from segbench.reports.tables import models_table
-
+            variants.append(
+                (TRAINED, resolve_options(spec.name, TRAINED), checkpoint_metadata(path).get("val_miou"))
+            )
+        for weights, options, miou in variants:
+            rows.append(
+                {
+                    **model_stats(spec.name, options, height, width),
+                    "name": spec.name,
+                    "task": spec.task,
+                    "weights": weights,
+                    "options": ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults",
+                    "val_miou": miou,
+                    "description": spec.description,
+                }
+            )
     console.print(models_table(rows, height, width))
     return 0
 

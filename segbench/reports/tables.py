@@ -79,19 +79,20 @@ def numerics_table(rows: Iterable[dict[str, Any]]) -> Table:
 
 def models_table(rows: Iterable[dict[str, Any]], height: int, width: int) -> Table:
     table = Table(title=f"Models (GFLOPs at 1x3x{height}x{width})", title_justify="left")
-    for column in ("name", "task"):
+    for column in ("name", "task", "weights", "options"):
         table.add_column(column)
-    table.add_column("params (M)", justify="right")
-    table.add_column("GFLOPs", justify="right")
-    table.add_column("trained checkpoint")
+    for column in ("params (M)", "GFLOPs", "val mIoU"):
+        table.add_column(column, justify="right")
     table.add_column("description")
     for row in rows:
         table.add_row(
             row["name"],
             row["task"],
+            row["weights"],
+            row["options"],
             f"{row['params'] / 1e6:.2f}",
-            f"{row['gflops']:.1f}",
-            row["trained"],
+            f"{row['gflops']:.2f}",
+            "-" if row["val_miou"] is None else f"{100 * row['val_miou']:.1f}",
             row["description"],
         )
     return table
