@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from segbench.bench.backends import RUNNERS, BackendConfig, Runner
@@ -180,9 +181,8 @@ class BenchmarkRun:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         backends = self._available_backends()
         for skipped in self.summary.skipped_backends:
-            self.console.print(
-                f"[yellow]skipping {skipped['backend']} on {skipped['device']}:[/] {skipped['reason']}"
-            )
+            where = f"{skipped['backend']} on {skipped['device']}"
+            self.console.print(f"[yellow]skipping {where}:[/] {escape(skipped['reason'])}")
         env = collect_env()
         env.update(
             config_name=self.config.name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -43,7 +44,7 @@ def results_table(results: Iterable[dict[str, Any]]) -> Table:
             _ms(latency.get("mean")),
             "-" if r.get("throughput_ips") is None else f"{r['throughput_ips']:.1f}",
             "-" if r.get("peak_host_mb") is None else f"{r['peak_host_mb']:.0f}",
-            "[green]ok[/]" if ok else f"[red]failed[/] {r.get('error') or ''}",
+            "[green]ok[/]" if ok else f"[red]failed[/] {escape(r.get('error') or '')}",
         )
     return table
 
@@ -61,7 +62,7 @@ def numerics_table(rows: Iterable[dict[str, Any]]) -> Table:
         elif row["passed"]:
             verdict = "[green]pass[/]"
         else:
-            verdict = "[red]FAIL[/]" + (f" {row['error']}" if row.get("error") else "")
+            verdict = "[red]FAIL[/]" + (f" {escape(row['error'])}" if row.get("error") else "")
         table.add_row(
             row["model"],
             backend_label(row),
