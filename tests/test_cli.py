@@ -46,12 +46,14 @@ def test_bad_config(tmp_path, capsys, config, message):
     assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
+@pytest.mark.filterwarnings("error")
 def test_unreadable_weights(tmp_path, capsys):
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"\x80\x04garbage")
     config = {**GOOD, "models": [{"name": "unet", "weights": str(weights)}]}
     code, err = run_cli(capsys, "run", write(tmp_path, config))
     assert code == 2 and f"cannot read weights file {weights}" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_missing_config(tmp_path, capsys):

@@ -8,6 +8,7 @@ so ``weights: trained`` rebuilds exactly that architecture.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -51,7 +52,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise WeightsError(f"cannot read weights file {path}: {exc}") from exc
     elif path.suffix in (".pt", ".pth"):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # torch warns about the pickle protocol of files it then may refuse; the refusal is
+                # reported below as one line, the warning would only clutter it.
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WeightsError(f"cannot read weights file {path}: {first_line}") from exc
