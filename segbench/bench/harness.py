@@ -47,8 +47,9 @@ def measure_cell(
     """Time ``iterations`` runs of preprocess -> infer -> postprocess on ``images`` after ``warmup`` runs."""
     if iterations < 1:
         raise ValueError("iterations must be >= 1")
+    image_size = images.shape[1:3]
     for _ in range(warmup):
-        model.postprocess(runner.infer(model.preprocess(images)))
+        model.postprocess(runner.infer(model.preprocess(images)), image_size)
     stage_ns = np.zeros((iterations, len(STAGES)), dtype=np.int64)
     compute_ms: list[float] = []
     clock = time.perf_counter_ns
@@ -59,7 +60,7 @@ def measure_cell(
         t1 = clock()
         outputs = runner.infer(feeds)
         t2 = clock()
-        model.postprocess(outputs)
+        model.postprocess(outputs, image_size)
         t3 = clock()
         stage_ns[i] = (t1 - t0, t2 - t1, t3 - t2)
         device_ms = getattr(runner, "last_compute_ms", None)

@@ -358,7 +358,7 @@ class BenchmarkRun:
         model = runner.model
 
         def predict(images: np.ndarray) -> np.ndarray:
-            return model.postprocess(runner.infer(model.preprocess(images)))
+            return model.postprocess(runner.infer(model.preprocess(images)), images.shape[1:3])
 
         batches = semantic_batches(self.samples, self.config.numerics.batch_size)
         return evaluate_semantic(predict, batches, model.num_classes, _ignore_index(self.config))

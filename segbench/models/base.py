@@ -5,13 +5,14 @@ exported and what every backend runs), plus two host-side steps that every backe
 timings and metrics always include them:
 
 * ``preprocess``: uint8 RGB images ``[N, H, W, 3]`` -> normalised float32 ``[N, 3, H, W]``;
-* ``postprocess``: raw outputs by name -> the task output (a label map ``[N, H, W]`` for semantic).
+* ``postprocess``: raw outputs by name and the image size -> the task output (a label map
+  ``[N, H, W]`` for semantic).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -48,8 +49,12 @@ class SegmentationModel(nn.Module):
         batch *= self._inv_std
         return {self.input_names[0]: np.ascontiguousarray(batch)}
 
-    def postprocess(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Semantic default: per-pixel argmax of the logits -> int64 label map ``[N, H, W]``."""
+    def postprocess(self, outputs: Mapping[str, np.ndarray], image_size: tuple[int, int]) -> Any:
+        """Raw outputs -> task output for images of ``image_size`` (H, W).
+
+        Semantic default: per-pixel argmax of the logits -> int64 label map ``[N, H, W]``. Instance
+        models need ``image_size`` to paste their RoI masks into the image.
+        """
         return np.argmax(outputs[self.output_names[0]], axis=1)
 
 

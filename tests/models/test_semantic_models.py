@@ -33,7 +33,7 @@ def test_preprocess_and_postprocess_shapes(name):
     assert feeds["images"].shape == (2, 3, 40, 72) and feeds["images"].dtype.name == "float32"
     with torch.no_grad():
         logits = model(torch.from_numpy(feeds["images"])).numpy()
-    labels = model.postprocess({"logits": logits})
+    labels = model.postprocess({"logits": logits}, (40, 72))
     assert labels.shape == (2, 40, 72)
     assert labels.min() >= 0 and labels.max() < 5
 
