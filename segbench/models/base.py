@@ -31,6 +31,9 @@ class SegmentationModel(nn.Module):
     output_names: ClassVar[tuple[str, ...]] = ("logits",)
     # Spatial sizes the network needs; forward pads to a multiple of this and crops back.
     size_divisor: ClassVar[int] = 1
+    # Whether one exported graph serves every input size. Networks whose traced graph keeps feature-map
+    # sizes as constants (e.g. Python-list spatial shapes in Mask2Former) export one graph per size.
+    dynamic_spatial: ClassVar[bool] = True
 
     def __init__(self, num_classes: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
         super().__init__()

@@ -85,3 +85,24 @@ def test_failed_export_leaves_no_file(tmp_path):
     with pytest.raises(ExportError, match=r"export failed: .*no ONNX symbolic"):
         export_onnx(Unexportable().eval(), tmp_path / "x.onnx", exporter="torchscript")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_static_size_export_fixes_height_and_width(tmp_path):
+    model = build_model("unet", options=SMALL["unet"])
+    export = export_and_verify(model, tmp_path / "static.onnx", static_size=(48, 80))
+    assert [r.shape for r in export.parity] == [(1, 3, 48, 80), (3, 3, 48, 80)]
+    graph = onnx.load(str(export.path)).graph
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, 48, 80]
+    session = ort.InferenceSession(str(export.path), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"images": np.zeros((2, 3, 48, 80), np.float32)})[0].shape == (2, 5, 48, 80)
+    # Another size is refused loudly instead of computed wrongly.
+    with pytest.raises(Exception, match="dimensions"):
+        session.run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})
+
+
+def test_parity_fails_a_graph_that_cannot_run_at_a_shape(tmp_path):
+    model = build_model("unet", options=SMALL["unet"])
+    path = export_onnx(model, tmp_path / "static.onnx", static_size=(32, 32))
+    (report,) = check_parity(model, path, [(1, 64, 64)])
+    assert not report.passed and report.max_abs_err == float("inf")
