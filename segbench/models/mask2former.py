@@ -33,6 +33,7 @@ from transformers import (
 from segbench.models.base import SegmentationModel
 
 TASKS = ("panoptic", "instance", "semantic")
+BACKBONES = ("swin-t", "resnet50", "resnet18", "resnet-tiny")
 _STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 
@@ -53,7 +54,13 @@ def backbone_config(name: str) -> SwinConfig | ResNetConfig:
         return ResNetConfig(
             depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512], layer_type="basic", out_features=_STAGES
         )
-    raise ValueError(f"unknown backbone {name!r}; choose one of swin-t, resnet50, resnet18")
+    if name == "resnet-tiny":
+        # segbench's own light backbone for checkpoints trained on a CPU: one basic block per stage.
+        return ResNetConfig(
+            depths=[1, 1, 1, 1], hidden_sizes=[32, 64, 128, 256], embedding_size=32, layer_type="basic",
+            out_features=_STAGES,
+        )  # fmt: skip
+    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
 
 class Mask2Former(SegmentationModel):
