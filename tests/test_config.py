@@ -21,7 +21,17 @@ def test_the_default_benchmark_yaml_is_valid():
 def test_defaults():
     cfg = config()
     assert cfg.sweep.input_sizes == [(256, 256)] and cfg.sweep.batch_sizes == [1]
-    assert cfg.numerics.tolerance["fp32"] == 0.5
+    assert cfg.numerics.tolerances("fp32")["miou"] == 0.5
+    assert cfg.numerics.tolerances("fp32")["bbox_ap"] == 0.2
+    assert cfg.numerics.tolerances("fp32")["segm_ap"] == 1.0
+    assert cfg.numerics.tolerances("fp32")["pq"] == 0.5
+
+
+def test_tolerances_as_one_number_or_per_metric():
+    cfg = config(numerics={"tolerance": {"fp32": 0.1, "fp16": {"miou": 2.0}}})
+    assert set(cfg.numerics.tolerances("fp32").values()) == {0.1}
+    fp16 = cfg.numerics.tolerances("fp16")
+    assert fp16["miou"] == 2.0 and fp16["pixel_accuracy"] == 1.0  # the rest keep their defaults
     assert cfg.backends[0].precisions == ["fp32"]
 
 
@@ -77,6 +87,11 @@ def test_sweep_precedence_backend_then_model_then_top_level():
         ({"numerics": {"dataset": {"kind": "voc"}}}, "unknown kind 'voc'; valid: shapes, folder"),
         ({"models": [{"name": "unet", "weights": "/no/such.pt"}]}, "weights file not found: /no/such.pt"),
         ({"models": []}, "models: List should have at least 1 item"),
+        (
+            {"numerics": {"tolerance": {"fp32": {"iou": 1}}}},
+            "unknown metric 'iou' for fp32; valid metrics: miou",
+        ),
+        ({"numerics": {"tolerance": {"fp16": -1}}}, "tolerance for fp16 all metrics must be >= 0"),
     ],
 )
 def test_bad_config_gives_one_line_naming_the_problem(changes, message):

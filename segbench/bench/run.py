@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,12 +26,13 @@ from segbench.bench.backends.torch_backend import TorchConfig, TorchRunner
 from segbench.bench.harness import measure_cell
 from segbench.bench.memory import PeakHostMemory
 from segbench.config import BenchmarkConfig, FolderDatasetConfig, ModelEntry
-from segbench.data.readers import SemanticFolder, ShapesSemantic
+from segbench.data.readers import SemanticFolder
 from segbench.data.shapes import IGNORE_INDEX, ShapesDataset
 from segbench.env import collect_env
 from segbench.errors import ConfigError
 from segbench.export.onnx import OnnxExport, export_and_verify
-from segbench.metrics.checker import compare_metrics, evaluate_semantic, semantic_batches
+from segbench.metrics.checker import compare_metrics
+from segbench.metrics.tasks import evaluate_task
 from segbench.models.base import SegmentationModel
 from segbench.models.registry import build_model, get_spec, model_stats
 from segbench.reports.results import JsonlWriter, write_json
@@ -120,8 +121,10 @@ def numerics_samples(config: BenchmarkConfig) -> Sequence:
     if isinstance(dataset, FolderDatasetConfig):
         samples = SemanticFolder(dataset.images, dataset.masks, ignore_index=dataset.ignore_index)
         return [samples[i] for i in range(min(len(samples), dataset.limit or len(samples)))]
-    scenes = ShapesDataset(dataset.num_images, dataset.height, dataset.width, seed=dataset.seed, split="val")
-    return list(ShapesSemantic(scenes))
+    # The scenes themselves: they carry semantic, instance and panoptic ground truth alike.
+    return list(
+        ShapesDataset(dataset.num_images, dataset.height, dataset.width, seed=dataset.seed, split="val")
+    )
 
 
 def _ignore_index(config: BenchmarkConfig) -> int:
@@ -237,20 +240,25 @@ class BenchmarkRun:
         if state.model is not None and self.samples:
             self._status(f"{entry.name}: PyTorch fp32 baseline")
             with TorchRunner(state.model, TorchConfig(), "fp32") as runner:
-                state.baseline = self._evaluate(runner)
+                state.baseline = self._evaluate(state.model, lambda size: runner)
             for verdict in compare_metrics(state.baseline, state.baseline, 0.0):
                 self._write_numerics(state, TorchConfig(), "fp32", verdict.to_dict(), role="baseline")
         return state
 
-    def _export(self, state: ModelState, backend: BackendConfig) -> OnnxExport:
-        """The model's ONNX export for this backend's opset/exporter, made once per run and reused."""
-        key = (getattr(backend, "opset", 18), getattr(backend, "exporter", "dynamo"))
+    def _export(self, state: ModelState, backend: BackendConfig, size: tuple[int, int] | None) -> OnnxExport:
+        """The model's ONNX graph for this backend's opset/exporter (and size, for per-size models),
+        exported once per run and reused; a failure is remembered and raised again as _StageFailed."""
+        key = (getattr(backend, "opset", 18), getattr(backend, "exporter", "dynamo"), size)
         if key not in state.exports:
-            self._status(f"{state.entry.name}: exporting ONNX (opset {key[0]}, {key[1]})")
+            opset, exporter, _ = key
+            suffix = f"-{size[0]}x{size[1]}" if size else ""
+            self._status(f"{state.entry.name}: exporting ONNX (opset {opset}, {exporter}{suffix})")
             index = self.config.models.index(state.entry)
-            path = self.out_dir / "onnx" / f"{index:02d}-{state.entry.name}-opset{key[0]}-{key[1]}.onnx"
+            path = (
+                self.out_dir / "onnx" / f"{index:02d}-{state.entry.name}-opset{opset}-{exporter}{suffix}.onnx"
+            )
             try:
-                state.exports[key] = export_and_verify(state.model, path, opset=key[0], exporter=key[1])
+                state.exports[key] = export_and_verify(state.model, path, opset, exporter, static_size=size)
             except Exception as exc:
                 state.exports[key] = describe_error(exc)
         found = state.exports[key]
@@ -261,29 +269,36 @@ class BenchmarkRun:
     def _run_backend(
         self, state: ModelState, backend: BackendConfig, runner_class: type[Runner], precision: str
     ) -> None:
-        """Time every cell of one backend x precision, then check its numerics with the same runner."""
-        runner: Runner | None = None
-        error = state.error
-        cold_start: dict[str, float | None] = {"export_s": None, "activate_s": None}
-        artifact: OnnxExport | None = None
-        if error is None:
-            try:
-                artifact = self._export(state, backend) if runner_class.artifact == "onnx" else None
-                cold_start["export_s"] = artifact.export_s if artifact else None
-                runner = runner_class(state.model, backend, precision, artifact.path if artifact else None)
-                start = time.perf_counter()
-                runner.__enter__()
-                cold_start["activate_s"] = time.perf_counter() - start
-            except _StageFailed as exc:
-                error = str(exc)
-                runner = None
-            except Exception as exc:
-                error = describe_error(exc)
-                runner = None
+        """Time every cell of one backend x precision, then check its numerics with the same runners."""
+
+        def open_runner(size: tuple[int, int] | None) -> tuple[Runner, dict[str, Any]]:
+            artifact = self._export(state, backend, size) if runner_class.artifact == "onnx" else None
+            runner = runner_class(state.model, backend, precision, artifact.path if artifact else None)
+            start = time.perf_counter()
+            runner.__enter__()
+            return runner, {
+                "cold_start": {
+                    "export_s": artifact.export_s if artifact else None,
+                    "activate_s": time.perf_counter() - start,
+                },
+                # The exported graph this cell ran, with its parity against PyTorch.
+                "artifact": artifact.to_dict() if artifact else None,
+            }
+
+        per_size = (
+            state.model is not None and runner_class.artifact == "onnx" and not state.model.dynamic_spatial
+        )
+        pool = RunnerPool(open_runner, per_size)
         where = f"{state.entry.name} · {backend.name}/{backend.device}/{precision}"
         try:
             for height, width, batch in self._cells(state.entry, backend):
                 self._status(f"{where} · {height}x{width} b{batch}")
+                runner, error, info = None, state.error, {"cold_start": None, "artifact": None}
+                if error is None:
+                    try:
+                        runner, info = pool.get((height, width))
+                    except _StageFailed as exc:
+                        error = str(exc)
                 record = {
                     **state.record,
                     "backend": backend.name,
@@ -294,9 +309,7 @@ class BenchmarkRun:
                     "height": height,
                     "width": width,
                     **self._measure(state.model, runner, error, batch, height, width),
-                    "cold_start": cold_start,
-                    # The exported graph this cell ran, with its parity against PyTorch.
-                    "artifact": artifact.to_dict() if artifact else None,
+                    **info,
                     "env": self.fingerprint,
                     "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 }
@@ -306,10 +319,9 @@ class BenchmarkRun:
                 self.summary.results.append(record)
                 self.progress.advance(self.task)
             if state.baseline is not None:
-                self._check(state, backend, precision, runner, error)
+                self._check(state, backend, precision, pool)
         finally:
-            if runner is not None:
-                runner.__exit__(None, None, None)
+            pool.close()
 
     def _measure(
         self,
@@ -353,35 +365,44 @@ class BenchmarkRun:
             "backend_info": runner.describe(),
         }
 
-    def _evaluate(self, runner: Runner) -> dict[str, float]:
-        """Task metrics of an active runner over the numerics samples, through the shared pipeline."""
-        model = runner.model
+    def _evaluate(
+        self, model: SegmentationModel, runner_for: Callable[[tuple[int, int]], Runner]
+    ) -> dict[str, float]:
+        """Task metrics over the numerics samples through the shared pipeline; ``runner_for`` gives the
+        runner for a batch's image size (one runner for most backends, one per size for per-size graphs)."""
 
-        def predict(images: np.ndarray) -> np.ndarray:
+        def predict(images: np.ndarray) -> Any:
+            runner = runner_for(images.shape[1:3])
             return model.postprocess(runner.infer(model.preprocess(images)), images.shape[1:3])
 
-        batches = semantic_batches(self.samples, self.config.numerics.batch_size)
-        return evaluate_semantic(predict, batches, model.num_classes, _ignore_index(self.config))
+        return evaluate_task(
+            model.task,
+            predict,
+            self.samples,
+            self.config.numerics.batch_size,
+            model.num_classes,
+            _ignore_index(self.config),
+            getattr(model, "category_offset", 0),
+        )
 
-    def _check(
-        self,
-        state: ModelState,
-        backend: BackendConfig,
-        precision: str,
-        runner: Runner | None,
-        error: str | None,
-    ) -> None:
+    def _check(self, state: ModelState, backend: BackendConfig, precision: str, pool: RunnerPool) -> None:
         if isinstance(backend, TorchConfig) and backend.device == "cpu" and precision == "fp32":
             return  # the baseline configuration itself
         self._status(f"{state.entry.name} · {backend.name}/{backend.device}/{precision} · numerics")
-        tolerance = self.config.numerics.tolerance[precision]
-        if runner is not None:
+        tolerances = self.config.numerics.tolerances(precision)
+        error = state.error
+        if error is None:
             try:
-                metrics = self._evaluate(runner)
+                metrics = self._evaluate(state.model, lambda size: pool.get(size)[0])
+            except _StageFailed as exc:
+                error = str(exc)
             except Exception as exc:
                 error = describe_error(exc)
             else:
-                for verdict in compare_metrics(metrics, state.baseline, tolerance):
+                for metric, base in state.baseline.items():
+                    (verdict,) = compare_metrics(
+                        {metric: metrics[metric]}, {metric: base}, tolerances[metric]
+                    )
                     self._write_numerics(state, backend, precision, verdict.to_dict())
                 return
         for metric, base_value in state.baseline.items():
@@ -390,7 +411,7 @@ class BenchmarkRun:
                 "value": None,
                 "baseline": 100 * base_value,
                 "delta": None,
-                "tolerance": tolerance,
+                "tolerance": tolerances[metric],
                 "passed": False,
             }
             self._write_numerics(state, backend, precision, verdict, error=error)
@@ -419,8 +440,42 @@ class BenchmarkRun:
         self.summary.numerics.append(row)
 
 
+class RunnerPool:
+    """The active runners of one model x backend x precision, opened on first use and closed together.
+
+    A graph with dynamic height/width serves every size with one runner; a model whose graphs are per
+    size gets one export and one runner per input size. A failure to open is remembered, so every cell
+    that needs that runner reports the same error without retrying the export.
+    """
+
+    def __init__(self, open_runner: Callable[[tuple[int, int] | None], tuple[Runner, dict]], per_size: bool):
+        self._open = open_runner
+        self._per_size = per_size
+        self._entries: dict[tuple[int, int] | None, tuple[Runner, dict] | str] = {}
+
+    def get(self, size: tuple[int, int]) -> tuple[Runner, dict[str, Any]]:
+        key = tuple(size) if self._per_size else None
+        if key not in self._entries:
+            try:
+                self._entries[key] = self._open(key)
+            except _StageFailed as exc:
+                self._entries[key] = str(exc)
+            except Exception as exc:
+                self._entries[key] = describe_error(exc)
+        entry = self._entries[key]
+        if isinstance(entry, str):
+            raise _StageFailed(entry)
+        return entry
+
+    def close(self) -> None:
+        for entry in self._entries.values():
+            if not isinstance(entry, str):
+                entry[0].__exit__(None, None, None)
+        self._entries.clear()
+
+
 class _StageFailed(Exception):
-    """An earlier stage (export) already failed; its recorded message is reused for every cell."""
+    """An earlier stage (export, session creation) failed; its message is reused for every cell."""
 
 
 def run_benchmark(config: BenchmarkConfig, out_dir: Path, console: Console | None = None) -> RunSummary:
