@@ -141,7 +141,8 @@ class ModelState:
     model: SegmentationModel | None = None
     error: str | None = None
     baseline: dict[str, float] | None = None
-    exports: dict[tuple[int, str], OnnxExport | str] = field(default_factory=dict)
+    exports: dict[tuple, OnnxExport | str] = field(default_factory=dict)
+    stats: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
 
 
 class BenchmarkRun:
@@ -314,7 +315,7 @@ class BenchmarkRun:
                     "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 }
                 if record["status"] == "ok":
-                    record.update(model_stats(state.entry.name, state.record["model_options"], height, width))
+                    record.update(self._stats(state, height, width))
                 self.results.write(record)
                 self.summary.results.append(record)
                 self.progress.advance(self.task)
@@ -322,6 +323,13 @@ class BenchmarkRun:
                 self._check(state, backend, precision, pool)
         finally:
             pool.close()
+
+    def _stats(self, state: ModelState, height: int, width: int) -> dict[str, Any]:
+        """Parameters and GFLOPs at one input size, counted once per model and size."""
+        key = (height, width)
+        if key not in state.stats:
+            state.stats[key] = model_stats(state.entry.name, state.record["model_options"], height, width)
+        return state.stats[key]
 
     def _measure(
         self,

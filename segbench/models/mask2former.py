@@ -16,7 +16,8 @@ graph per input size (with a dynamic batch).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,12 +30,25 @@ from transformers import (
     ResNetConfig,
     SwinConfig,
 )
+from transformers.utils import logging as transformers_logging
 
 from segbench.models.base import SegmentationModel
 
 TASKS = ("panoptic", "instance", "semantic")
 BACKBONES = ("swin-t", "resnet50", "resnet18", "resnet-tiny")
 _STAGES = ["stage1", "stage2", "stage3", "stage4"]
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers warns that non-Swin backbones "may not be compatible"; segbench's tests run the
+    ResNet configs end to end, so on every model build the warning would only be noise."""
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
 
 
 def backbone_config(name: str) -> SwinConfig | ResNetConfig:
@@ -76,7 +90,8 @@ class Mask2Former(SegmentationModel):
         bad = [c for c in stuff_classes if not 0 <= c < config.num_labels]
         if bad:
             raise ValueError(f"stuff class {bad[0]} is outside [0, {config.num_labels})")
-        network = Mask2FormerForUniversalSegmentation(config)
+        with _quiet_transformers():
+            network = Mask2FormerForUniversalSegmentation(config)
         # Register transformers' own submodules under their own names so checkpoints load unchanged;
         # keep the wrapper object itself out of the module tree (a tuple is not registered).
         self.model = network.model
@@ -160,22 +175,25 @@ def mask2former(
 
     ``stuff_classes`` are the class indices fused into one segment per class in panoptic output.
     """
-    if num_queries < 1 or hidden_dim < 8 or encoder_layers < 1 or decoder_layers < 2:
+    if num_queries < 1 or encoder_layers < 1 or decoder_layers < 2:
+        raise ValueError("num_queries >= 1, encoder_layers >= 1 and decoder_layers >= 2 are needed")
+    if hidden_dim < 32 or hidden_dim % 32:
         raise ValueError(
-            "num_queries >= 1, hidden_dim >= 8, encoder_layers >= 1 and decoder_layers >= 2 are needed"
+            f"hidden_dim must be a positive multiple of 32 (GroupNorm uses 32 groups), got {hidden_dim}"
         )
-    config = Mask2FormerConfig(
-        backbone_config=backbone_config(backbone),
-        num_labels=num_classes,
-        num_queries=num_queries,
-        hidden_dim=hidden_dim,
-        mask_feature_size=hidden_dim,
-        feature_size=hidden_dim,
-        encoder_layers=encoder_layers,
-        decoder_layers=decoder_layers,
-        dim_feedforward=4 * hidden_dim,
-        encoder_feedforward_dim=4 * hidden_dim,
-        use_timm_backbone=False,
-        use_pretrained_backbone=False,
-    )
+    with _quiet_transformers():
+        config = Mask2FormerConfig(
+            backbone_config=backbone_config(backbone),
+            num_labels=num_classes,
+            num_queries=num_queries,
+            hidden_dim=hidden_dim,
+            mask_feature_size=hidden_dim,
+            feature_size=hidden_dim,
+            encoder_layers=encoder_layers,
+            decoder_layers=decoder_layers,
+            dim_feedforward=4 * hidden_dim,
+            encoder_feedforward_dim=4 * hidden_dim,
+            use_timm_backbone=False,
+            use_pretrained_backbone=False,
+        )
     return Mask2Former(config, task=task, stuff_classes=tuple(stuff_classes))

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.onnx import symbolic_opset11
 from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
 from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
@@ -96,11 +97,10 @@ class _GroupedNMS(torch.autograd.Function):
     ) -> Any:
         # ONNX wants scores as [batch, classes, boxes]; boxes may be given as (x1, y1, x2, y2) because
         # IoU does not change when x and y swap roles (torchvision's own NMS symbolic relies on this).
-        axis = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))
         return g.op(
             "NonMaxSuppression",
             boxes,
-            g.op("Unsqueeze", scores, axis),
+            symbolic_opset11.unsqueeze(g, scores, 1),
             g.op("Constant", value_t=torch.tensor([max_per_group], dtype=torch.int64)),
             g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float32)),
             g.op("Constant", value_t=torch.tensor([score_threshold], dtype=torch.float32)),
@@ -258,7 +258,15 @@ class MaskRCNN(SegmentationModel):
         boxes, scores, labels, valid = self._detections(features, proposals, proposal_valid, height, width)
         masks = self._masks(features, boxes, labels, valid)
         num_detections = valid.to(torch.int64).sum(dim=1)
-        return boxes, scores, labels, masks, num_detections
+        # Reshapes to constant shapes, last, so that ONNX shape inference sees the static D (and 4, 28).
+        d, size = self.max_detections, self.mask_size
+        return (
+            boxes.reshape(-1, d, 4),
+            scores.reshape(-1, d),
+            labels.reshape(-1, d),
+            masks.reshape(-1, d, size, size),
+            num_detections,
+        )
 
     def _proposals(
         self, padded: Tensor, features: list[Tensor], height: Tensor | int, width: Tensor | int
@@ -379,7 +387,9 @@ class MaskRCNN(SegmentationModel):
         det_boxes = _gather_rows(group_boxes.reshape(-1, num_fg * num_proposals, 4), index)
         det_boxes = torch.where(valid[..., None], det_boxes, 0.0)
         det_scores = torch.where(valid, top_scores, 0.0)
-        det_labels = torch.where(valid, torch.div(index, num_proposals, rounding_mode="floor") + 1, 0)
+        # index = class * P + proposal; indices are >= 0, so truncating division is floor division and
+        # exports as a plain integer Div.
+        det_labels = torch.where(valid, torch.div(index, num_proposals, rounding_mode="trunc") + 1, 0)
         return det_boxes, det_scores, det_labels, valid
 
     def _masks(self, features: Mapping[str, Tensor], boxes: Tensor, labels: Tensor, valid: Tensor) -> Tensor:

@@ -132,15 +132,19 @@ def model_stats(
 ) -> dict:
     """Parameter count and GFLOPs (multiply-add = 2 FLOPs) of one forward at 1 x 3 x height x width.
 
-    Counted on the meta device, so even the full-width networks cost no memory or time.
+    Counted on the meta device, so even the full-width networks cost no memory or time; GFLOPs are
+    None for a network that cannot run there.
     """
     spec = get_spec(name)
     with torch.device("meta"):
         model = _construct(spec, dict(options or {})).eval()
         counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            model(torch.empty(1, 3, height, width))
-    return {
-        "params": sum(p.numel() for p in model.parameters()),
-        "gflops": counter.get_total_flops() / 1e9,
-    }
+        try:
+            with counter, torch.no_grad():
+                model(torch.empty(1, 3, height, width))
+            gflops = counter.get_total_flops() / 1e9
+        except RuntimeError:
+            # Some networks create real tensors inside forward (e.g. transformers' spatial-shape
+            # tables), which the meta device refuses; report no figure rather than a wrong one.
+            gflops = None
+    return {"params": sum(p.numel() for p in model.parameters()), "gflops": gflops}

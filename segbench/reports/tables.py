@@ -92,7 +92,7 @@ def models_table(rows: Iterable[dict[str, Any]], height: int, width: int) -> Tab
             row["weights"],
             row["options"],
             f"{row['params'] / 1e6:.2f}",
-            f"{row['gflops']:.2f}",
+            "-" if row["gflops"] is None else f"{row['gflops']:.2f}",
             "-" if row["val_miou"] is None else f"{100 * row['val_miou']:.1f}",
             row["description"],
         )

@@ -224,3 +224,38 @@ def test_missing_dataset_folder_is_bad_input(tmp_path, capsys):
     assert err.startswith("segbench: error:") and str(tmp_path / "no-images") in err
     assert len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_per_size_model_runs_one_graph_per_input_size(tmp_path, monkeypatch):
+    from segbench.models.mask2former import mask2former
+
+    def tiny_mask2former(num_classes: int = 6):
+        return mask2former(
+            num_classes, "resnet-tiny", num_queries=6, hidden_dim=32, encoder_layers=1, decoder_layers=2,
+            stuff_classes=(0, 1, 2),
+        )  # fmt: skip
+
+    monkeypatch.setitem(registry.MODELS, "m2f", ModelSpec("m2f", "panoptic", tiny_mask2former, "test"))
+    config = {
+        **TINY,
+        "models": [{"name": "m2f"}],
+        "sweep": {"input_sizes": ["64x64", "64x96"], "batch_sizes": [1, 2]},
+        "numerics": {
+            "batch_size": 2,
+            "dataset": {"kind": "shapes", "num_images": 2, "height": 96, "width": 96},
+        },
+    }
+    out = tmp_path / "out"
+    code = main(["run", str(write_config(tmp_path, config)), "--out", str(out)])
+    results = read_jsonl(out / RESULTS_FILE)
+    numerics = read_jsonl(out / NUMERICS_FILE)
+    assert code == 0, [r["error"] for r in results if r["status"] != "ok"]
+    ort = [r for r in results if r["backend"] == "onnxruntime"]
+    # One graph per input size, shared by both batch sizes, each checked at batch 1 and 3.
+    graphs = {(r["height"], r["width"]): r["artifact"]["path"] for r in ort}
+    assert len(set(graphs.values())) == 2 and graphs[(64, 96)].endswith("-64x96.onnx")
+    assert all(p["shape"][2:] == [r["height"], r["width"]] for r in ort for p in r["artifact"]["parity"])
+    # The numerics ran at the dataset's size through a third graph, with PQ/SQ/RQ verdicts.
+    assert (out / "onnx" / "00-m2f-opset18-torchscript-96x96.onnx").is_file()
+    assert {row["metric"] for row in numerics} == {"pq", "sq", "rq"}
+    assert all(row["passed"] for row in numerics if row["role"] == "candidate")

@@ -107,6 +107,7 @@ def test_dynamic_size_graph_is_wrong_elsewhere_which_is_why_sizes_are_static(mod
         ({"task": "depth"}, "unknown task 'depth'"),
         ({"stuff_classes": [9]}, "stuff class 9 is outside"),
         ({"num_queries": 0}, "num_queries >= 1"),
+        ({"hidden_dim": 48}, "hidden_dim must be a positive multiple of 32"),
     ],
 )
 def test_bad_options(options, message):
