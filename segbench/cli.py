@@ -73,6 +73,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return summary.exit_code
 
 
+def _validation_figure(meta: dict) -> str | None:
+    """The headline validation metric a packaged checkpoint records, e.g. ``mIoU 79.1``."""
+    for key, label in (("val_miou", "mIoU"), ("val_segm_ap", "mask AP"), ("val_pq", "PQ")):
+        if meta.get(key) is not None:
+            return f"{label} {100 * meta[key]:.1f}"
+    return None
+
+
 def cmd_models(args: argparse.Namespace, console: Console) -> int:
     from segbench.models.registry import MODELS, model_stats, resolve_options
     from segbench.models.weights import RANDOM, TRAINED, checkpoint_metadata, trained_checkpoint_path
@@ -85,10 +93,9 @@ def cmd_models(args: argparse.Namespace, console: Console) -> int:
         variants = [(RANDOM, {}, None)]
         path = trained_checkpoint_path(spec.name)
         if path.is_file():
-            variants.append(
-                (TRAINED, resolve_options(spec.name, TRAINED), checkpoint_metadata(path).get("val_miou"))
-            )
-        for weights, options, miou in variants:
+            meta = checkpoint_metadata(path)
+            variants.append((TRAINED, resolve_options(spec.name, TRAINED), _validation_figure(meta)))
+        for weights, options, figure in variants:
             rows.append(
                 {
                     **model_stats(spec.name, options, height, width),
@@ -96,7 +103,7 @@ def cmd_models(args: argparse.Namespace, console: Console) -> int:
                     "task": spec.task,
                     "weights": weights,
                     "options": ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults",
-                    "val_miou": miou,
+                    "validation": figure,
                     "description": spec.description,
                 }
             )

@@ -124,7 +124,14 @@ class BenchmarkConfig(_Strict):
 
     @model_validator(mode="after")
     def _models_buildable(self) -> BenchmarkConfig:
+        folder = isinstance(self.numerics.dataset, FolderDatasetConfig)
         for entry in self.models:
+            task = entry.options.get("task", MODELS[entry.name].task)
+            if folder and self.numerics.enabled and task != "semantic":
+                raise ValueError(
+                    f"model {entry.name} is a {task} model, but a folder dataset has semantic labels only; "
+                    "use the shapes dataset or set numerics.enabled: false"
+                )
             options = dict(entry.options)
             if entry.weights == RANDOM and "num_classes" not in options:
                 options["num_classes"] = self.dataset_num_classes()

@@ -235,6 +235,7 @@ class BenchmarkRun:
         try:
             state.model = build_model(entry.name, entry.weights, options, seed=self.config.seed)
             options = state.model.options
+            record["task"] = state.model.task  # a multi-task model (Mask2Former) serves the one asked for
         except Exception as exc:
             state.error = describe_error(exc)
         record["model_options"] = options
@@ -390,7 +391,7 @@ class BenchmarkRun:
             self.config.numerics.batch_size,
             model.num_classes,
             _ignore_index(self.config),
-            getattr(model, "category_offset", 0),
+            model.category_offset,
         )
 
     def _check(self, state: ModelState, backend: BackendConfig, precision: str, pool: RunnerPool) -> None:

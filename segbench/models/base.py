@@ -34,6 +34,9 @@ class SegmentationModel(nn.Module):
     # Whether one exported graph serves every input size. Networks whose traced graph keeps feature-map
     # sizes as constants (e.g. Python-list spatial shapes in Mask2Former) export one graph per size.
     dynamic_spatial: ClassVar[bool] = True
+    # Instance/panoptic outputs: class label + this offset = the dataset's category id (the shapes
+    # categories are class index + 1; torchvision-style detectors already predict category ids).
+    category_offset: ClassVar[int] = 0
 
     def __init__(self, num_classes: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
         super().__init__()

@@ -80,6 +80,8 @@ def backbone_config(name: str) -> SwinConfig | ResNetConfig:
 class Mask2Former(SegmentationModel):
     output_names = ("class_logits", "mask_logits")
     dynamic_spatial = False
+    # Class indices 0..C-1; the shapes categories (and COCO-style JSON written by segbench) are 1..C.
+    category_offset = 1
 
     def __init__(
         self, config: Mask2FormerConfig, task: str = "panoptic", stuff_classes: tuple[int, ...] = ()

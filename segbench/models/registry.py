@@ -15,7 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from segbench.errors import ConfigError, WeightsError
-from segbench.models import fcn, unet
+from segbench.models import fcn, mask2former, unet
 from segbench.models.base import SegmentationModel
 from segbench.models.weights import (
     RANDOM,
@@ -46,6 +46,9 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("fcn16s", "semantic", fcn.fcn16s, "FCN-16s, VGG backbone, pool4 skip"),
         ModelSpec("fcn8s", "semantic", fcn.fcn8s, "FCN-8s, VGG backbone, pool3 + pool4 skips"),
         ModelSpec("unet", "semantic", unet.unet, "U-Net, 4 down / 4 up, skip concatenation"),
+        ModelSpec(
+            "mask2former", "panoptic", mask2former.mask2former, "Mask2Former (transformers), masked attention"
+        ),
     )
 }
 

@@ -82,7 +82,7 @@ def models_table(rows: Iterable[dict[str, Any]], height: int, width: int) -> Tab
     table = Table(title=f"Models (GFLOPs at 1x3x{height}x{width})", title_justify="left")
     for column in ("name", "task", "weights", "options"):
         table.add_column(column)
-    for column in ("params (M)", "GFLOPs", "val mIoU"):
+    for column in ("params (M)", "GFLOPs", "validation"):
         table.add_column(column, justify="right")
     table.add_column("description")
     for row in rows:
@@ -93,7 +93,7 @@ def models_table(rows: Iterable[dict[str, Any]], height: int, width: int) -> Tab
             row["options"],
             f"{row['params'] / 1e6:.2f}",
             "-" if row["gflops"] is None else f"{row['gflops']:.2f}",
-            "-" if row["val_miou"] is None else f"{100 * row['val_miou']:.1f}",
+            row["validation"] or "-",
             row["description"],
         )
     return table
