@@ -92,6 +92,13 @@ def test_sweep_precedence_backend_then_model_then_top_level():
             "unknown metric 'iou' for fp32; valid metrics: miou",
         ),
         ({"numerics": {"tolerance": {"fp16": -1}}}, "tolerance for fp16 all metrics must be >= 0"),
+        (
+            {
+                "models": [{"name": "mask2former"}],
+                "numerics": {"dataset": {"kind": "folder", "images": "i", "masks": "m", "num_classes": 6}},
+            },
+            "mask2former is a panoptic model, but a folder dataset has semantic labels only",
+        ),
     ],
 )
 def test_bad_config_gives_one_line_naming_the_problem(changes, message):

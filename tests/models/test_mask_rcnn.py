@@ -98,7 +98,9 @@ def runs(model):
 
 @pytest.fixture(scope="module")
 def onnx_session(model, tmp_path_factory):
-    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "mask_rcnn.onnx", opset=17, exporter="torchscript")
+    path = export_onnx(
+        model, tmp_path_factory.mktemp("onnx") / "mask_rcnn.onnx", opset=17, exporter="torchscript"
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return onnx.load(str(path)), session
 
