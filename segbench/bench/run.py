@@ -250,7 +250,8 @@ class BenchmarkRun:
     def _export(self, state: ModelState, backend: BackendConfig, size: tuple[int, int] | None) -> OnnxExport:
         """The model's ONNX graph for this backend's opset/exporter (and size, for per-size models),
         exported once per run and reused; a failure is remembered and raised again as _StageFailed."""
-        key = (getattr(backend, "opset", 18), getattr(backend, "exporter", "dynamo"), size)
+        exporter = getattr(backend, "exporter", None) or state.model.preferred_exporter
+        key = (getattr(backend, "opset", 18), exporter, size)
         if key not in state.exports:
             opset, exporter, _ = key
             suffix = f"-{size[0]}x{size[1]}" if size else ""

@@ -85,11 +85,17 @@ def export_onnx(
         with warnings.catch_warnings(), torch.no_grad():
             # Exporters warn about tracer internals that say nothing about the user's model.
             warnings.simplefilter("ignore")
+            traced = model(example)
+            traced_shapes = [tuple(t.shape) for t in (traced if isinstance(traced, tuple) else (traced,))]
+            # Dense outputs keep the input's dynamic axes; the others (detections, queries) only its batch.
+            output_dims = [
+                dims if len(s) == 4 and s[2:] == (height, width) else {0: dims[0]} for s in traced_shapes
+            ]
             if exporter == "dynamo":
                 dynamic = {i: torch.export.Dim(name, min=1 if i == 0 else 8) for i, name in dims.items()}
                 specific = {"dynamo": True, "dynamic_shapes": {"images": dynamic}, "verbose": False}
             else:
-                axes = {name: dims for name in [input_name, *output_names]}
+                axes = {input_name: dims, **dict(zip(output_names, output_dims, strict=True))}
                 specific = {"dynamo": False, "dynamic_axes": axes}
             torch.onnx.export(
                 model,
@@ -101,10 +107,7 @@ def export_onnx(
                 **specific,
             )
         graph = onnx.load(str(tmp))
-        with torch.no_grad():
-            traced = model(example)
-        traced = traced if isinstance(traced, tuple) else (traced,)
-        _name_output_dims(graph, dims, [tuple(t.shape) for t in traced], (height, width))
+        _name_output_dims(graph, output_dims)
         onnx.save(graph, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
         os.replace(tmp, path)
@@ -117,24 +120,13 @@ def export_onnx(
     return path
 
 
-def _name_output_dims(
-    graph: onnx.ModelProto,
-    dims: dict[int, str],
-    traced_shapes: list[tuple[int, ...]],
-    traced_size: tuple[int, int],
-) -> None:
-    """Name the outputs' dynamic dims after the input's (the dynamo exporter writes expressions there).
-
-    The batch dim is always the input's; height/width only for outputs traced at the input's size.
-    """
-    for output, shape in zip(graph.graph.output, traced_shapes, strict=True):
-        dense = len(shape) == 4 and shape[2:] == traced_size
-        tensor_shape = output.type.tensor_type.shape
+def _name_output_dims(graph: onnx.ModelProto, output_dims: list[dict[int, str]]) -> None:
+    """Name each output's dynamic dims like the input's (the dynamo exporter writes expressions there)."""
+    for output, dims in zip(graph.graph.output, output_dims, strict=True):
+        shape = output.type.tensor_type.shape
         for index, name in dims.items():
-            if index >= len(tensor_shape.dim) or (index > 0 and not dense):
-                continue
-            if not tensor_shape.dim[index].HasField("dim_value"):
-                tensor_shape.dim[index].dim_param = name
+            if index < len(shape.dim) and not shape.dim[index].HasField("dim_value"):
+                shape.dim[index].dim_param = name
 
 
 def check_parity(

@@ -73,9 +73,10 @@ def evaluate_instance_task(
     return {name: metrics[name] for name in TASK_METRICS["instance"]}
 
 
-def evaluate_panoptic_task(
+def panoptic_quality(
     predict: Predict, samples: Sequence, batch_size: int, category_offset: int = 0
-) -> dict[str, float]:
+) -> dict[str, Any]:
+    """The full ``pq_compute`` summary (all / things / stuff / per category) of ``predict`` on scenes."""
     from segbench.data.coco import panoptic_png_and_segments, rgb_to_id
     from segbench.data.shapes import CATEGORIES
 
@@ -88,7 +89,13 @@ def evaluate_panoptic_task(
             shifted = [{**s, "category_id": s["category_id"] + category_offset} for s in segments]
             predictions.append(PanopticImage(id_map, shifted, sample.index))
     categories = [{"id": c.id, "isthing": int(c.isthing), "name": c.name} for c in CATEGORIES]
-    summary = pq_compute(truth, predictions, categories)["all"]
+    return pq_compute(truth, predictions, categories)
+
+
+def evaluate_panoptic_task(
+    predict: Predict, samples: Sequence, batch_size: int, category_offset: int = 0
+) -> dict[str, float]:
+    summary = panoptic_quality(predict, samples, batch_size, category_offset)["all"]
     return {name: summary[name] for name in TASK_METRICS["panoptic"]}
 
 

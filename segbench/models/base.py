@@ -37,6 +37,9 @@ class SegmentationModel(nn.Module):
     # Instance/panoptic outputs: class label + this offset = the dataset's category id (the shapes
     # categories are class index + 1; torchvision-style detectors already predict category ids).
     category_offset: ClassVar[int] = 0
+    # The ONNX exporter that handles this network: the dynamo exporter by default; detectors whose
+    # NMS has a data-dependent size need the TorchScript exporter (torchvision's ONNX symbolics).
+    preferred_exporter: ClassVar[str] = "dynamo"
 
     def __init__(self, num_classes: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
         super().__init__()

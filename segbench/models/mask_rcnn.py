@@ -36,17 +36,22 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import Tensor, nn
 from torch.onnx import symbolic_opset11
 from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
 from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.ops import MultiScaleRoIAlign, nms, roi_align
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from segbench.models.base import SegmentationModel, pad_to_multiple
 
-BACKBONES = ("resnet18", "resnet34", "resnet50")
+BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50")
 VERSIONS = (1, 2)
 # Strides of the FPN maps "0".."3" that the RoI heads pool from (ResNet layer1..layer4).
 _FPN_STRIDES = {"0": 4, "1": 8, "2": 16, "3": 32}
@@ -204,6 +209,8 @@ class MaskRCNN(SegmentationModel):
     input_names: ClassVar[tuple[str, ...]] = ("images",)
     output_names: ClassVar[tuple[str, ...]] = ("boxes", "scores", "labels", "masks", "num_detections")
     size_divisor: ClassVar[int] = 32
+    # The dynamo exporter fails on the data-dependent NMS; torchvision's TorchScript symbolics export it.
+    preferred_exporter = "torchscript"
 
     def __init__(self, detector: TorchvisionMaskRCNN) -> None:
         predictor = detector.roi_heads.box_predictor
@@ -212,8 +219,11 @@ class MaskRCNN(SegmentationModel):
             raise ValueError(f"num_classes must be >= 2 (background + objects), got {self.num_classes}")
         heads = detector.roi_heads
         for pool in (heads.box_roi_pool, heads.mask_roi_pool):
-            if not isinstance(pool, MultiScaleRoIAlign) or not set(pool.featmap_names) <= set(_FPN_STRIDES):
-                raise ValueError("the RoI pools must be MultiScaleRoIAlign over FPN maps '0'..'3'")
+            # The static level assignment assumes torchvision's default pools: FPN strides 4, 8, 16, 32.
+            if not isinstance(pool, MultiScaleRoIAlign) or list(pool.featmap_names) != list(_FPN_STRIDES):
+                raise ValueError(
+                    "the RoI pools must be MultiScaleRoIAlign over the FPN maps '0', '1', '2', '3'"
+                )
         post_nms = detector.rpn._post_nms_top_n["testing"]
         if heads.detections_per_img > (self.num_classes - 1) * post_nms:
             raise ValueError(
@@ -465,14 +475,47 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Te
     return F.grid_sample(bordered, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
 
 
+def _small_backbone(name: str, fpn_channels: int) -> BackboneWithFPN:
+    """A ResNet-FPN backbone with trainable batch norm, for training from scratch.
+
+    torchvision's ``resnet_fpn_backbone`` freezes batch norm, which suits ImageNet-initialised bodies but
+    leaves a randomly initialised one without normalisation. ``resnet10`` (one basic block per stage)
+    keeps the shipped checkpoint small.
+    """
+    body = (
+        ResNet(BasicBlock, [1, 1, 1, 1], norm_layer=nn.BatchNorm2d)
+        if name == "resnet10"
+        else getattr(torchvision.models, name)(weights=None, norm_layer=nn.BatchNorm2d)
+    )
+    return BackboneWithFPN(
+        body,
+        return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+        in_channels_list=[64, 128, 256, 512],
+        out_channels=fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
+
+
 def mask_rcnn(
-    num_classes: int = 91, backbone: str = "resnet50", version: int = 1, max_detections: int = 100
+    num_classes: int = 91,
+    backbone: str = "resnet50",
+    version: int = 1,
+    max_detections: int = 100,
+    fpn_channels: int = 256,
+    representation_size: int = 1024,
+    mask_channels: int = 256,
 ) -> MaskRCNN:
     """Mask R-CNN with a ResNet-FPN backbone, random weights; ``num_classes`` includes background.
 
     ``resnet50`` + version 1 is torchvision's ``maskrcnn_resnet50_fpn``, version 2 its
-    ``maskrcnn_resnet50_fpn_v2``; ``resnet18``/``resnet34`` use ``resnet_fpn_backbone`` with the version 1
-    heads. Nothing is downloaded: load checkpoints through segbench's weights loader.
+    ``maskrcnn_resnet50_fpn_v2`` (exactly, so torchvision's COCO checkpoints load). ``resnet10``/``18``/``34``
+    are ResNet-FPN bodies with trainable batch norm and the version 1 heads, whose widths
+    (``fpn_channels``, ``representation_size`` of the box head, ``mask_channels``) can be reduced for small
+    CPU-trained checkpoints. Nothing is downloaded: load checkpoints through segbench's weights loader.
+
+    The resnet50 models use ``BatchNorm2d`` (eps 1e-5), as torchvision builds them without weights.
+    torchvision runs its ``COCO_V1`` checkpoint with frozen batch norm at eps 0; to reproduce those
+    numbers exactly, set ``eps = 0.0`` on the backbone's batch-norm layers after loading it.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
@@ -484,11 +527,31 @@ def mask_rcnn(
         raise ValueError(f"num_classes must be an int >= 2 (background + objects), got {num_classes!r}")
     if isinstance(max_detections, bool) or not isinstance(max_detections, int) or max_detections < 1:
         raise ValueError(f"max_detections must be an int >= 1, got {max_detections!r}")
+    widths = {
+        "fpn_channels": fpn_channels,
+        "representation_size": representation_size,
+        "mask_channels": mask_channels,
+    }
+    bad = [f"{k}={v!r}" for k, v in widths.items() if isinstance(v, bool) or not isinstance(v, int) or v < 8]
+    if bad:
+        raise ValueError(f"head widths must be ints >= 8, got {', '.join(bad)}")
     options = {"num_classes": num_classes, "box_detections_per_img": max_detections}
     if backbone == "resnet50":
+        if (fpn_channels, representation_size, mask_channels) != (256, 1024, 256):
+            raise ValueError(
+                "resnet50 keeps torchvision's head widths (256/1024/256) so its checkpoints load"
+            )
         builder = maskrcnn_resnet50_fpn if version == 1 else maskrcnn_resnet50_fpn_v2
         detector = builder(weights=None, weights_backbone=None, **options)
     else:
-        body = resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=5)
-        detector = TorchvisionMaskRCNN(body, **options)
+        detector = TorchvisionMaskRCNN(
+            _small_backbone(backbone, fpn_channels),
+            box_head=TwoMLPHead(fpn_channels * 7 * 7, representation_size),
+            box_predictor=FastRCNNPredictor(representation_size, num_classes),
+            mask_head=MaskRCNNHeads(fpn_channels, (mask_channels,) * 4, 1),
+            mask_predictor=MaskRCNNPredictor(mask_channels, mask_channels, num_classes),
+            # torchvision wants num_classes only when it builds the predictors itself.
+            num_classes=None,
+            box_detections_per_img=max_detections,
+        )
     return MaskRCNN(detector)

@@ -15,7 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from segbench.errors import ConfigError, WeightsError
-from segbench.models import fcn, mask2former, unet
+from segbench.models import fcn, mask2former, mask_rcnn, unet
 from segbench.models.base import SegmentationModel
 from segbench.models.weights import (
     RANDOM,
@@ -47,8 +47,9 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("fcn8s", "semantic", fcn.fcn8s, "FCN-8s, VGG backbone, pool3 + pool4 skips"),
         ModelSpec("unet", "semantic", unet.unet, "U-Net, 4 down / 4 up, skip concatenation"),
         ModelSpec(
-            "mask2former", "panoptic", mask2former.mask2former, "Mask2Former (transformers), masked attention"
+            "mask_rcnn", "instance", mask_rcnn.mask_rcnn, "Mask R-CNN (torchvision), static-shape deploy"
         ),
+        ModelSpec("mask2former", "panoptic", mask2former.mask2former, "Mask2Former (transformers)"),
     )
 }
 
@@ -146,7 +147,7 @@ def model_stats(
             with counter, torch.no_grad():
                 model(torch.empty(1, 3, height, width))
             gflops = counter.get_total_flops() / 1e9
-        except RuntimeError:
+        except (RuntimeError, NotImplementedError, TypeError):
             # Some networks create real tensors inside forward (e.g. transformers' spatial-shape
             # tables), which the meta device refuses; report no figure rather than a wrong one.
             gflops = None

@@ -259,3 +259,56 @@ def test_per_size_model_runs_one_graph_per_input_size(tmp_path, monkeypatch):
     assert (out / "onnx" / "00-m2f-opset18-torchscript-96x96.onnx").is_file()
     assert {row["metric"] for row in numerics} == {"pq", "sq", "rq"}
     assert all(row["passed"] for row in numerics if row["role"] == "candidate")
+
+
+def test_mask_rcnn_runs_on_both_backends_with_instance_numerics(tmp_path):
+    from segbench.models import build_model
+    from segbench.models.weights import save_checkpoint
+
+    options = {
+        "num_classes": 7,
+        "backbone": "resnet10",
+        "fpn_channels": 32,
+        "representation_size": 64,
+        "mask_channels": 32,
+        "max_detections": 10,
+    }
+    model = build_model("mask_rcnn", options=options)
+    # Random class weights score every box alike, and NMS ties then decide what survives; spread the
+    # scores (zero-mean weights, a strong background bias) so both backends face a well-posed problem.
+    classifier = model.roi_heads.box_predictor.cls_score
+    with torch.no_grad():
+        classifier.weight.copy_(
+            0.2 * torch.randn(classifier.weight.shape, generator=torch.Generator().manual_seed(5))
+        )
+        classifier.bias.copy_(torch.tensor([7.0, 0, 0, 0, 0, 0, 0]))
+    weights = tmp_path / "mask_rcnn.safetensors"
+    save_checkpoint(model, weights, options)
+    config = {
+        **TINY,
+        "models": [{"name": "mask_rcnn", "weights": str(weights)}],
+        "sweep": {"input_sizes": ["96x96"], "batch_sizes": [1, 2]},
+        "backends": [{"name": "torch"}, {"name": "onnxruntime"}],
+        "numerics": {
+            "batch_size": 2,
+            "dataset": {"kind": "shapes", "num_images": 2, "height": 96, "width": 96},
+        },
+    }
+    out = tmp_path / "out"
+    code = main(["run", str(write_config(tmp_path, config)), "--out", str(out)])
+    results = read_jsonl(out / RESULTS_FILE)
+    numerics = read_jsonl(out / NUMERICS_FILE)
+    assert code == 0, [r["error"] for r in results if r["status"] != "ok"]
+    assert [(r["backend"], r["batch_size"]) for r in results] == [
+        ("torch", 1),
+        ("torch", 2),
+        ("onnxruntime", 1),
+        ("onnxruntime", 2),
+    ]
+    assert all(r["task"] == "instance" for r in results)
+    # The detector exports with the TorchScript exporter (NMS), one graph for every size.
+    assert results[2]["artifact"]["exporter"] == "torchscript"
+    assert {row["metric"] for row in numerics} == {"bbox_ap", "segm_ap"}
+    tolerances = {row["metric"]: row["tolerance"] for row in numerics if row["role"] == "candidate"}
+    assert tolerances == {"bbox_ap": 0.2, "segm_ap": 1.0}
+    assert all(row["passed"] for row in numerics)

@@ -30,7 +30,8 @@ class OnnxRuntimeConfig(BackendConfig):
     intra_op_num_threads: int | None = Field(default=None, ge=1)
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     opset: int = Field(default=18, ge=13)
-    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    # None: the exporter the model prefers (dynamo, or torchscript for detectors with NMS).
+    exporter: Literal["dynamo", "torchscript"] | None = None
 
 
 def _installed_distributions() -> list[str]:
