@@ -250,24 +250,19 @@ class BenchmarkRun:
     def _export(self, state: ModelState, backend: BackendConfig, size: tuple[int, int] | None) -> OnnxExport:
         """The model's ONNX graph for this backend's opset/exporter (and size, for per-size models),
         exported once per run and reused; a failure is remembered and raised again as _StageFailed."""
+        opset = getattr(backend, "opset", 18)
         exporter = getattr(backend, "exporter", None) or state.model.preferred_exporter
-        key = (getattr(backend, "opset", 18), exporter, size)
-        if key not in state.exports:
-            opset, exporter, _ = key
+
+        def export() -> OnnxExport:
             suffix = f"-{size[0]}x{size[1]}" if size else ""
             self._status(f"{state.entry.name}: exporting ONNX (opset {opset}, {exporter}{suffix})")
             index = self.config.models.index(state.entry)
-            path = (
-                self.out_dir / "onnx" / f"{index:02d}-{state.entry.name}-opset{opset}-{exporter}{suffix}.onnx"
+            name = f"{index:02d}-{state.entry.name}-opset{opset}-{exporter}{suffix}.onnx"
+            return export_and_verify(
+                state.model, self.out_dir / "onnx" / name, opset, exporter, static_size=size
             )
-            try:
-                state.exports[key] = export_and_verify(state.model, path, opset, exporter, static_size=size)
-            except Exception as exc:
-                state.exports[key] = describe_error(exc)
-        found = state.exports[key]
-        if isinstance(found, str):
-            raise _StageFailed(found)
-        return found
+
+        return _once(state.exports, (opset, exporter, size), export)
 
     def _run_backend(
         self, state: ModelState, backend: BackendConfig, runner_class: type[Runner], precision: str
@@ -465,17 +460,7 @@ class RunnerPool:
 
     def get(self, size: tuple[int, int]) -> tuple[Runner, dict[str, Any]]:
         key = tuple(size) if self._per_size else None
-        if key not in self._entries:
-            try:
-                self._entries[key] = self._open(key)
-            except _StageFailed as exc:
-                self._entries[key] = str(exc)
-            except Exception as exc:
-                self._entries[key] = describe_error(exc)
-        entry = self._entries[key]
-        if isinstance(entry, str):
-            raise _StageFailed(entry)
-        return entry
+        return _once(self._entries, key, lambda: self._open(key))
 
     def close(self) -> None:
         for entry in self._entries.values():
@@ -486,6 +471,22 @@ class RunnerPool:
 
 class _StageFailed(Exception):
     """An earlier stage (export, session creation) failed; its message is reused for every cell."""
+
+
+def _once(cache: dict, key: Any, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per key; a failure is cached as its message and raised as _StageFailed, so
+    every cell that needs a failed export or session reports the same error without retrying it."""
+    if key not in cache:
+        try:
+            cache[key] = compute()
+        except _StageFailed as exc:
+            cache[key] = str(exc)
+        except Exception as exc:
+            cache[key] = describe_error(exc)
+    found = cache[key]
+    if isinstance(found, str):
+        raise _StageFailed(found)
+    return found
 
 
 def run_benchmark(config: BenchmarkConfig, out_dir: Path, console: Console | None = None) -> RunSummary:
