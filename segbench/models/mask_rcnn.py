@@ -31,6 +31,7 @@ How each data-dependent step of torchvision is made static:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,7 +41,12 @@ import torchvision
 from torch import Tensor, nn
 from torch.onnx import symbolic_opset11
 from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
-from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
+from torchvision.models.detection import (
+    MaskRCNN_ResNet50_FPN_V2_Weights,
+    MaskRCNN_ResNet50_FPN_Weights,
+    maskrcnn_resnet50_fpn,
+    maskrcnn_resnet50_fpn_v2,
+)
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
@@ -49,6 +55,7 @@ from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.ops import MultiScaleRoIAlign, nms, roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from segbench.errors import WeightsError
 from segbench.models.base import SegmentationModel, pad_to_multiple
 
 BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50")
@@ -473,6 +480,16 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Te
         (grid_x[:, None, :].expand(num, height, width), grid_y[:, :, None].expand(num, height, width)), dim=-1
     )
     return F.grid_sample(bordered, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+
+
+def torchvision_coco_checkpoint(options: Mapping[str, Any]) -> Path:
+    """Where torchvision keeps its COCO checkpoint for these options: the torch hub cache, read offline."""
+    if options.get("backbone", "resnet50") != "resnet50" or options.get("num_classes", 91) != 91:
+        raise WeightsError("torchvision's COCO weights are for backbone resnet50 with num_classes 91")
+    weights = (
+        MaskRCNN_ResNet50_FPN_Weights if options.get("version", 1) == 1 else MaskRCNN_ResNet50_FPN_V2_Weights
+    )
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.COCO_V1.url).name
 
 
 def _small_backbone(name: str, fpn_channels: int) -> BackboneWithFPN:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ class ModelSpec:
     task: str
     builder: Callable[..., SegmentationModel]
     description: str
+    # Named weights besides random/trained, e.g. "coco": a function of the options -> the file to read.
+    named_weights: Mapping[str, Callable[[Mapping[str, Any]], Path]] = field(default_factory=dict)
 
     def option_names(self) -> list[str]:
         return list(inspect.signature(self.builder).parameters)
@@ -47,7 +49,11 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("fcn8s", "semantic", fcn.fcn8s, "FCN-8s, VGG backbone, pool3 + pool4 skips"),
         ModelSpec("unet", "semantic", unet.unet, "U-Net, 4 down / 4 up, skip concatenation"),
         ModelSpec(
-            "mask_rcnn", "instance", mask_rcnn.mask_rcnn, "Mask R-CNN (torchvision), static-shape deploy"
+            "mask_rcnn",
+            "instance",
+            mask_rcnn.mask_rcnn,
+            "Mask R-CNN (torchvision), static-shape deploy",
+            named_weights={"coco": mask_rcnn.torchvision_coco_checkpoint},
         ),
         ModelSpec("mask2former", "panoptic", mask2former.mask2former, "Mask2Former (transformers)"),
     )
@@ -86,17 +92,28 @@ def validate_model(name: str, options: Mapping[str, Any] | None = None, weights:
     resolved = resolve_options(name, weights, options)
     with torch.device("meta"):
         model = _construct(spec, resolved)
-    path = weights_path(name, weights)
+    path = weights_path(name, weights, resolved)
     if path is not None:
         check_state_dict(model, load_state_dict(path), source=str(path))
 
 
-def weights_path(name: str, weights: str) -> Path | None:
+def weights_path(name: str, weights: str, options: Mapping[str, Any] | None = None) -> Path | None:
     """The file behind a ``weights`` setting (None for random init); it must exist."""
     if weights == RANDOM:
         return None
-    path = trained_checkpoint_path(name) if weights == TRAINED else Path(weights)
+    named = get_spec(name).named_weights
+    if weights == TRAINED:
+        path = trained_checkpoint_path(name)
+    elif weights in named:
+        path = named[weights](dict(options or {}))
+    else:
+        path = Path(weights)
     if not path.is_file():
+        if weights in named:
+            raise WeightsError(
+                f"{weights} weights for {name} are read from {path}, which does not exist: copy the file "
+                "there (torch hub cache) or give its path as weights"
+            )
         if weights == TRAINED:
             raise WeightsError(f"no trained checkpoint is packaged for model {name} (looked for {path})")
         raise WeightsError(f"weights file not found: {path}")
@@ -105,7 +122,7 @@ def weights_path(name: str, weights: str) -> Path | None:
 
 def resolve_options(name: str, weights: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Constructor options: those recorded in a segbench checkpoint, overridden by ``options``."""
-    path = weights_path(name, weights)
+    path = weights_path(name, weights, options)
     merged: dict[str, Any] = {}
     if path is not None and path.suffix == ".safetensors":
         merged.update(checkpoint_metadata(path).get("options", {}))
@@ -123,7 +140,7 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _construct(spec, resolved)
-    path = weights_path(name, weights)
+    path = weights_path(name, weights, resolved)
     if path is not None:
         apply_state_dict(model, load_state_dict(path), source=str(path))
     model.options = resolved

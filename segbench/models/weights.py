@@ -79,7 +79,9 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
     Works on a model built on the meta device, so weights can be validated before anything is allocated.
     """
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    # BatchNorm's step counter is bookkeeping, not a weight: checkpoints saved with frozen batch norm
+    # (torchvision's detection weights) have none, and a non-strict load leaves it as it is.
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(state) - set(own))
     wrong_shape = [k for k in own if k in state and own[k].shape != state[k].shape]
     problems = []
@@ -100,7 +102,7 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
 def apply_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Load ``state`` strictly, after checking it fits."""
     check_state_dict(model, state, source)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=False)  # check_state_dict was strict, bar the BN counters
 
 
 def save_checkpoint(

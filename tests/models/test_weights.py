@@ -71,3 +71,30 @@ def test_model_options_are_validated_without_building_weights():
         validate_model("fcn16s", {"backbone": "resnet50"})
     with pytest.raises(ConfigError, match="unknown model 'deeplab'; valid models: fcn32s"):
         validate_model("deeplab")
+
+
+def test_mask_rcnn_coco_weights_come_from_the_torch_hub_cache(tmp_path, monkeypatch):
+    # A torchvision-style checkpoint (frozen batch norm: no num_batches_tracked) under the file name
+    # torchvision's own weights enum uses, in the hub cache: `weights: coco` loads it offline.
+    from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    source = build_model("mask_rcnn", seed=3)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in source.state_dict().items()}
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(state, tmp_path / "checkpoints" / MaskRCNN_ResNet50_FPN_Weights.COCO_V1.url.rsplit("/", 1)[1])
+    loaded = build_model("mask_rcnn", weights="coco")
+    torch.testing.assert_close(
+        loaded.backbone.body.conv1.weight, source.backbone.body.conv1.weight.half().float()
+    )
+
+
+def test_missing_coco_weights_name_the_expected_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(
+        WeightsError, match=r"coco weights for mask_rcnn are read from .*maskrcnn_resnet50_fpn_v2_coco"
+    ):
+        validate_model("mask_rcnn", {"version": 2}, "coco")
+    with pytest.raises(WeightsError, match="COCO weights are for backbone resnet50"):
+        validate_model("mask_rcnn", {"backbone": "resnet18"}, "coco")
