@@ -14,7 +14,7 @@ def config(**changes):
 def test_the_default_benchmark_yaml_is_valid():
     # Validation reads the packaged checkpoints too, so this also proves they exist and fit their models.
     cfg = load_config("benchmark.yaml")
-    assert {m.name for m in cfg.models} == {"fcn32s", "fcn16s", "fcn8s", "unet"}
+    assert {m.name for m in cfg.models} == {"fcn32s", "fcn16s", "fcn8s", "unet", "mask_rcnn", "mask2former"}
     assert {(b.name, b.device) for b in cfg.backends} >= {("torch", "cpu"), ("onnxruntime", "cpu")}
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -172,11 +173,25 @@ def mask2former(
     decoder_layers: int = 10,
     task: str = "panoptic",
     stuff_classes: tuple[int, ...] | list[int] = (),
+    config: str | None = None,
 ) -> Mask2Former:
     """Mask2Former with transformers' defaults (Swin-T, 100 queries, 256-d) unless told otherwise.
 
     ``stuff_classes`` are the class indices fused into one segment per class in panoptic output.
+    ``config``: a local ``save_pretrained`` directory (or its config.json) of an official checkpoint; its
+    architecture then replaces the size options, so its ``model.safetensors`` loads as the weights.
     """
+    if config is not None:
+        # from_pretrained would fall back to a default config for a folder without config.json.
+        config_file = Path(config) / "config.json" if Path(config).is_dir() else Path(config)
+        if not config_file.is_file():
+            raise ValueError(f"cannot read a Mask2Former config from {config}: no {config_file}")
+        with _quiet_transformers():
+            try:
+                loaded = Mask2FormerConfig.from_pretrained(config, local_files_only=True)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"cannot read a Mask2Former config from {config}: {exc}") from None
+        return Mask2Former(loaded, task=task, stuff_classes=tuple(stuff_classes))
     if num_queries < 1 or encoder_layers < 1 or decoder_layers < 2:
         raise ValueError("num_queries >= 1, encoder_layers >= 1 and decoder_layers >= 2 are needed")
     if hidden_dim < 32 or hidden_dim % 32:

@@ -36,6 +36,8 @@ class ModelSpec:
     description: str
     # Named weights besides random/trained, e.g. "coco": a function of the options -> the file to read.
     named_weights: Mapping[str, Callable[[Mapping[str, Any]], Path]] = field(default_factory=dict)
+    # Weights given as a directory (a transformers save_pretrained folder): the options it implies.
+    directory_options: Callable[[Path], dict[str, Any]] | None = None
 
     def option_names(self) -> list[str]:
         return list(inspect.signature(self.builder).parameters)
@@ -55,7 +57,13 @@ MODELS: dict[str, ModelSpec] = {
             "Mask R-CNN (torchvision), static-shape deploy",
             named_weights={"coco": mask_rcnn.torchvision_coco_checkpoint},
         ),
-        ModelSpec("mask2former", "panoptic", mask2former.mask2former, "Mask2Former (transformers)"),
+        ModelSpec(
+            "mask2former",
+            "panoptic",
+            mask2former.mask2former,
+            "Mask2Former (transformers)",
+            directory_options=lambda directory: {"config": str(directory)},
+        ),
     )
 }
 
@@ -106,6 +114,8 @@ def weights_path(name: str, weights: str, options: Mapping[str, Any] | None = No
         path = trained_checkpoint_path(name)
     elif weights in named:
         path = named[weights](dict(options or {}))
+    elif Path(weights).is_dir() and get_spec(name).directory_options is not None:
+        path = Path(weights) / "model.safetensors"
     else:
         path = Path(weights)
     if not path.is_file():
@@ -126,6 +136,9 @@ def resolve_options(name: str, weights: str, options: Mapping[str, Any] | None =
     merged: dict[str, Any] = {}
     if path is not None and path.suffix == ".safetensors":
         merged.update(checkpoint_metadata(path).get("options", {}))
+    directory_options = get_spec(name).directory_options
+    if path is not None and directory_options is not None and Path(weights).is_dir():
+        merged.update(directory_options(Path(weights)))
     merged.update(options or {})
     return merged
 

@@ -37,7 +37,15 @@ def checkpoint_metadata(path: Path) -> dict[str, Any]:
             raw = handle.metadata() or {}
     except Exception as exc:  # safetensors raises several types for corrupt headers
         raise WeightsError(f"cannot read weights file {path}: {exc}") from exc
-    return {key: json.loads(value) for key, value in raw.items()}
+    return {key: _json_or_text(value) for key, value in raw.items()}
+
+
+def _json_or_text(value: str) -> Any:
+    # segbench writes JSON values; other tools write plain strings (transformers: {"format": "pt"}).
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -113,3 +113,23 @@ def test_dynamic_size_graph_is_wrong_elsewhere_which_is_why_sizes_are_static(mod
 def test_bad_options(options, message):
     with torch.device("meta"), pytest.raises(ValueError, match=message):
         mask2former(**{**TINY, **options})
+
+
+def test_official_checkpoint_directory_loads_as_weights(tmp_path):
+    # A transformers save_pretrained folder (config.json + model.safetensors), as the official
+    # checkpoints are distributed: `weights: DIR` rebuilds that architecture and loads its weights.
+    from segbench.models import build_model
+
+    torch.manual_seed(1)
+    source = mask2former(**TINY).eval()
+    source._network[0].save_pretrained(tmp_path)
+    loaded = build_model("mask2former", weights=str(tmp_path), options={"stuff_classes": [0, 1, 2]})
+    assert loaded.options["config"] == str(tmp_path)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), source(x))
+
+
+def test_unreadable_config_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="cannot read a Mask2Former config from"):
+        mask2former(config=str(tmp_path))
