@@ -106,3 +106,26 @@ def test_parity_fails_a_graph_that_cannot_run_at_a_shape(tmp_path):
     path = export_onnx(model, tmp_path / "static.onnx", static_size=(32, 32))
     (report,) = check_parity(model, path, [(1, 64, 64)])
     assert not report.passed and report.max_abs_err == float("inf")
+
+
+def test_detection_agreement_ignores_row_order_but_not_lost_detections():
+    from segbench.export.onnx import detection_agreement
+
+    expected = {
+        "boxes": np.array([[[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]]], np.float32),
+        "scores": np.array([[0.900, 0.899, 0.1]], np.float32),
+        "labels": np.array([[1, 2, 1]]),
+        "num_detections": np.array([3]),
+    }
+    # Two near-tied detections in swapped rows, a low-score one dropped: still the same detections.
+    swapped = {
+        "boxes": expected["boxes"][:, [1, 0, 2]],
+        "scores": np.array([[0.899, 0.9, 0.0]], np.float32),
+        "labels": expected["labels"][:, [1, 0, 2]],
+        "num_detections": np.array([2]),
+    }
+    assert detection_agreement(expected, swapped) == (1.0, 0.0)
+    lost = {**swapped, "num_detections": np.array([1])}
+    assert detection_agreement(expected, lost)[0] == 0.5
+    relabelled = {**swapped, "labels": np.array([[2, 2, 1]])}
+    assert detection_agreement(expected, relabelled)[0] == 0.5
