@@ -28,13 +28,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TimingConfig(_Strict):
+    warmup: int = Field(default=3, ge=0)
+    iterations: int = Field(default=10, ge=1)
+
+
 class ModelEntry(_Strict):
     name: str
     # "random" (seeded), "trained" (the checkpoint packaged with segbench) or a path to weights.
     weights: str = RANDOM
     options: dict[str, Any] = Field(default_factory=dict)
-    # Overrides the top-level sweep for this model.
+    # Override the top-level sweep / timing for this model (e.g. fewer iterations for a slow detector).
     sweep: SweepConfig | None = None
+    timing: TimingConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -42,11 +48,6 @@ class ModelEntry(_Strict):
         if value not in MODELS:
             raise ValueError(f"unknown model {value!r}; valid models: {', '.join(MODELS)}")
         return value
-
-
-class TimingConfig(_Strict):
-    warmup: int = Field(default=3, ge=0)
-    iterations: int = Field(default=10, ge=1)
 
 
 class ShapesDatasetConfig(_Strict):

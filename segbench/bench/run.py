@@ -306,7 +306,7 @@ class BenchmarkRun:
                     "batch_size": batch,
                     "height": height,
                     "width": width,
-                    **self._measure(state.model, runner, error, batch, height, width),
+                    **self._measure(state, runner, error, batch, height, width),
                     **info,
                     "env": self.fingerprint,
                     "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -330,7 +330,7 @@ class BenchmarkRun:
 
     def _measure(
         self,
-        model: SegmentationModel | None,
+        state: ModelState,
         runner: Runner | None,
         error: str | None,
         batch: int,
@@ -345,9 +345,10 @@ class BenchmarkRun:
             "peak_host_mb": None,
             "peak_device_mb": None,
         }
+        model = state.model
         if runner is None or model is None:
             return failed
-        timing = self.config.timing
+        timing = state.entry.timing or self.config.timing
         try:
             images = self.images.get(batch, h, w)
             runner.reset_peak_device_memory()
