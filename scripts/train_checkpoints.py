@@ -22,7 +22,7 @@ from torch import nn
 from segbench.data.shapes import IGNORE_INDEX, NUM_CLASSES, ShapesDataset
 from segbench.metrics.semantic import confusion_matrix, semantic_metrics
 from segbench.models.registry import build_model
-from segbench.models.weights import CHECKPOINT_DIR, save_checkpoint
+from segbench.models.weights import CHECKPOINT_DIR, round_to_checkpoint_precision, save_checkpoint
 
 # Reduced widths keep each checkpoint a few MB; the full architectures stay selectable by option.
 RECIPES = {
@@ -76,11 +76,7 @@ def train(name: str, steps: int, batch_size: int, size: int, seed: int, out_dir:
                 f"{name} step {step:4d}/{steps} loss {loss.item():.4f} ({time.time() - start:.0f}s)",
                 flush=True,
             )
-    # Checkpoints are stored in float16: round first, so the recorded mIoU is what users get.
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.copy_(tensor.half().float())
+    round_to_checkpoint_precision(model)  # the stored float16 values: what users get
     metrics = validate(model, num_images=32, size=256, seed=0)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(

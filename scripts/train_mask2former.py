@@ -26,7 +26,7 @@ from torch import nn
 from segbench.data.shapes import NUM_CLASSES, STUFF_CLASSES, ShapesDataset, ShapesSample
 from segbench.metrics.tasks import panoptic_quality
 from segbench.models.mask2former import Mask2Former, mask2former
-from segbench.models.weights import CHECKPOINT_DIR, save_checkpoint
+from segbench.models.weights import CHECKPOINT_DIR, round_to_checkpoint_precision, save_checkpoint
 
 # Exactly the constructor kwargs: save_checkpoint records them so ``weights: trained`` rebuilds this net.
 OPTIONS: dict[str, Any] = {
@@ -138,11 +138,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             )
             recent = []
     train_seconds = time.time() - start
-    # Checkpoints are stored in float16: round first, so the recorded PQ is what users get.
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.copy_(tensor.half().float())
+    round_to_checkpoint_precision(model)  # the stored float16 values: what users get
     metrics = validate(model, num_images=args.val_images, size=args.val_size, seed=0)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / CHECKPOINT_NAME

@@ -23,7 +23,7 @@ import torch
 from segbench.data.shapes import NUM_CLASSES, ShapesDataset
 from segbench.metrics.tasks import evaluate_instance_task
 from segbench.models.mask_rcnn import mask_rcnn
-from segbench.models.weights import CHECKPOINT_DIR, save_checkpoint
+from segbench.models.weights import CHECKPOINT_DIR, round_to_checkpoint_precision, save_checkpoint
 
 OPTIONS = {
     "num_classes": NUM_CLASSES + 1,  # background + every shapes category id; stuff ids never occur
@@ -102,11 +102,7 @@ def train(steps: int, batch_size: int, size: int, seed: int, lr: float, out_dir:
                 f"step {step:5d}/{steps} loss {loss.item():.3f} ({parts}) {time.time() - start:.0f}s",
                 flush=True,
             )
-    # Checkpoints are stored in float16: round first, so the recorded AP is what users get.
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.copy_(tensor.half().float())
+    round_to_checkpoint_precision(model)  # the stored float16 values: what users get
     metrics = validate(model, num_images=VAL_IMAGES, size=size)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(

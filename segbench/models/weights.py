@@ -113,6 +113,16 @@ def apply_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
     model.load_state_dict(state, strict=False)  # check_state_dict was strict, bar the BN counters
 
 
+def round_to_checkpoint_precision(model: torch.nn.Module) -> None:
+    """Round the model's floating-point tensors to float16 and back, in place: the values a checkpoint
+    written by ``save_checkpoint`` will hold. Training scripts validate after this, so the figure they
+    record is the one users of the shipped checkpoint get."""
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+
+
 def save_checkpoint(
     model: torch.nn.Module,
     path: str | Path,

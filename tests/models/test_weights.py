@@ -98,3 +98,15 @@ def test_missing_coco_weights_name_the_expected_file(tmp_path, monkeypatch):
         validate_model("mask_rcnn", {"version": 2}, "coco")
     with pytest.raises(WeightsError, match="COCO weights are for backbone resnet50"):
         validate_model("mask_rcnn", {"backbone": "resnet18"}, "coco")
+
+
+def test_rounding_gives_exactly_the_values_a_checkpoint_stores(tmp_path):
+    from segbench.models.weights import round_to_checkpoint_precision
+
+    model = build_model("unet", options=OPTIONS, seed=4)
+    path = tmp_path / "unet.safetensors"
+    save_checkpoint(model, path, OPTIONS)
+    round_to_checkpoint_precision(model)
+    loaded = build_model("unet", weights=str(path))
+    for (name, ours), theirs in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(ours, theirs), name
