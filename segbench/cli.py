@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the registered models")
     models.add_argument("--size", type=_size, default=(512, 512), help="input size for GFLOPs (HxW)")
 
+    trtcheck = commands.add_parser("trtcheck", help="check an ONNX file against TensorRT's parser rules")
+    trtcheck.add_argument("onnx", type=Path, help="the ONNX file")
+
     data = commands.add_parser("data", help="write the synthetic shapes dataset to disk")
     data.add_argument("--out", type=Path, required=True, help="directory to write into")
     data.add_argument("--num", type=int, default=16, help="number of images (default 16)")
@@ -127,7 +130,35 @@ def cmd_data(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "models": cmd_models, "data": cmd_data}
+def cmd_trtcheck(args: argparse.Namespace, console: Console) -> int:
+    """Exit 0 when the graph is ready for TensorRT's ONNX parser, 1 when it is not."""
+    import onnx
+
+    from segbench.export.tensorrt_readiness import TENSORRT_VERSION, check_tensorrt_readiness
+    from segbench.reports.tables import readiness_table
+
+    if not args.onnx.is_file():
+        raise ConfigError(f"ONNX file not found: {args.onnx}")
+    try:
+        report = check_tensorrt_readiness(args.onnx)
+    except (
+        onnx.onnx_cpp2py_export.checker.ValidationError,
+        onnx.defs.SchemaError,
+        OSError,
+        ValueError,
+    ) as exc:
+        raise ConfigError(f"cannot read {args.onnx} as ONNX: {exc}") from None
+    except Exception as exc:  # protobuf raises its own DecodeError for files that are not ONNX at all
+        raise ConfigError(f"cannot read {args.onnx} as ONNX: {type(exc).__name__}") from None
+    console.print(readiness_table(report))
+    verdict = "[green]ready[/]" if report.ready else "[red]not ready[/]"
+    console.print(
+        f"{args.onnx}: {verdict} for TensorRT {TENSORRT_VERSION}'s ONNX parser (static check, no build)"
+    )
+    return 0 if report.ready else 1
+
+
+COMMANDS = {"run": cmd_run, "models": cmd_models, "data": cmd_data, "trtcheck": cmd_trtcheck}
 
 
 def main(argv: list[str] | None = None) -> int:

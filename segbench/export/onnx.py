@@ -109,7 +109,8 @@ def export_onnx(
                 **specific,
             )
         graph = onnx.load(str(tmp))
-        _name_output_dims(graph, output_dims)
+        # A graph exported at a static size has exactly the traced output shapes (batch aside).
+        _name_output_dims(graph, output_dims, traced_shapes if static_size else None)
         onnx.save(graph, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
         os.replace(tmp, path)
@@ -122,13 +123,31 @@ def export_onnx(
     return path
 
 
-def _name_output_dims(graph: onnx.ModelProto, output_dims: list[dict[int, str]]) -> None:
-    """Name each output's dynamic dims like the input's (the dynamo exporter writes expressions there)."""
-    for output, dims in zip(graph.graph.output, output_dims, strict=True):
+def _name_output_dims(
+    graph: onnx.ModelProto,
+    output_dims: list[dict[int, str]],
+    exact_shapes: list[tuple[int, ...]] | None = None,
+) -> None:
+    """Name each output's dynamic dims like the input's (the dynamo exporter writes expressions there),
+    and write the static size of every other dim that shape inference can prove (the TorchScript exporter
+    leaves auto-named symbols there, e.g. a detector's fixed detection count)."""
+    try:
+        inferred = {o.name: o for o in onnx.shape_inference.infer_shapes(graph).graph.output}
+    except Exception:  # inference is a refinement; the declared shapes stay valid without it
+        inferred = {}
+    for position, (output, dims) in enumerate(zip(graph.graph.output, output_dims, strict=True)):
         shape = output.type.tensor_type.shape
-        for index, name in dims.items():
-            if index < len(shape.dim) and not shape.dim[index].HasField("dim_value"):
-                shape.dim[index].dim_param = name
+        known = inferred.get(output.name)
+        for index, dim in enumerate(shape.dim):
+            if index in dims:
+                if not dim.HasField("dim_value"):
+                    dim.dim_param = dims[index]
+            elif exact_shapes is not None:
+                dim.dim_value = exact_shapes[position][index]
+            elif known is not None and index < len(known.type.tensor_type.shape.dim):
+                proven = known.type.tensor_type.shape.dim[index]
+                if proven.HasField("dim_value") and not dim.HasField("dim_value"):
+                    dim.dim_value = proven.dim_value
 
 
 def parity_inputs(model: SegmentationModel, batch: int, height: int, width: int, seed: int) -> np.ndarray:

@@ -97,3 +97,15 @@ def models_table(rows: Iterable[dict[str, Any]], height: int, width: int) -> Tab
             row["description"],
         )
     return table
+
+
+def readiness_table(report: Any) -> Table:
+    """A TensorRT readiness report: the ops the graph uses, then each finding."""
+    ops = ", ".join(f"{op} x{count}" for op, count in sorted(report.op_counts.items()))
+    table = Table(title=f"TensorRT readiness of {report.path} (opset {report.opset})", caption=ops)
+    for column in ("severity", "where", "finding"):
+        table.add_column(column)
+    for finding in report.findings:
+        style = "red" if finding.severity == "error" else "yellow"
+        table.add_row(f"[{style}]{finding.severity}[/]", escape(finding.where), escape(finding.message))
+    return table
