@@ -177,7 +177,7 @@ def model_stats(
             with counter, torch.no_grad():
                 model(torch.empty(1, 3, height, width))
             gflops = counter.get_total_flops() / 1e9
-        except (RuntimeError, TypeError):  # NotImplementedError is a RuntimeError
+        except (RuntimeError, TypeError):  # a missing meta kernel raises a RuntimeError subclass
             # Some networks create real tensors inside forward (e.g. transformers' spatial-shape
             # tables), which the meta device refuses; report no figure rather than a wrong one.
             gflops = None
