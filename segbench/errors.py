@@ -19,3 +19,9 @@ class DatasetError(SegbenchError):
 
 class WeightsError(SegbenchError):
     """Model weights cannot be read or do not fit the model."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ("" when it has none): enough for a one-line report."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""

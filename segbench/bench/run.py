@@ -27,9 +27,9 @@ from segbench.bench.harness import measure_cell
 from segbench.bench.memory import PeakHostMemory
 from segbench.config import BenchmarkConfig, FolderDatasetConfig, ModelEntry
 from segbench.data.readers import SemanticFolder
-from segbench.data.shapes import IGNORE_INDEX, ShapesDataset
+from segbench.data.shapes import IGNORE_INDEX, ShapesDataset, scene_images
 from segbench.env import collect_env
-from segbench.errors import ConfigError
+from segbench.errors import ConfigError, first_line
 from segbench.export.onnx import OnnxExport, export_and_verify
 from segbench.metrics.checker import compare_metrics
 from segbench.metrics.tasks import evaluate_task
@@ -45,8 +45,7 @@ ENV_FILE = "env.json"
 
 def describe_error(exc: BaseException) -> str:
     """``Type: first line of the message`` — enough to read in a table, the full text stays in logs."""
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
+    first = first_line(exc)
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
@@ -107,9 +106,7 @@ class TimingImages:
     def get(self, batch: int, height: int, width: int) -> np.ndarray:
         key = (batch, height, width)
         if key not in self._cache:
-            # The generator needs at least 32x32; smaller sizes are crops of a 32x32 scene.
-            scenes = ShapesDataset(batch, max(height, 32), max(width, 32), seed=self.seed, split="val")
-            images = np.stack([scenes[i].image[:height, :width] for i in range(batch)])
+            images = scene_images(batch, height, width, seed=self.seed)
             # Keep only the latest batch: cells run size by size, and a large sweep must not pile up images.
             self._cache.clear()
             self._cache[key] = images

@@ -391,3 +391,12 @@ def _render_scene(
     # owner == -1 indexes labels[-1], but np.where discards those entries.
     semantic = np.where(owner >= 0, labels[owner], stuff).astype(np.uint8)
     return image_u8, semantic, instances
+
+
+def scene_images(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """``batch`` validation-split scene images, uint8 ``[N, H, W, 3]``, at any positive size.
+
+    For timing and parity inputs: sizes under the generator's 32 px minimum are crops of a 32 px scene.
+    """
+    scenes = ShapesDataset(batch, max(height, 32), max(width, 32), seed=seed, split="val")
+    return np.stack([scenes[i].image[:height, :width] for i in range(batch)])

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import torch
 
+from segbench.errors import first_line
 from segbench.models.base import SegmentationModel
 
 DEFAULT_OPSET = 18
@@ -117,7 +118,7 @@ def export_onnx(
     except ExportError:
         raise
     except Exception as exc:
-        raise ExportError(f"{exporter} export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ExportError(f"{exporter} export failed: {type(exc).__name__}: {first_line(exc)}") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -152,11 +153,9 @@ def _name_output_dims(
 
 def parity_inputs(model: SegmentationModel, batch: int, height: int, width: int, seed: int) -> np.ndarray:
     """Preprocessed synthetic scenes: realistic inputs, so detectors see objects rather than noise."""
-    from segbench.data.shapes import ShapesDataset
+    from segbench.data.shapes import scene_images
 
-    scenes = ShapesDataset(batch, max(height, 32), max(width, 32), seed=seed, split="val")
-    images = np.stack([scenes[i].image[:height, :width] for i in range(batch)])
-    return model.preprocess(images)[model.input_names[0]]
+    return model.preprocess(scene_images(batch, height, width, seed))[model.input_names[0]]
 
 
 def detection_agreement(
@@ -291,8 +290,3 @@ def export_and_verify(
             f"ONNX parity failed at input {worst.shape}: max abs err {worst.max_abs_err:.3g}{agreement}"
         )
     return OnnxExport(path, opset, exporter, export_s, reports)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""

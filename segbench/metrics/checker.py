@@ -33,18 +33,22 @@ class MetricVerdict:
         return asdict(self)
 
 
+def sample_batches(samples: Sequence, batch_size: int) -> Iterator[list]:
+    """Consecutive samples with same-size ``.image`` in groups of up to ``batch_size``."""
+    batch: list = []
+    for sample in samples:
+        if batch and (len(batch) == batch_size or sample.image.shape != batch[0].image.shape):
+            yield batch
+            batch = []
+        batch.append(sample)
+    if batch:
+        yield batch
+
+
 def semantic_batches(samples: Sequence, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Stack consecutive same-size samples (``.image``, ``.label``) into batches of up to ``batch_size``."""
-    images: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    for sample in samples:
-        if images and (len(images) == batch_size or sample.image.shape != images[0].shape):
-            yield np.stack(images), np.stack(labels)
-            images, labels = [], []
-        images.append(sample.image)
-        labels.append(sample.label)
-    if images:
-        yield np.stack(images), np.stack(labels)
+    for batch in sample_batches(samples, batch_size):
+        yield np.stack([s.image for s in batch]), np.stack([s.label for s in batch])
 
 
 def evaluate_semantic(

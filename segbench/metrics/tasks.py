@@ -14,13 +14,13 @@ predict category ids, with 0 for background).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from segbench.data.readers import SemanticSample
-from segbench.metrics.checker import evaluate_semantic, semantic_batches
+from segbench.metrics.checker import evaluate_semantic, sample_batches, semantic_batches
 from segbench.metrics.instance import evaluate_instances, masks_to_coco_results
 from segbench.metrics.panoptic import PanopticImage, pq_compute
 
@@ -30,18 +30,6 @@ TASK_METRICS = {
     "panoptic": ("pq", "sq", "rq"),
 }
 Predict = Callable[[np.ndarray], Any]
-
-
-def _scene_batches(samples: Sequence, batch_size: int) -> Iterator[list]:
-    """Consecutive same-size samples in groups of up to ``batch_size``."""
-    batch: list = []
-    for sample in samples:
-        if batch and (len(batch) == batch_size or sample.image.shape != batch[0].image.shape):
-            yield batch
-            batch = []
-        batch.append(sample)
-    if batch:
-        yield batch
 
 
 def _boxes_from_masks(masks: np.ndarray) -> np.ndarray:
@@ -60,7 +48,7 @@ def evaluate_instance_task(
     from segbench.data.coco import coco_instances
 
     results = []
-    for batch in _scene_batches(samples, batch_size):
+    for batch in sample_batches(samples, batch_size):
         outputs = predict(np.stack([s.image for s in batch]))
         for sample, out in zip(batch, outputs, strict=True):
             masks = np.asarray(out["masks"], bool)
@@ -81,7 +69,7 @@ def panoptic_quality(
     from segbench.data.shapes import CATEGORIES
 
     truth, predictions = [], []
-    for batch in _scene_batches(samples, batch_size):
+    for batch in sample_batches(samples, batch_size):
         outputs = predict(np.stack([s.image for s in batch]))
         for sample, (id_map, segments) in zip(batch, outputs, strict=True):
             png, gt_segments = panoptic_png_and_segments(sample)

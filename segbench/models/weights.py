@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from segbench.errors import WeightsError
+from segbench.errors import WeightsError, first_line
 
 RANDOM = "random"
 TRAINED = "trained"
@@ -66,8 +66,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 warnings.simplefilter("ignore", UserWarning)
                 state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WeightsError(f"cannot read weights file {path}: {first_line}") from exc
+            reason = first_line(exc) or type(exc).__name__
+            raise WeightsError(f"cannot read weights file {path}: {reason}") from exc
         # Training scripts commonly wrap the state dict; accept the usual keys.
         for key in ("state_dict", "model"):
             if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
