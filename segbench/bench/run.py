@@ -402,10 +402,7 @@ class BenchmarkRun:
             except Exception as exc:
                 error = describe_error(exc)
             else:
-                for metric, base in state.baseline.items():
-                    (verdict,) = compare_metrics(
-                        {metric: metrics[metric]}, {metric: base}, tolerances[metric]
-                    )
+                for verdict in compare_metrics(metrics, state.baseline, tolerances):
                     self._write_numerics(state, backend, precision, verdict.to_dict())
                 return
         for metric, base_value in state.baseline.items():

@@ -66,16 +66,18 @@ def evaluate_semantic(
 
 
 def compare_metrics(
-    candidate: Mapping[str, float], baseline: Mapping[str, float], tolerance: float
+    candidate: Mapping[str, float], baseline: Mapping[str, float], tolerance: float | Mapping[str, float]
 ) -> list[MetricVerdict]:
     """Verdict per metric: passes when ``|candidate - baseline| <= tolerance`` points (NaN never passes).
 
-    Inputs are fractions in [0, 1]; verdicts are in points, the unit tolerances are written in.
+    ``tolerance`` is one number for every metric or one per metric. Inputs are fractions in [0, 1];
+    verdicts are in points, the unit tolerances are written in.
     """
     verdicts = []
     for metric, base in baseline.items():
+        allowed = tolerance[metric] if isinstance(tolerance, Mapping) else tolerance
         value, base_points = 100 * candidate[metric], 100 * base
         delta = value - base_points
-        passed = not math.isnan(delta) and abs(delta) <= tolerance + 1e-9
-        verdicts.append(MetricVerdict(metric, value, base_points, delta, tolerance, passed))
+        passed = not math.isnan(delta) and abs(delta) <= allowed + 1e-9
+        verdicts.append(MetricVerdict(metric, value, base_points, delta, allowed, passed))
     return verdicts

@@ -86,6 +86,15 @@ def test_compare_metrics_verdicts_in_points():
     assert verdicts["miou"].passed
     assert verdicts["pixel_accuracy"].delta == pytest.approx(-1.0)
     assert not verdicts["pixel_accuracy"].passed
+    # Tolerances per metric.
+    per_metric = {
+        v.metric: v
+        for v in compare_metrics(
+            {"miou": 0.796, "pixel_accuracy": 0.890}, baseline, {"miou": 0.3, "pixel_accuracy": 1.0}
+        )
+    }
+    assert not per_metric["miou"].passed and per_metric["miou"].tolerance == 0.3
+    assert per_metric["pixel_accuracy"].passed
     # A broken backend producing NaN never passes, whatever the tolerance.
     (nan_verdict,) = compare_metrics({"miou": float("nan")}, {"miou": 0.8}, 100.0)
     assert not nan_verdict.passed
