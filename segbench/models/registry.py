@@ -24,6 +24,7 @@ from segbench.models.weights import (
     check_state_dict,
     checkpoint_metadata,
     load_state_dict,
+    state_dict_shapes,
     trained_checkpoint_path,
 )
 
@@ -102,7 +103,7 @@ def validate_model(name: str, options: Mapping[str, Any] | None = None, weights:
         model = _construct(spec, resolved)
     path = weights_path(name, weights, resolved)
     if path is not None:
-        check_state_dict(model, load_state_dict(path), source=str(path))
+        check_state_dict(model, state_dict_shapes(path), source=str(path))
 
 
 def weights_path(name: str, weights: str, options: Mapping[str, Any] | None = None) -> Path | None:

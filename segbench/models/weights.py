@@ -50,7 +50,25 @@ def _json_or_text(value: str) -> Any:
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or ``.pt``/``.pth`` (weights_only), as float32 tensors."""
+    state = _read_state_dict(Path(path), mmap=False)
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def state_dict_shapes(path: str | Path) -> dict[str, torch.Size]:
+    """Names and shapes of a weights file's tensors without reading their data: the safetensors header,
+    or a memory-mapped ``.pt``. Validation uses it, so a large checkpoint is read once, when built."""
     path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                keys = handle.keys()  # the handle is not a mapping: it cannot be iterated itself
+                return {key: torch.Size(handle.get_slice(key).get_shape()) for key in keys}
+        except Exception as exc:  # safetensors raises several types for corrupt headers
+            raise WeightsError(f"cannot read weights file {path}: {first_line(exc)}") from exc
+    return {key: tensor.shape for key, tensor in _read_state_dict(path, mmap=True).items()}
+
+
+def _read_state_dict(path: Path, mmap: bool) -> Mapping[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
@@ -64,7 +82,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 # torch warns about the pickle protocol of files it then may refuse; the refusal is
                 # reported below as one line, the warning would only clutter it.
                 warnings.simplefilter("ignore", UserWarning)
-                state = torch.load(path, map_location="cpu", weights_only=True)
+                state = _torch_load(path, mmap)
         except Exception as exc:
             reason = first_line(exc) or type(exc).__name__
             raise WeightsError(f"cannot read weights file {path}: {reason}") from exc
@@ -78,20 +96,29 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         )
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"weights file {path} does not contain a state dict of tensors")
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return state
 
 
-def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise WeightsError, in one readable line, unless ``state`` has exactly the model's keys and shapes.
+def _torch_load(path: Path, mmap: bool) -> object:
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            pass  # files from before torch's zip format cannot be memory-mapped: read them whole
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_state_dict(model: torch.nn.Module, shapes: Mapping[str, torch.Size], source: str) -> None:
+    """Raise WeightsError, in one readable line, unless ``shapes`` has exactly the model's keys and shapes.
 
     Works on a model built on the meta device, so weights can be validated before anything is allocated.
     """
     own = model.state_dict()
     # BatchNorm's step counter is bookkeeping, not a weight: checkpoints saved with frozen batch norm
     # (torchvision's detection weights) have none, and a non-strict load leaves it as it is.
-    missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(state) - set(own))
-    wrong_shape = [k for k in own if k in state and own[k].shape != state[k].shape]
+    missing = sorted(k for k in set(own) - set(shapes) if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(set(shapes) - set(own))
+    wrong_shape = [k for k in own if k in shapes and own[k].shape != shapes[k]]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing (e.g. {missing[0]})")
@@ -100,7 +127,7 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
     if wrong_shape:
         key = wrong_shape[0]
         problems.append(
-            f"{len(wrong_shape)} with wrong shape (e.g. {key}: file {tuple(state[key].shape)}, "
+            f"{len(wrong_shape)} with wrong shape (e.g. {key}: file {tuple(shapes[key])}, "
             f"model {tuple(own[key].shape)})"
         )
     if problems:
@@ -109,7 +136,7 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
 
 def apply_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Load ``state`` strictly, after checking it fits."""
-    check_state_dict(model, state, source)
+    check_state_dict(model, {key: tensor.shape for key, tensor in state.items()}, source)
     model.load_state_dict(state, strict=False)  # check_state_dict was strict, bar the BN counters
 
 

@@ -110,3 +110,19 @@ def test_rounding_gives_exactly_the_values_a_checkpoint_stores(tmp_path):
     loaded = build_model("unet", weights=str(path))
     for (name, ours), theirs in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(ours, theirs), name
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_validation_reads_no_tensor_data_yet_rejects_truncated_files(tmp_path, suffix):
+    # Up-front validation reads only names and shapes (the file is read whole once, when the model is
+    # built), but a file cut short must still fail there, as one line.
+    model = build_model("unet", options=OPTIONS)
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".pt":
+        torch.save(model.state_dict(), path)
+    else:
+        save_checkpoint(model, path, OPTIONS)
+    validate_model("unet", OPTIONS, str(path))
+    path.write_bytes(path.read_bytes()[:-500])
+    with pytest.raises(WeightsError, match=r"cannot read weights file .*w\."):
+        validate_model("unet", OPTIONS, str(path))
