@@ -78,7 +78,6 @@ def config_hash(config: BenchmarkConfig) -> str:
 
 @dataclass
 class RunSummary:
-    out_dir: Path
     results: list[dict[str, Any]] = field(default_factory=list)
     numerics: list[dict[str, Any]] = field(default_factory=list)
     skipped_backends: list[dict[str, str]] = field(default_factory=list)
@@ -147,7 +146,7 @@ class BenchmarkRun:
         self.config = config
         self.out_dir = out_dir
         self.console = console or Console()
-        self.summary = RunSummary(out_dir)
+        self.summary = RunSummary()
         self.images = TimingImages(config.seed)
         self.samples: Sequence = []
 

@@ -89,7 +89,6 @@ class Runner(ABC):
         self.config = config
         self.precision = precision
         self.artifact_path = artifact_path
-        self.is_active = False
 
     @classmethod
     def unavailable_reason(cls, config: BackendConfig) -> str | None:
@@ -106,7 +105,7 @@ class Runner(ABC):
 
     def deactivate(self) -> None:
         """Release the session / device memory."""
-        self.is_active = False
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Facts about what really ran (e.g. the execution provider), recorded with each result."""
@@ -122,7 +121,6 @@ class Runner(ABC):
 
     def __enter__(self) -> Runner:
         self.activate()
-        self.is_active = True
         return self
 
     def __exit__(self, *exc_info: object) -> None:
