@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 
 from segbench import __version__
 from segbench.errors import ConfigError, SegbenchError
@@ -39,6 +40,43 @@ def _size(value: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _batches(value: str) -> list[int]:
+    try:
+        batches = [int(v) for v in _names(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid batch sizes {value!r}: use e.g. 1,4") from None
+    if not batches or min(batches) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers, got {value!r}")
+    return batches
+
+
+def _sizes(value: str) -> list[tuple[int, int]]:
+    return [_size(v) for v in _names(value)] or [_size("")]
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _option(value: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with the value read as YAML (``width=0.5``, ``backbone=vgg16``, ``bilinear=true``)."""
+    import yaml
+
+    key, sep, text = value.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
+    try:
+        return key.strip(), yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"cannot read the value of {value!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="segbench", description="Benchmark, export and check segmentation models.")
     parser.add_argument("--version", action="version", version=f"segbench {__version__}")
@@ -55,6 +93,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     trtcheck = commands.add_parser("trtcheck", help="check an ONNX file against TensorRT's parser rules")
     trtcheck.add_argument("onnx", type=Path, help="the ONNX file")
+
+    export = commands.add_parser(
+        "export", help="export a model to ONNX (cached, parity-checked), optionally build a TensorRT engine"
+    )
+    export.add_argument("model", help="a registered model (segbench models)")
+    export.add_argument("--weights", default="trained", help="random | trained | PATH (default: trained)")
+    export.add_argument(
+        "--option", dest="options", type=_option, action="append", default=[], metavar="KEY=VALUE",
+        help="constructor option, repeatable (e.g. --option width=0.5)",
+    )  # fmt: skip
+    export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    export.add_argument("--exporter", choices=("dynamo", "torchscript"), help="default: the model's choice")
+    export.add_argument(
+        "--out", type=Path, default=Path("exports"), help="output directory (default: exports)"
+    )
+    export.add_argument("--static", type=_size, metavar="HxW", help="fix height and width (default: dynamic)")
+    export.add_argument("--batch", type=_positive, metavar="N", help="fix the batch size (default: dynamic)")
+    export.add_argument(
+        "--fp16", action="store_true", help="an fp16 graph (fp32 keep-list, fp32 inputs/outputs)"
+    )
+    export.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim")
+    export.add_argument(
+        "--trt", action="store_true", help="also build a TensorRT engine (needs segbench[trt])"
+    )
+    export.add_argument(
+        "--check-only", action="store_true",
+        help="with --trt: only run the TensorRT readiness check on the export (no TensorRT or GPU needed)",
+    )  # fmt: skip
+    export.add_argument(
+        "--sizes", type=_sizes, metavar="HxW,...",
+        help="input sizes the engine's optimization profile covers (default: --static, else 256x256,512x512)",
+    )  # fmt: skip
+    export.add_argument(
+        "--batch-sizes", type=_batches, metavar="N,...",
+        help="batch sizes the profile covers (default: --batch, else 1,4)",
+    )  # fmt: skip
+    export.add_argument("--workspace-mb", type=_positive, help="TensorRT workspace limit in MiB")
+    export.add_argument("--cache-dir", type=Path, help="export/engine cache (default: $SEGBENCH_CACHE_DIR "
+                        "or ~/.cache/segbench)")  # fmt: skip
 
     data = commands.add_parser("data", help="write the synthetic shapes dataset to disk")
     data.add_argument("--out", type=Path, required=True, help="directory to write into")
@@ -158,7 +235,113 @@ def cmd_trtcheck(args: argparse.Namespace, console: Console) -> int:
     return 0 if report.ready else 1
 
 
-COMMANDS = {"run": cmd_run, "models": cmd_models, "data": cmd_data, "trtcheck": cmd_trtcheck}
+def _profile_shapes(args: argparse.Namespace) -> list[tuple[int, int, int, int]]:
+    """The NCHW shapes the engine must serve: --sizes x --batch-sizes, defaulting to the static ones."""
+    if args.static and args.sizes and any(size != args.static for size in args.sizes):
+        raise ConfigError(f"--sizes must equal --static {args.static[0]}x{args.static[1]} for a static graph")
+    if args.batch and args.batch_sizes and any(b != args.batch for b in args.batch_sizes):
+        raise ConfigError(f"--batch-sizes must equal --batch {args.batch} for a static batch")
+    sizes = args.sizes or ([args.static] if args.static else [(256, 256), (512, 512)])
+    batches = args.batch_sizes or ([args.batch] if args.batch else [1, 4])
+    return [(batch, 3, height, width) for height, width in sizes for batch in batches]
+
+
+def _export_file_name(args: argparse.Namespace, precision: str) -> str:
+    parts = [args.model]
+    if args.static:
+        parts.append(f"{args.static[0]}x{args.static[1]}")
+    if args.batch:
+        parts.append(f"b{args.batch}")
+    if precision != "fp32":
+        parts.append(precision)
+    return "-".join(parts)
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    """Export (or reuse) the model's verified ONNX graph; with --trt, check it and build an engine.
+
+    Exit 0 on success; 1 when --trt finds the graph not ready for TensorRT's parser; 2 on bad input or
+    when TensorRT is missing for a build.
+    """
+    from segbench.export.artifacts import ExportRequest, cached_export, copy_graph
+    from segbench.export.cache import atomic_write_bytes, cache_root
+    from segbench.export.onnx import ExportError
+    from segbench.export.tensorrt import import_tensorrt, profile_from_shapes, tensorrt_version
+    from segbench.export.tensorrt_readiness import TENSORRT_VERSION, check_tensorrt_readiness
+    from segbench.models.registry import build_model, get_spec
+    from segbench.reports.results import write_json
+    from segbench.reports.tables import parity_table, readiness_table
+
+    get_spec(args.model)  # an unknown name lists the valid ones
+    if args.check_only and not args.trt:
+        raise ConfigError("--check-only needs --trt (it checks the graph an engine would be built from)")
+    shapes = _profile_shapes(args)
+    precision = "fp16" if args.fp16 else "fp32"
+    graph_precision = precision
+    trt = None
+    if args.trt and not args.check_only:
+        trt = import_tensorrt()  # before any work: a missing TensorRT is a one-line exit 2
+        if tensorrt_version(trt)[0] == 10:
+            graph_precision = "fp32"  # TensorRT 10 lowers an fp32 graph by builder flags
+    model = build_model(args.model, args.weights, dict(args.options))
+    request = ExportRequest(
+        opset=args.opset,
+        exporter=args.exporter,
+        static_size=args.static,
+        static_batch=args.batch,
+        simplify=args.simplify,
+        precision=graph_precision,
+    )
+    root = args.cache_dir or cache_root()
+    with console.status(f"exporting {args.model} ({graph_precision})"):
+        try:
+            export = cached_export(model, args.model, request, root)
+        except ExportError as exc:
+            console.print(f"[red]export failed:[/] {escape(str(exc))}")
+            return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = _export_file_name(args, graph_precision)
+    onnx_path = copy_graph(export, args.out / f"{stem}.onnx")
+    how = "reused from the cache" if export.cached else f"exported in {export.export_s:.1f} s"
+    console.print(f"{onnx_path}: {how} (key {export.cache_key}, {export.exporter}, opset {export.opset})")
+    console.print(parity_table(export))
+
+    profile = profile_from_shapes(model.input_names[0], shapes)
+    ranges = {profile.input_name: (profile.min, profile.max)} if args.trt else None
+    readiness = check_tensorrt_readiness(onnx_path, ranges)
+    if args.trt or not readiness.ready:
+        console.print(readiness_table(readiness))
+    verdict = "[green]ready[/]" if readiness.ready else "[red]not ready[/]"
+    covered = f", profile {profile.min}..{profile.max}" if args.trt else ""
+    console.print(f"TensorRT {TENSORRT_VERSION} parser readiness (static check{covered}): {verdict}")
+    manifest = {"onnx": str(onnx_path), "export": export.to_dict(), "tensorrt_ready": readiness.ready}
+    if args.trt:
+        manifest["profile"] = profile.to_dict()
+    if args.trt and not args.check_only and readiness.ready:
+        from segbench.export.tensorrt import load_or_build_engine
+
+        with console.status(f"building the TensorRT {trt.__version__} engine ({precision})"):
+            engine = load_or_build_engine(
+                export.path, precision, profile, cache_dir=root / "tensorrt", workspace_mb=args.workspace_mb
+            )
+        engine_path = args.out / f"{_export_file_name(args, precision)}.engine"
+        atomic_write_bytes(engine_path, engine.path.read_bytes())
+        how = f"built in {engine.build_s:.1f} s" if engine.built else "reused from the cache"
+        console.print(f"{engine_path}: TensorRT {engine.trt_version} engine on {engine.gpu_name}, {how}")
+        manifest["engine"] = {**engine.to_dict(), "copy": str(engine_path)}
+    write_json(args.out / f"{stem}.json", manifest)
+    if args.trt and not readiness.ready:
+        return 1
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "models": cmd_models,
+    "data": cmd_data,
+    "trtcheck": cmd_trtcheck,
+    "export": cmd_export,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

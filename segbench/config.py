@@ -124,6 +124,27 @@ class BenchmarkConfig(_Strict):
     numerics: NumericsConfig = Field(default_factory=NumericsConfig)
 
     @model_validator(mode="after")
+    def _backend_artifacts(self) -> BenchmarkConfig:
+        names = [entry.name for entry in self.models]
+        for index, backend in enumerate(self.backends):
+            where = f"backends[{index}]"
+            if backend.model is not None and backend.model not in names:
+                raise ValueError(
+                    f"{where}.model: {backend.model} is not in models (it has: {', '.join(names)})"
+                )
+            if backend.artifact is None:
+                continue
+            suffixes = RUNNERS[backend.name].artifact_suffixes
+            if backend.artifact.suffix not in suffixes:
+                raise ValueError(
+                    f"{where}.artifact: {backend.name} runs {' or '.join(suffixes)} files, "
+                    f"not {backend.artifact.name}"
+                )
+            if backend.model is None and len(set(names)) > 1:
+                raise ValueError(f"{where}.artifact: name the model it belongs to with model: NAME")
+        return self
+
+    @model_validator(mode="after")
     def _models_buildable(self) -> BenchmarkConfig:
         folder = isinstance(self.numerics.dataset, FolderDatasetConfig)
         for entry in self.models:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,9 @@ from segbench.data.readers import SemanticFolder
 from segbench.data.shapes import IGNORE_INDEX, ShapesDataset, scene_images
 from segbench.env import collect_env
 from segbench.errors import ConfigError, first_line
-from segbench.export.onnx import OnnxExport, export_and_verify
+from segbench.export.artifacts import ExportRequest, cached_export
+from segbench.export.cache import state_dict_digest
+from segbench.export.onnx import DEFAULT_OPSET, PARITY_TOLERANCES, OnnxExport, check_parity
 from segbench.metrics.checker import compare_metrics
 from segbench.metrics.tasks import evaluate_task
 from segbench.models.base import SegmentationModel
@@ -137,7 +139,8 @@ class ModelState:
     model: SegmentationModel | None = None
     error: str | None = None
     baseline: dict[str, float] | None = None
-    exports: dict[tuple, OnnxExport | str] = field(default_factory=dict)
+    exports: dict[Any, OnnxExport | dict | str] = field(default_factory=dict)
+    weights_sha256: str | None = None
     stats: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
 
 
@@ -196,6 +199,7 @@ class BenchmarkRun:
             len(backend.precisions) * len(self._cells(entry, backend))
             for entry in self.config.models
             for backend, _ in backends
+            if backend.model in (None, entry.name)
         )
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -214,6 +218,8 @@ class BenchmarkRun:
             for entry in self.config.models:
                 state = self._prepare_model(entry)
                 for backend, runner_class in backends:
+                    if backend.model not in (None, entry.name):
+                        continue
                     for precision in backend.precisions:
                         self._run_backend(state, backend, runner_class, precision)
         return self.summary
@@ -243,49 +249,82 @@ class BenchmarkRun:
                 self._write_numerics(state, TorchConfig(), "fp32", verdict.to_dict(), role="baseline")
         return state
 
-    def _export(self, state: ModelState, backend: BackendConfig, size: tuple[int, int] | None) -> OnnxExport:
-        """The model's ONNX graph for this backend's opset/exporter (and size, for per-size models),
-        exported once per run and reused; a failure is remembered and raised again as _StageFailed."""
-        opset = getattr(backend, "opset", 18)
-        exporter = getattr(backend, "exporter", None) or state.model.preferred_exporter
+    def _export(
+        self, state: ModelState, backend: BackendConfig, size: tuple[int, int] | None, precision: str
+    ) -> OnnxExport:
+        """The model's verified ONNX graph for this backend's opset/exporter at ``precision`` (and size,
+        for per-size models), from the export cache or exported into it; looked up once per run, and a
+        failure is remembered and raised again as _StageFailed."""
+        request = ExportRequest(
+            opset=getattr(backend, "opset", DEFAULT_OPSET),
+            exporter=getattr(backend, "exporter", None),
+            static_size=size,
+            precision=precision,
+        )
 
         def export() -> OnnxExport:
-            suffix = f"-{size[0]}x{size[1]}" if size else ""
-            self._status(f"{state.entry.name}: exporting ONNX (opset {opset}, {exporter}{suffix})")
-            index = self.config.models.index(state.entry)
-            name = f"{index:02d}-{state.entry.name}-opset{opset}-{exporter}{suffix}.onnx"
-            return export_and_verify(
-                state.model, self.out_dir / "onnx" / name, opset, exporter, static_size=size
-            )
+            suffix = f", {size[0]}x{size[1]}" if size else ""
+            self._status(f"{state.entry.name}: {precision} ONNX graph (opset {request.opset}{suffix})")
+            if state.weights_sha256 is None:
+                state.weights_sha256 = state_dict_digest(state.model.state_dict())
+            return cached_export(state.model, state.entry.name, request, weights_sha256=state.weights_sha256)
 
-        return _once(state.exports, (opset, exporter, size), export)
+        return _once(state.exports, request, export)
+
+    def _user_artifact(self, state: ModelState, backend: BackendConfig, precision: str) -> dict[str, Any]:
+        """A pre-exported file named in the YAML: an ONNX graph gets the parity check against PyTorch
+        (recorded, not enforced: the numerics check judges the task metric), an engine is taken as is."""
+
+        def check() -> dict[str, Any]:
+            path = backend.artifact
+            record: dict[str, Any] = {"path": str(path), "user_artifact": True, "parity": None}
+            if path.suffix == ".onnx":
+                self._status(f"{state.entry.name}: parity of {path.name}")
+                shapes = [(1, *self._cells(state.entry, backend)[0][:2])]
+                tolerance = PARITY_TOLERANCES.get(precision, PARITY_TOLERANCES["fp16"])
+                record["parity"] = [
+                    asdict(r) for r in check_parity(state.model, path, shapes, tolerance=tolerance)
+                ]
+            return record
+
+        return _once(state.exports, ("artifact", str(backend.artifact), precision), check)
 
     def _run_backend(
         self, state: ModelState, backend: BackendConfig, runner_class: type[Runner], precision: str
     ) -> None:
         """Time every cell of one backend x precision, then check its numerics with the same runners."""
 
+        cells = self._cells(state.entry, backend)
+
         def open_runner(size: tuple[int, int] | None) -> tuple[Runner, dict[str, Any]]:
-            artifact = self._export(state, backend, size) if runner_class.artifact == "onnx" else None
-            runner = runner_class(state.model, backend, precision, artifact.path if artifact else None)
+            shapes = [(b, 3, h, w) for h, w, b in cells if size is None or (h, w) == size]
+            path, export_s, record = None, None, None
+            if backend.artifact is not None:
+                record = self._user_artifact(state, backend, precision)
+                path = backend.artifact
+            elif runner_class.artifact == "onnx":
+                graph_precision = runner_class.onnx_precision(backend, precision)
+                export = self._export(state, backend, size, graph_precision)
+                path, export_s, record = export.path, export.export_s, export.to_dict()
+            runner = runner_class(state.model, backend, precision, path, shapes)
             start = time.perf_counter()
             runner.__enter__()
             return runner, {
-                "cold_start": {
-                    "export_s": artifact.export_s if artifact else None,
-                    "activate_s": time.perf_counter() - start,
-                },
-                # The exported graph this cell ran, with its parity against PyTorch.
-                "artifact": artifact.to_dict() if artifact else None,
+                "cold_start": {"export_s": export_s, "activate_s": time.perf_counter() - start},
+                # The graph (or engine) this cell ran, with its parity against PyTorch.
+                "artifact": record,
             }
 
         per_size = (
-            state.model is not None and runner_class.artifact == "onnx" and not state.model.dynamic_spatial
+            state.model is not None
+            and runner_class.artifact == "onnx"
+            and backend.artifact is None
+            and not state.model.dynamic_spatial
         )
         pool = RunnerPool(open_runner, per_size)
         where = f"{state.entry.name} · {backend.name}/{backend.device}/{precision}"
         try:
-            for height, width, batch in self._cells(state.entry, backend):
+            for height, width, batch in cells:
                 self._status(f"{where} · {height}x{width} b{batch}")
                 runner, error, info = None, state.error, {"cold_start": None, "artifact": None}
                 if error is None:

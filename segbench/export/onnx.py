@@ -27,10 +27,32 @@ EXPORTERS = ("dynamo", "torchscript")
 TRACE_BATCH = 2
 # Dynamic axes of the NCHW input and of the dense outputs, which keep the input's batch and size.
 DYNAMIC_DIMS = {0: "batch", 2: "height", 3: "width"}
+# Protobuf cannot serialise a message over 2 GB; larger graphs keep their weights in a side file.
+EXTERNAL_DATA_LIMIT = 2**31 - 2**24
 
 
 class ExportError(RuntimeError):
     """The model could not be exported, or the exported graph is not faithful to PyTorch."""
+
+
+@dataclass(frozen=True)
+class ParityTolerance:
+    """How close a graph's raw outputs must stay to PyTorch's: ``max|err| <= atol + rtol * max|torch|``
+    for float outputs, and the share of argmax pixels (semantic) or confident detections (instance)
+    that must agree."""
+
+    atol: float
+    rtol: float
+    argmax_agreement: float
+    detection_agreement: float
+
+
+# fp16 graphs round every activation to 11 significant bits: errors of about 1e-3 relative per layer add
+# up, so their bound is looser; the task metrics (the numerics check) judge whether that matters.
+PARITY_TOLERANCES = {
+    "fp32": ParityTolerance(atol=1e-4, rtol=1e-3, argmax_agreement=0.999, detection_agreement=0.99),
+    "fp16": ParityTolerance(atol=1e-2, rtol=2e-2, argmax_agreement=0.99, detection_agreement=0.95),
+}
 
 
 @dataclass(frozen=True)
@@ -51,11 +73,87 @@ class OnnxExport:
     path: Path
     opset: int
     exporter: str
-    export_s: float
+    export_s: float  # seconds spent by this call: export + checks, or the cache lookup on a hit
     parity: list[ParityReport]
+    precision: str = "fp32"
+    static_size: tuple[int, int] | None = None
+    static_batch: int | None = None
+    simplified: bool = False
+    cache_key: str | None = None
+    cached: bool = False  # reused from the export cache rather than exported by this call
+    fp16: dict | None = None  # what the fp16 conversion kept in fp32 (Fp16Report.to_dict())
 
     def to_dict(self) -> dict:
         return {**asdict(self), "path": str(self.path)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> OnnxExport:
+        fields = dict(data)
+        fields["path"] = Path(fields["path"])
+        fields["parity"] = [
+            ParityReport(**{**report, "shape": tuple(report["shape"])}) for report in fields["parity"]
+        ]
+        for key in ("static_size",):
+            if fields.get(key) is not None:
+                fields[key] = tuple(fields[key])
+        return cls(**fields)
+
+
+def _initializer_bytes(model: onnx.ModelProto) -> int:
+    return sum(len(init.raw_data) or 4 * max(len(init.float_data), 1) for init in model.graph.initializer)
+
+
+def save_onnx(model: onnx.ModelProto, path: str | Path, external_data: bool | None = None) -> Path:
+    """Check ``model`` (onnx.checker, full check) and write it to ``path`` atomically.
+
+    Weights go to ``PATH.data`` beside the graph when ``external_data`` is True, or (None) when the
+    file would pass protobuf's 2 GB limit. Both files are written and checked in a temporary directory
+    and moved into place data first, graph last: a graph file under the final name is always complete.
+    Note that saving with external data rewrites ``model``'s initializers as references in place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if external_data is None:
+        external_data = _initializer_bytes(model) > EXTERNAL_DATA_LIMIT
+    data_name = f"{path.name}.data"
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-") as tmp_dir:
+        tmp = Path(tmp_dir) / path.name
+        if external_data:
+            onnx.save_model(
+                model,
+                str(tmp),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
+        else:
+            onnx.save(model, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+        if external_data:
+            os.replace(Path(tmp_dir) / data_name, path.parent / data_name)
+        else:
+            (path.parent / data_name).unlink(missing_ok=True)  # a stale data file of an earlier export
+        os.replace(tmp, path)
+    return path
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the shapes onnx's shape inference proves stored as value_info (for readers and
+    for TensorRT's parser); the model as it was when inference cannot run on it."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # inference is a refinement; the graph is valid without it (checked separately)
+        return model
+
+
+def simplify_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant folding and dead-code / redundancy removal with onnxslim; the caller checks parity."""
+    import onnxslim
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return onnxslim.slim(model)
 
 
 def export_onnx(
@@ -64,13 +162,17 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     exporter: str = "dynamo",
     static_size: tuple[int, int] | None = None,
+    static_batch: int | None = None,
+    simplify: bool = False,
+    external_data: bool | None = None,
 ) -> Path:
     """Write ``model`` to ``path`` as ONNX with a dynamic batch; return the path.
 
     Height and width are dynamic too, unless ``static_size`` fixes them: models whose exported graph
     cannot serve every size (``model.dynamic_spatial`` is False) get one graph per input size.
-    The file appears atomically (temporary file + rename), so an interrupted export never leaves a
-    truncated graph behind under the final name.
+    ``static_batch`` fixes the batch. ``simplify`` runs onnxslim. The graph is checked (full check),
+    carries the shapes shape inference proves, and appears atomically (see ``save_onnx``), so an
+    interrupted export never leaves a truncated graph behind under the final name.
     """
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
@@ -78,49 +180,55 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     divisor = max(model.size_divisor, 1)
     height, width = static_size or (3 * divisor if divisor > 1 else 96, 4 * divisor if divisor > 1 else 128)
-    example = torch.zeros(TRACE_BATCH, 3, height, width)
-    dims = {0: DYNAMIC_DIMS[0]} if static_size else DYNAMIC_DIMS
+    example = torch.zeros(static_batch or TRACE_BATCH, 3, height, width)
+    dims = {
+        i: name
+        for i, name in DYNAMIC_DIMS.items()
+        if not ((i == 0 and static_batch) or (i > 0 and static_size))
+    }
+    batch_dims = {0: dims[0]} if 0 in dims else {}
     input_name, output_names = model.input_names[0], list(model.output_names)
-    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=path.parent, prefix=f".{path.stem}-")
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            # Exporters warn about tracer internals that say nothing about the user's model.
-            warnings.simplefilter("ignore")
-            traced = model(example)
-            traced_shapes = [tuple(t.shape) for t in (traced if isinstance(traced, tuple) else (traced,))]
-            # Dense outputs keep the input's dynamic axes; the others (detections, queries) only its batch.
-            output_dims = [
-                dims if len(s) == 4 and s[2:] == (height, width) else {0: dims[0]} for s in traced_shapes
-            ]
-            if exporter == "dynamo":
-                dynamic = {i: torch.export.Dim(name, min=1 if i == 0 else 8) for i, name in dims.items()}
-                specific = {"dynamo": True, "dynamic_shapes": {"images": dynamic}, "verbose": False}
-            else:
-                axes = {input_name: dims, **dict(zip(output_names, output_dims, strict=True))}
-                specific = {"dynamo": False, "dynamic_axes": axes}
-            torch.onnx.export(
-                model,
-                (example,),
-                str(tmp),
-                input_names=[input_name],
-                output_names=output_names,
-                opset_version=opset,
-                **specific,
-            )
-        graph = onnx.load(str(tmp))
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-export-") as tmp_dir:
+            tmp = Path(tmp_dir) / "model.onnx"
+            with warnings.catch_warnings(), torch.no_grad():
+                # Exporters warn about tracer internals that say nothing about the user's model.
+                warnings.simplefilter("ignore")
+                traced = model(example)
+                traced_shapes = [tuple(t.shape) for t in (traced if isinstance(traced, tuple) else (traced,))]
+                # Dense outputs keep the input's dynamic axes; the others (detections, queries) its batch.
+                output_dims = [
+                    dims if len(s) == 4 and s[2:] == (height, width) else batch_dims for s in traced_shapes
+                ]
+                if exporter == "dynamo":
+                    dynamic = {i: torch.export.Dim(name, min=1 if i == 0 else 8) for i, name in dims.items()}
+                    specific = {
+                        "dynamo": True,
+                        "dynamic_shapes": {"images": dynamic} if dynamic else None,
+                        "verbose": False,
+                    }
+                else:
+                    axes = {input_name: dims, **dict(zip(output_names, output_dims, strict=True))}
+                    specific = {"dynamo": False, "dynamic_axes": {k: v for k, v in axes.items() if v}}
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(tmp),
+                    input_names=[input_name],
+                    output_names=output_names,
+                    opset_version=opset,
+                    **specific,
+                )
+            graph = onnx.load(str(tmp))  # with its external data, if the exporter wrote any
+        if simplify:
+            graph = simplify_onnx(graph)
         # A graph exported at a static size has exactly the traced output shapes (batch aside).
         _name_output_dims(graph, output_dims, traced_shapes if static_size else None)
-        onnx.save(graph, str(tmp))
-        onnx.checker.check_model(str(tmp), full_check=True)
-        os.replace(tmp, path)
+        save_onnx(infer_shapes(graph), path, external_data)
     except ExportError:
         raise
     except Exception as exc:
         raise ExportError(f"{exporter} export failed: {type(exc).__name__}: {first_line(exc)}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -201,15 +309,14 @@ def check_parity(
     onnx_path: str | Path,
     shapes: list[tuple[int, int, int]],
     seed: int = 0,
-    atol: float = 1e-4,
-    rtol: float = 1e-3,
+    tolerance: ParityTolerance = PARITY_TOLERANCES["fp32"],
 ) -> list[ParityReport]:
     """Compare raw outputs of PyTorch and ONNX Runtime (CPU) for each ``(batch, height, width)``.
 
     Dense outputs must satisfy ``max|onnx - torch| <= atol + rtol * max|torch|`` for every float output,
-    and for semantic models at least 99.9% of pixels must keep their argmax class. Instance models are
-    compared as detections (see ``detection_agreement``): at least 99% must agree. A graph that cannot
-    run at a shape (e.g. one specialised to its traced size) fails that shape.
+    and for semantic models a share of pixels (99.9% in fp32) must keep their argmax class. Instance
+    models are compared as detections (see ``detection_agreement``). A graph that cannot run at a shape
+    (e.g. one specialised to its traced size) fails that shape.
     """
     import onnxruntime as ort
 
@@ -233,7 +340,8 @@ def check_parity(
         if model.task == "instance":
             by_name = [dict(zip(names, outputs, strict=True)) for outputs in (expected, actual)]
             agreement, worst = detection_agreement(*by_name)
-            reports.append(ParityReport(shape, worst, 0.0, None, agreement >= 0.99, agreement))
+            passed = agreement >= tolerance.detection_agreement
+            reports.append(ParityReport(shape, worst, 0.0, None, passed, agreement))
             continue
         max_abs = max_rel = 0.0
         passed = True
@@ -246,38 +354,36 @@ def check_parity(
             max_abs = max(max_abs, worst)
             if abs_err.size:
                 max_rel = max(max_rel, float((abs_err / np.maximum(np.abs(want), 1e-6)).max()))
-            passed &= worst <= atol + rtol * float(np.abs(want).max() if want.size else 0.0)
+            scale = float(np.abs(want).max()) if want.size else 0.0
+            passed &= worst <= tolerance.atol + tolerance.rtol * scale
         agreement = None
         if model.task == "semantic":
             agreement = float((actual[0].argmax(1) == expected[0].argmax(1)).mean())
-            passed &= agreement >= 0.999
+            passed &= agreement >= tolerance.argmax_agreement
         reports.append(ParityReport(shape, max_abs, max_rel, agreement, bool(passed)))
     return reports
 
 
 def parity_shapes(
-    model: SegmentationModel, static_size: tuple[int, int] | None = None
+    model: SegmentationModel, static_size: tuple[int, int] | None = None, static_batch: int | None = None
 ) -> list[tuple[int, int, int]]:
-    """Shapes for the parity check: batch 1 and 3 (the trace used 2); for dynamic graphs, sizes off the
-    traced one and off the size divisor too."""
+    """Shapes for the parity check: batch 1 and 3 (the trace used 2) unless the batch is static; for
+    dynamic graphs, sizes off the traced one and off the size divisor too."""
+    batches = (static_batch, static_batch) if static_batch else (1, 3)
     if static_size:
-        return [(1, *static_size), (3, *static_size)]
+        return [(batches[0], *static_size), (batches[1], *static_size)][: 1 if static_batch else 2]
     divisor = max(model.size_divisor, 8)
-    return [(1, 2 * divisor + 5, 3 * divisor - 3), (3, 5 * divisor, 2 * divisor)]
+    return [(batches[0], 2 * divisor + 5, 3 * divisor - 3), (batches[1], 5 * divisor, 2 * divisor)]
 
 
-def export_and_verify(
+def verify_parity(
     model: SegmentationModel,
-    path: str | Path,
-    opset: int = DEFAULT_OPSET,
-    exporter: str = "dynamo",
-    static_size: tuple[int, int] | None = None,
-) -> OnnxExport:
-    """Export, then check parity against PyTorch at untraced shapes; raise ExportError if it fails."""
-    start = time.perf_counter()
-    path = export_onnx(model, path, opset=opset, exporter=exporter, static_size=static_size)
-    export_s = time.perf_counter() - start
-    reports = check_parity(model, path, parity_shapes(model, static_size))
+    path: Path,
+    shapes: list[tuple[int, int, int]],
+    precision: str = "fp32",
+) -> list[ParityReport]:
+    """``check_parity`` at the precision's tolerance; raise ExportError naming the first failing shape."""
+    reports = check_parity(model, path, shapes, tolerance=PARITY_TOLERANCES[precision])
     failed = [r for r in reports if not r.passed]
     if failed:
         worst = failed[0]
@@ -287,6 +393,40 @@ def export_and_verify(
         if worst.detection_agreement is not None:
             agreement = f", detection agreement {worst.detection_agreement:.3f}"
         raise ExportError(
-            f"ONNX parity failed at input {worst.shape}: max abs err {worst.max_abs_err:.3g}{agreement}"
+            f"{precision} ONNX parity failed at input {worst.shape}: "
+            f"max abs err {worst.max_abs_err:.3g}{agreement}"
         )
-    return OnnxExport(path, opset, exporter, export_s, reports)
+    return reports
+
+
+def export_and_verify(
+    model: SegmentationModel,
+    path: str | Path,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "dynamo",
+    static_size: tuple[int, int] | None = None,
+    static_batch: int | None = None,
+    simplify: bool = False,
+) -> OnnxExport:
+    """Export, then check parity against PyTorch at untraced shapes; raise ExportError if it fails."""
+    start = time.perf_counter()
+    path = export_onnx(
+        model,
+        path,
+        opset=opset,
+        exporter=exporter,
+        static_size=static_size,
+        static_batch=static_batch,
+        simplify=simplify,
+    )
+    reports = verify_parity(model, path, parity_shapes(model, static_size, static_batch))
+    return OnnxExport(
+        path,
+        opset,
+        exporter,
+        time.perf_counter() - start,
+        reports,
+        static_size=static_size,
+        static_batch=static_batch,
+        simplified=simplify,
+    )

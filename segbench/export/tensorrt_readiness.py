@@ -8,11 +8,14 @@ a build: a graph that passes can still fail in TensorRT for reasons only a real 
 The operator list is the support matrix of onnx-tensorrt's ``docs/operators.md`` for the TensorRT 10.1
 GA release (opsets 9 to 20), written out here as data; the restrictions checked are the ones that matter
 for segmentation and detection graphs (TopK, ScatterND, Resize, GridSample, Loop). INT64 is a supported
-type in TensorRT 10 and is not flagged; DOUBLE is cast down and is.
+type in TensorRT 10 and is only noted (TensorRT 8 and 9 cast it to INT32); DOUBLE is cast down and
+flagged. Given the optimization profile an engine will be built with, every dynamic input dim must be
+covered by it, and static dims must match it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +55,8 @@ RESIZE_COORDINATES = {
 
 @dataclass(frozen=True)
 class Finding:
-    severity: str  # "error": the parser or build will refuse; "warning": works, with a cost or a duty
+    # "error": the parser or build will refuse; "warning": works, with a cost or a duty; "info": a fact
+    severity: str
     where: str  # node or tensor name
     message: str
 
@@ -138,8 +142,47 @@ def _check_node(
         report.add("warning", where, "Loop: loop-carried tensors must keep their shape across iterations")
 
 
-def check_tensorrt_readiness(path: str | Path) -> ReadinessReport:
-    """Check an ONNX file against TensorRT's ONNX parser rules; see the module docstring."""
+# Input name -> (min shape, max shape) of the optimization profile the engine will be built with.
+ProfileRanges = Mapping[str, tuple[Sequence[int], Sequence[int]]]
+
+
+def _check_input(
+    name: str, dims: list[int | str], profile: ProfileRanges | None, report: ReadinessReport
+) -> None:
+    dynamic = [str(d) for d in dims if isinstance(d, str)]
+    if profile is None:
+        if dynamic:
+            report.add(
+                "warning",
+                name,
+                f"dynamic dims {', '.join(dynamic)} (shape {dims}): the engine needs an optimization "
+                "profile with min/opt/max for them",
+            )
+        return
+    if name not in profile:
+        if dynamic:
+            report.add("error", name, f"dynamic dims {', '.join(dynamic)} are not covered by any profile")
+        return
+    low, high = (list(shape) for shape in profile[name])
+    if len(low) != len(dims) or len(high) != len(dims):
+        report.add("error", name, f"profile shapes {low}..{high} do not have the input's rank {len(dims)}")
+        return
+    for index, dim in enumerate(dims):
+        if isinstance(dim, int) and not low[index] == dim == high[index]:
+            report.add(
+                "error", name, f"profile {low}..{high} conflicts with static dim {index} = {dim} of {dims}"
+            )
+            return
+    if dynamic:
+        report.add("info", name, f"dynamic dims {', '.join(dynamic)} covered by the profile {low}..{high}")
+
+
+def check_tensorrt_readiness(path: str | Path, profile: ProfileRanges | None = None) -> ReadinessReport:
+    """Check an ONNX file against TensorRT's ONNX parser rules; see the module docstring.
+
+    With ``profile``, dynamic inputs must be covered by it (an error otherwise); without one, each
+    dynamic input is a warning that the build will need a profile.
+    """
     model = onnx.load(str(path))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     report = ReadinessReport(str(path), opset)
@@ -167,14 +210,7 @@ def check_tensorrt_readiness(path: str | Path) -> ReadinessReport:
             d.dim_param or (d.dim_value if d.HasField("dim_value") else "?")
             for d in tensor.type.tensor_type.shape.dim
         ]
-        dynamic = [str(d) for d in dims if isinstance(d, str)]
-        if dynamic:
-            report.add(
-                "warning",
-                tensor.name,
-                f"dynamic dims {', '.join(dynamic)} (shape {dims}): the engine needs an optimization profile "
-                "with min/opt/max for them",
-            )
+        _check_input(tensor.name, dims, profile, report)
     input_dims = {d.dim_param for t in model.graph.input for d in t.type.tensor_type.shape.dim if d.dim_param}
     for tensor in inferred.graph.output:
         dims = tensor.type.tensor_type.shape.dim
@@ -189,4 +225,12 @@ def check_tensorrt_readiness(path: str | Path) -> ReadinessReport:
     doubles += [i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.DOUBLE]
     for name in sorted(set(doubles)):
         report.add("warning", name, "double tensor: TensorRT casts it to float, clamping to +-FLT_MAX")
+    io = list(model.graph.input) + list(model.graph.output)
+    int64_io = [v.name for v in io if v.type.tensor_type.elem_type == onnx.TensorProto.INT64]
+    if int64_io:
+        report.add(
+            "info",
+            ", ".join(int64_io),
+            "INT64 inputs/outputs: native in TensorRT 10 and later (TensorRT 8 and 9 cast them to INT32)",
+        )
     return report

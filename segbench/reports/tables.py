@@ -106,6 +106,30 @@ def readiness_table(report: Any) -> Table:
     for column in ("severity", "where", "finding"):
         table.add_column(column)
     for finding in report.findings:
-        style = "red" if finding.severity == "error" else "yellow"
+        style = {"error": "red", "warning": "yellow"}.get(finding.severity, "cyan")
         table.add_row(f"[{style}]{finding.severity}[/]", escape(finding.where), escape(finding.message))
+    return table
+
+
+def parity_table(export: Any) -> Table:
+    """An export's raw-output parity against PyTorch, one row per checked input shape."""
+    table = Table(
+        title=f"{export.precision} ONNX vs PyTorch at shapes other than the traced one", title_justify="left"
+    )
+    for column in ("input", "max abs err", "max rel err", "agreement", "verdict"):
+        table.add_column(column, justify="left" if column == "input" else "right")
+    for report in export.parity:
+        if report.detection_agreement is not None:
+            agreement = f"{100 * report.detection_agreement:.1f}% detections"
+        elif report.argmax_agreement is not None:
+            agreement = f"{100 * report.argmax_agreement:.3f}% argmax"
+        else:
+            agreement = "-"
+        table.add_row(
+            "x".join(str(d) for d in report.shape),
+            f"{report.max_abs_err:.3g}",
+            f"{report.max_rel_err:.3g}",
+            agreement,
+            "[green]pass[/]" if report.passed else "[red]FAIL[/]",
+        )
     return table

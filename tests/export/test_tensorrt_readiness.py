@@ -29,7 +29,7 @@ def test_every_model_graph_is_ready(name, tmp_path):
     report = check_tensorrt_readiness(path)
     assert report.ready, [f for f in report.findings if f.severity == "error"]
     # The only duty left for the engine build: a profile for the dynamic input dims.
-    assert {f.where for f in report.findings} == {"images"}
+    assert {f.where for f in report.findings if f.severity != "info"} == {"images"}
 
 
 def graph_file(tmp_path, nodes, inputs, outputs, initializers=(), opset=18):

@@ -8,6 +8,7 @@ Runners take and return numpy arrays on the host, so a device backend's ``infer`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -31,6 +32,10 @@ class BackendConfig(BaseModel):
     precisions: list[Precision] = ["fp32"]
     # Overrides the model's and the top-level sweep for this backend (e.g. larger batches on a GPU).
     sweep: SweepConfig | None = None
+    # A pre-exported file (ONNX graph or engine) to benchmark and check instead of exporting the model.
+    artifact: Path | None = None
+    # Run this entry for one model of the config only (required with ``artifact`` when there are several).
+    model: str | None = None
 
     # Precisions each device supports for this backend; subclasses narrow it.
     supported_precisions: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": ("fp32",), "cuda": ("fp32",)}
@@ -53,16 +58,25 @@ class BackendConfig(BaseModel):
             )
         return self
 
+    @field_validator("artifact")
+    @classmethod
+    def _artifact_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"artifact file not found: {value}")
+        return value
+
     def variant(self) -> dict[str, Any]:
         """Backend-specific options that differ from their defaults, e.g. ``{"channels_last": True}``.
 
-        Results carry it so that two entries of one backend stay distinguishable.
+        Results carry it so that two entries of one backend stay distinguishable; a pre-exported
+        ``artifact`` is part of it.
         """
-        shared = set(BackendConfig.model_fields)
+        shared = set(BackendConfig.model_fields) - {"artifact"}
+        fields = type(self).model_fields
         return {
             key: value
             for key, value in self.model_dump(mode="json").items()
-            if key not in shared and value != type(self).model_fields[key].default
+            if key not in shared and value != fields[key].get_default(call_default_factory=True)
         }
 
 
@@ -77,6 +91,8 @@ class Runner(ABC):
     config_class: ClassVar[type[BackendConfig]]
     # "onnx" when the runner consumes an exported graph (the harness exports and passes the path).
     artifact: ClassVar[str | None] = None
+    # File types a YAML ``artifact:`` may name for this backend.
+    artifact_suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
 
     def __init__(
         self,
@@ -84,11 +100,24 @@ class Runner(ABC):
         config: BackendConfig,
         precision: str,
         artifact_path: Path | None = None,
+        input_shapes: Sequence[tuple[int, int, int, int]] = (),
     ) -> None:
         self.model = model
         self.config = config
         self.precision = precision
         self.artifact_path = artifact_path
+        # The NCHW input shapes the harness will feed (batch x size cells): engines derive their
+        # optimization profiles from them.
+        self.input_shapes = [tuple(shape) for shape in input_shapes]
+
+    @classmethod
+    def onnx_precision(cls, config: BackendConfig, precision: str) -> str:
+        """The precision the ONNX graph handed to this runner must carry for ``precision``.
+
+        Precision is a property of the graph (an fp16 graph for fp16), except where the runtime
+        lowers precision itself from an fp32 graph (TensorRT 10's builder flags).
+        """
+        return precision
 
     @classmethod
     def unavailable_reason(cls, config: BackendConfig) -> str | None:

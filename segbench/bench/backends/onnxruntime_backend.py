@@ -3,11 +3,20 @@
 Providers are requested only when this onnxruntime build really offers them, and after the session is
 created ``get_providers()`` is checked: onnxruntime silently falls back to the CPU when a GPU provider's
 libraries are missing, and a CPU number must never be reported as a GPU one.
+
+Precision is the graph's: an fp16 entry runs the fp16 graph (``segbench.export.fp16``). On the CPU,
+onnxruntime computes fp16 nodes that lack fp16 kernels in fp32 between casts, so fp16 numerics (each
+node's output rounded to fp16) are checked here without a GPU, while fp16 timings on the CPU say little.
+
+The TensorRT execution provider takes its engine and timing caches (under segbench's cache directory),
+its optimization profile (from the cells the harness will run) and its workspace from the same YAML
+entry. onnxruntime-gpu's TensorRT provider links TensorRT 10.
 """
 
 from __future__ import annotations
 
 from importlib import metadata
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -23,10 +32,20 @@ INSTALL_HINT = "pip install 'segbench[cpu]' (or 'segbench[gpu]' for onnxruntime-
 
 class OnnxRuntimeConfig(BackendConfig):
     name: Literal["onnxruntime"] = "onnxruntime"
-    # Precision lives in the ONNX graph; fp16 graphs come with the export work, fp32 for now.
-    supported_precisions: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": ("fp32",), "cuda": ("fp32",)}
+    # Precision lives in the ONNX graph: fp16 runs the fp16 graph.
+    supported_precisions: ClassVar[dict[str, tuple[str, ...]]] = {
+        "cpu": ("fp32", "fp16"),
+        "cuda": ("fp32", "fp16"),
+    }
     # On cuda: also put the TensorRT provider first (it falls back to CUDA per unsupported subgraph).
     tensorrt: bool = False
+    # TensorRT provider: workspace limit; engine + timing caches under the segbench cache directory.
+    trt_workspace_mb: int | None = Field(default=None, ge=1)
+    trt_engine_cache: bool = True
+    # Extra provider options passed through as given (they win over the derived ones), e.g.
+    # cuda_options: {cudnn_conv_algo_search: EXHAUSTIVE}, tensorrt_options: {trt_dla_enable: true}
+    cuda_options: dict[str, str | int | bool] = Field(default_factory=dict)
+    tensorrt_options: dict[str, str | int | bool] = Field(default_factory=dict)
     intra_op_num_threads: int | None = Field(default=None, ge=1)
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     opset: int = Field(default=18, ge=13)
@@ -51,6 +70,47 @@ def requested_providers(config: OnnxRuntimeConfig) -> list[str]:
         return [CPU_PROVIDER]
     wanted = [TENSORRT_PROVIDER] if config.tensorrt else []
     return [*wanted, CUDA_PROVIDER, CPU_PROVIDER]
+
+
+def _option_value(value: str | int | bool) -> str:
+    # onnxruntime's provider options are strings; booleans are spelled "True"/"False" in its docs.
+    return str(value)
+
+
+def provider_options(
+    config: OnnxRuntimeConfig,
+    input_name: str,
+    input_shapes: list[tuple[int, ...]],
+    cache_dir: Path | None = None,
+) -> list[dict[str, str]]:
+    """Options for each provider of ``requested_providers(config)``, in the same order."""
+    from segbench.export.cache import cache_root
+    from segbench.export.tensorrt import profile_from_shapes
+
+    options: list[dict[str, str]] = []
+    for provider in requested_providers(config):
+        if provider == TENSORRT_PROVIDER:
+            derived: dict[str, Any] = {}
+            if config.trt_engine_cache:
+                directory = str((cache_dir or cache_root()) / "onnxruntime-tensorrt")
+                derived |= {
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": directory,
+                    "trt_timing_cache_enable": True,
+                    "trt_timing_cache_path": directory,
+                }
+            if input_shapes:
+                # One profile over every cell: without it the provider rebuilds its engine per new shape.
+                derived |= profile_from_shapes(input_name, input_shapes).to_ort_options()
+            if config.trt_workspace_mb is not None:
+                derived["trt_max_workspace_size"] = config.trt_workspace_mb << 20
+            chosen = {**derived, **config.tensorrt_options}
+        elif provider == CUDA_PROVIDER:
+            chosen = dict(config.cuda_options)
+        else:
+            chosen = {}
+        options.append({key: _option_value(value) for key, value in chosen.items()})
+    return options
 
 
 class OnnxRuntimeRunner(Runner):
@@ -91,7 +151,10 @@ class OnnxRuntimeRunner(Runner):
             options.intra_op_num_threads = self.config.intra_op_num_threads
         options.log_severity_level = 3  # errors only: provider fallbacks are checked below, not logged
         requested = requested_providers(self.config)
-        self.session = ort.InferenceSession(str(self.artifact_path), options, providers=requested)
+        self.provider_options = provider_options(self.config, self.model.input_names[0], self.input_shapes)
+        self.session = ort.InferenceSession(
+            str(self.artifact_path), options, providers=requested, provider_options=self.provider_options
+        )
         self.active_providers = self.session.get_providers()
         if requested[0] not in self.active_providers:
             raise BackendError(
@@ -111,4 +174,8 @@ class OnnxRuntimeRunner(Runner):
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort
 
-        return {"onnxruntime": ort.__version__, "provider": self.active_providers[0]}
+        info = {"onnxruntime": ort.__version__, "provider": self.active_providers[0]}
+        chosen = dict(zip(requested_providers(self.config), self.provider_options, strict=True))
+        if chosen.get(self.active_providers[0]):
+            info["provider_options"] = chosen[self.active_providers[0]]
+        return info

@@ -1,0 +1,112 @@
+"""Content-addressed cache for exported graphs and engines, with atomic writes.
+
+An artifact is stored under a key that hashes everything that decides its bytes (model and options,
+weights digest, opset, exporter, dynamic axes, precision, library versions...). A second export with the
+same key reuses the file; any change of those inputs gives a new key and a rebuild. Entries appear by an
+atomic rename only once they are complete, so an export killed half-way never leaves a file that a later
+run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CACHE_ENV = "SEGBENCH_CACHE_DIR"
+META_FILE = "meta.json"
+
+
+def cache_root() -> Path:
+    """``$SEGBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/segbench``, else ``~/.cache/segbench``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "segbench"
+
+
+def cache_key(fields: Mapping[str, Any]) -> str:
+    """A short stable hash of ``fields`` (JSON with sorted keys; tuples and lists hash alike)."""
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks (engines and graphs can be gigabytes)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def state_dict_digest(state_dict: Mapping[str, Any]) -> str:
+    """SHA-256 over a state dict's names, dtypes, shapes and values: the same weights give the same
+    digest whatever file (or seed) they came from."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        # Hash the raw bytes through a uint8 view: numpy has no bfloat16, a byte view works for every dtype.
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@contextmanager
+def atomic_directory(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory next to ``final``; rename it to ``final`` when the block succeeds.
+
+    When the block raises (or the process dies), ``final`` does not appear and the temporary directory
+    is removed (or left under a dot-name that no lookup reads). When another process completed ``final``
+    first, its entry is kept and this one is discarded: both hold the same content by construction.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / META_FILE).is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_entry(entry: Path) -> dict[str, Any] | None:
+    """The metadata of a complete cache entry, or None when there is no (complete, readable) entry."""
+    try:
+        return json.loads((entry / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_meta(directory: Path, meta: Mapping[str, Any]) -> None:
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
