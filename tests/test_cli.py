@@ -67,8 +67,10 @@ def test_filters_name_unknown_models_and_backends(tmp_path, capsys):
     assert code == 2 and "unknown model 'fcn99'; valid models:" in err
     code, err = run_cli(capsys, "run", config, "--models", "fcn8s")
     assert code == 2 and "fcn8s is not in the config (it has: unet)" in err
+    code, err = run_cli(capsys, "run", config, "--backends", "openvino")
+    assert code == 2 and "unknown backend 'openvino'; valid backends: torch, onnxruntime, tensorrt" in err
     code, err = run_cli(capsys, "run", config, "--backends", "tensorrt")
-    assert code == 2 and "unknown backend 'tensorrt'; valid backends: torch, onnxruntime" in err
+    assert code == 2 and "--backends: tensorrt is not in the config (it has: torch)" in err
 
 
 def test_usage_errors_are_one_line(capsys):

@@ -167,6 +167,13 @@ class BenchmarkRun:
                 )
         return available
 
+    def _numerics_cells(self) -> list[tuple[int, int, int]]:
+        """``(height, width, batch)`` of the numerics batches, when the dataset has one image size."""
+        dataset = self.config.numerics.dataset
+        if not self.config.numerics.enabled or isinstance(dataset, FolderDatasetConfig):
+            return []
+        return [(dataset.height, dataset.width, b) for b in {1, self.config.numerics.batch_size}]
+
     def _cells(self, entry: ModelEntry, backend: BackendConfig) -> list[tuple[int, int, int]]:
         sweep = self.config.sweep_for(entry, backend)
         return [(h, w, b) for h, w in sweep.input_sizes for b in sweep.batch_sizes]
@@ -296,8 +303,12 @@ class BenchmarkRun:
 
         cells = self._cells(state.entry, backend)
 
+        # Engines derive their optimization profile from the shapes they will see: the cells, and the
+        # numerics batches (the full batch and a remainder of 1) at the evaluation size.
+        served = [*cells, *self._numerics_cells()]
+
         def open_runner(size: tuple[int, int] | None) -> tuple[Runner, dict[str, Any]]:
-            shapes = [(b, 3, h, w) for h, w, b in cells if size is None or (h, w) == size]
+            shapes = sorted({(b, 3, h, w) for h, w, b in served if size is None or (h, w) == size})
             path, export_s, record = None, None, None
             if backend.artifact is not None:
                 record = self._user_artifact(state, backend, precision)

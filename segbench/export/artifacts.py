@@ -11,6 +11,7 @@ the same key (itself cached), then checked against PyTorch at the fp16 tolerance
 from __future__ import annotations
 
 import inspect
+import shutil
 import time
 from dataclasses import dataclass, replace
 from importlib import metadata
@@ -135,6 +136,8 @@ def cached_export(
     if meta is not None and (entry / GRAPH_FILE).is_file():
         found = OnnxExport.from_dict(meta["export"])
         return replace(found, path=entry / GRAPH_FILE, export_s=time.perf_counter() - start, cached=True)
+    if entry.exists():  # damaged by hand (a file removed): rebuild it rather than trust any of it
+        shutil.rmtree(entry)
 
     if request.precision == "fp16":
         fp32_request = replace(request, precision="fp32")

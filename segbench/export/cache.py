@@ -83,7 +83,8 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
 
     When the block raises (or the process dies), ``final`` does not appear and the temporary directory
     is removed (or left under a dot-name that no lookup reads). When another process completed ``final``
-    first, its entry is kept and this one is discarded: both hold the same content by construction.
+    first, its entry is kept and this one is discarded: both hold the same content by construction. An
+    entry without its metadata file is incomplete and is replaced.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -93,8 +94,11 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
         try:
             os.rename(tmp, final)
         except OSError:
-            if not (final / META_FILE).is_file():
-                raise
+            if (final / META_FILE).is_file():
+                return  # completed by someone else: keep theirs
+            # An incomplete entry (e.g. its metadata was removed by hand) is replaced, never trusted.
+            shutil.rmtree(final)
+            os.rename(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -129,6 +129,39 @@ def _fix_cast_targets(graph: onnx.GraphProto) -> None:
                 attribute.i = onnx.TensorProto.FLOAT16
 
 
+def _restore_fp32_outputs(graph: onnx.GraphProto, fp32_outputs: set[str]) -> None:
+    """Make outputs that were fp32 fp32 again.
+
+    With ``keep_io_types``, onnxconverter-common still declares an output fp16 (and casts to fp16)
+    when the node producing it is on the block list, so the graph's outputs would depend on which ops
+    are kept; inputs and outputs must keep their types at the boundary whatever the keep-list is.
+    """
+    producers = {out: node for node in graph.node for out in node.output}
+    for output in graph.output:
+        if output.name not in fp32_outputs or output.type.tensor_type.elem_type != onnx.TensorProto.FLOAT16:
+            continue
+        output.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+        node = producers.get(output.name)
+        if node is not None and node.op_type == "Cast":
+            for attribute in node.attribute:
+                if attribute.name == "to":
+                    attribute.i = onnx.TensorProto.FLOAT
+            continue
+        # Rename the fp16 tensor and cast it up under the output's name.
+        inner = f"{output.name}_fp16"
+        if node is not None:
+            node.output[list(node.output).index(output.name)] = inner
+        for consumer in graph.node:
+            for index, name in enumerate(consumer.input):
+                if name == output.name:
+                    consumer.input[index] = inner
+        graph.node.append(
+            onnx.helper.make_node(
+                "Cast", [inner], [output.name], to=onnx.TensorProto.FLOAT, name=f"{output.name}_cast_fp32"
+            )
+        )
+
+
 def _node_types(graph: onnx.GraphProto) -> dict[str, int]:
     """Each node's computed float type, read from its first float output's declared type."""
     types = {
@@ -158,6 +191,10 @@ def convert_to_fp16(
             model, keep_io_types=True, op_block_list=block_ops, node_block_list=block_nodes
         )
     _fix_cast_targets(converted.graph)
+    fp32_outputs = {
+        o.name for o in model.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    }
+    _restore_fp32_outputs(converted.graph, fp32_outputs)
     types = _node_types(converted.graph)
     kept = Counter(
         node.op_type
