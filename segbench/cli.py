@@ -284,6 +284,8 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
         if tensorrt_version(trt)[0] == 10:
             graph_precision = "fp32"  # TensorRT 10 lowers an fp32 graph by builder flags
     model = build_model(args.model, args.weights, dict(args.options))
+    if not model.dynamic_spatial and args.static is None:
+        raise ConfigError(f"{args.model} is exported per input size: give --static HxW")
     request = ExportRequest(
         opset=args.opset,
         exporter=args.exporter,

@@ -140,3 +140,27 @@ def test_yaml_is_loaded_safely(tmp_path):
     path.write_text("!!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="malformed YAML"):
         load_config(path)
+
+
+def test_backend_artifacts_are_checked_up_front(tmp_path):
+    graph = tmp_path / "unet.onnx"
+    graph.write_bytes(b"graph")
+    engine = tmp_path / "unet.engine"
+    engine.write_bytes(b"engine")
+    two_models = [{"name": "unet"}, {"name": "fcn8s"}]
+    ok = config(backends=[{"name": "onnxruntime", "artifact": str(graph)}])
+    assert ok.backends[0].artifact == graph and ok.backends[0].variant() == {"artifact": str(graph)}
+    assert config(backends=[{"name": "tensorrt", "artifact": str(engine), "model": "unet"}])
+    missing = str(tmp_path / "no.onnx")
+    cases = [
+        ({"backends": [{"name": "onnxruntime", "artifact": missing}]}, "artifact file not found"),
+        ({"backends": [{"name": "onnxruntime", "artifact": str(engine)}]}, "onnxruntime runs .onnx files"),
+        ({"models": two_models, "backends": [{"name": "onnxruntime", "artifact": str(graph)}]},
+         "backends[0].artifact: name the model it belongs to with model: NAME"),
+        ({"backends": [{"name": "torch", "model": "fcn8s"}]}, "backends[0].model: fcn8s is not in models"),
+        ({"backends": [{"name": "tensorrt", "device": "cpu"}]}, "tensorrt runs on NVIDIA GPUs only"),
+    ]  # fmt: skip
+    for changes, message in cases:
+        with pytest.raises(ConfigError) as error:
+            config(**changes)
+        assert message in str(error.value) and "\n" not in str(error.value)

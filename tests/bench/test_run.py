@@ -317,3 +317,35 @@ def test_mask_rcnn_runs_on_both_backends_with_instance_numerics(tmp_path):
     tolerances = {row["metric"]: row["tolerance"] for row in numerics if row["role"] == "candidate"}
     assert tolerances == {"bbox_ap": 0.2, "segm_ap": 1.0}
     assert all(row["passed"] for row in numerics)
+
+
+def test_pre_exported_artifact_and_fp16_graphs_are_benchmarked_and_checked(tmp_path):
+    from segbench.export.artifacts import ExportRequest, cached_export
+    from segbench.models import build_model
+
+    options = {"base_channels": 4, "num_classes": 6}
+    graph = cached_export(build_model("unet", options=options), "unet", ExportRequest(), tmp_path / "mine")
+    config = {
+        **TINY,
+        "models": [{"name": "unet", "options": {"base_channels": 4}}],
+        "backends": [
+            {"name": "onnxruntime", "precisions": ["fp16"]},
+            {"name": "onnxruntime", "artifact": str(graph.path)},
+        ],
+        "sweep": {"input_sizes": ["32x32"], "batch_sizes": [1]},
+    }
+    out = tmp_path / "out"
+    code = main(["run", str(write_config(tmp_path, config)), "--out", str(out)])
+    results, numerics = read_jsonl(out / RESULTS_FILE), read_jsonl(out / NUMERICS_FILE)
+    assert code == 0, [r["error"] for r in results if r["status"] != "ok"]
+    fp16, mine = results
+    assert fp16["precision"] == "fp16" and fp16["artifact"]["precision"] == "fp16"
+    assert fp16["artifact"]["fp16"]["fp16_nodes"] > 0
+    assert mine["backend_options"] == {"artifact": str(graph.path)}
+    assert mine["artifact"]["user_artifact"] and mine["artifact"]["path"] == str(graph.path)
+    assert mine["artifact"]["parity"][0]["passed"] and mine["cold_start"]["export_s"] is None
+    checked = {
+        (row["precision"], str(row["backend_options"])) for row in numerics if row["role"] == "candidate"
+    }
+    assert checked == {("fp16", "{}"), ("fp32", str({"artifact": str(graph.path)}))}
+    assert all(row["passed"] for row in numerics)

@@ -1,0 +1,67 @@
+"""onnxruntime backend: provider options from the YAML, fp16 graphs, the active provider recorded."""
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from segbench.bench.backends.onnxruntime_backend import (
+    CPU_PROVIDER,
+    CUDA_PROVIDER,
+    TENSORRT_PROVIDER,
+    OnnxRuntimeConfig,
+    OnnxRuntimeRunner,
+    provider_options,
+    requested_providers,
+)
+from segbench.export.artifacts import ExportRequest, cached_export
+from segbench.models import build_model
+
+SHAPES = [(1, 3, 256, 256), (4, 3, 256, 256), (1, 3, 512, 512), (4, 3, 512, 512)]
+
+
+def test_tensorrt_provider_options_come_from_the_config_and_the_cells(tmp_path):
+    config = OnnxRuntimeConfig(
+        device="cuda",
+        tensorrt=True,
+        trt_workspace_mb=1024,
+        cuda_options={"cudnn_conv_algo_search": "EXHAUSTIVE"},
+        tensorrt_options={"trt_builder_optimization_level": 5, "trt_timing_cache_enable": False},
+    )
+    assert requested_providers(config) == [TENSORRT_PROVIDER, CUDA_PROVIDER, CPU_PROVIDER]
+    trt, cuda, cpu = provider_options(config, "images", SHAPES, cache_dir=tmp_path)
+    assert trt["trt_profile_min_shapes"] == "images:1x3x256x256"
+    assert trt["trt_profile_opt_shapes"] == "images:4x3x512x512"
+    assert trt["trt_profile_max_shapes"] == "images:4x3x512x512"
+    assert trt["trt_engine_cache_enable"] == "True"
+    assert trt["trt_engine_cache_path"] == str(tmp_path / "onnxruntime-tensorrt")
+    assert trt["trt_max_workspace_size"] == str(1024 << 20)
+    # Options given in the YAML win over the derived ones and pass through.
+    assert trt["trt_timing_cache_enable"] == "False" and trt["trt_builder_optimization_level"] == "5"
+    assert cuda == {"cudnn_conv_algo_search": "EXHAUSTIVE"} and cpu == {}
+
+
+def test_engine_cache_can_be_switched_off():
+    config = OnnxRuntimeConfig(device="cuda", tensorrt=True, trt_engine_cache=False)
+    trt = provider_options(config, "images", [])[0]
+    assert not any(key.startswith(("trt_engine_cache", "trt_profile")) for key in trt)
+
+
+def test_cpu_gets_plain_cpu_provider():
+    assert provider_options(OnnxRuntimeConfig(), "images", SHAPES) == [{}]
+
+
+def test_fp16_precision_is_accepted_and_bf16_is_not():
+    assert OnnxRuntimeConfig(precisions=["fp32", "fp16"]).precisions == ["fp32", "fp16"]
+    with pytest.raises(ValidationError, match="does not support precision bf16"):
+        OnnxRuntimeConfig(precisions=["bf16"])
+
+
+def test_runner_runs_an_fp16_graph_and_records_its_provider(tmp_path):
+    model = build_model("unet", options={"base_channels": 4, "num_classes": 3})
+    graph = cached_export(model, "unet", ExportRequest(precision="fp16"), tmp_path)
+    runner = OnnxRuntimeRunner(model, OnnxRuntimeConfig(precisions=["fp16"]), "fp16", graph.path, SHAPES[:1])
+    with runner:
+        outputs = runner.infer({"images": np.zeros((2, 3, 32, 48), np.float32)})
+        info = runner.describe()
+    assert outputs["logits"].shape == (2, 3, 32, 48) and outputs["logits"].dtype == np.float32
+    assert info["provider"] == CPU_PROVIDER and "provider_options" not in info

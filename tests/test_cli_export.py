@@ -1,0 +1,99 @@
+"""``segbench export``: cached ONNX exports, fp16 graphs, the TensorRT check and the missing-TensorRT path."""
+
+import json
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+from segbench.cli import main
+
+TINY_UNET = ["unet", "--weights", "random", "--option", "base_channels=4", "--option", "num_classes=3"]
+
+
+def export(capsys, tmp_path, *extra):
+    try:
+        code = main(["export", *TINY_UNET, "--out", str(tmp_path / "out"), *extra])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip()
+
+
+def test_export_writes_a_checked_graph_and_reuses_it(capsys, tmp_path):
+    code, out, _ = export(capsys, tmp_path)
+    graph = tmp_path / "out" / "unet.onnx"
+    assert code == 0 and graph.is_file() and "exported in" in out
+    onnx.checker.check_model(str(graph), full_check=True)
+    dims = [d.dim_param for d in onnx.load(str(graph)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "", "height", "width"]
+    assert "argmax" in out and "pass" in out and "ready" in out
+    manifest = json.loads((tmp_path / "out" / "unet.json").read_text())
+    assert manifest["tensorrt_ready"] is True and manifest["export"]["parity"]
+    code, out, _ = export(capsys, tmp_path)
+    assert code == 0 and "reused from the cache" in out
+    assert json.loads((tmp_path / "out" / "unet.json").read_text())["export"]["cached"] is True
+
+
+def test_export_fp16_static(capsys, tmp_path):
+    code, _, _ = export(capsys, tmp_path, "--fp16", "--static", "64x96", "--batch", "2")
+    graph = onnx.load(str(tmp_path / "out" / "unet-64x96-b2-fp16.onnx"))
+    dims = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert code == 0 and dims == [2, 3, 64, 96]
+    assert onnx.TensorProto.FLOAT16 in {init.data_type for init in graph.graph.initializer}
+
+
+def test_trt_check_only_needs_no_tensorrt(capsys, tmp_path):
+    code, out, _ = export(capsys, tmp_path, "--trt", "--check-only", "--sizes", "128x128,256x256",
+                          "--batch-sizes", "1,8")  # fmt: skip
+    assert code == 0
+    assert "covered by the profile" in out and "[8, 3, 256, 256]" in out
+    manifest = json.loads((tmp_path / "out" / "unet.json").read_text())
+    assert manifest["profile"] == {"input_name": "images", "min": [1, 3, 128, 128], "opt": [8, 3, 256, 256],
+                                   "max": [8, 3, 256, 256]}  # fmt: skip
+    assert "engine" not in manifest
+
+
+def test_trt_without_tensorrt_is_one_line_exit_2(tmp_path):
+    # A real process: no traceback, one line, and nothing exported before TensorRT was found missing.
+    proc = subprocess.run(
+        [sys.executable, "-m", "segbench", "export", *TINY_UNET, "--trt", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "segbench: error: TensorRT is not installed: pip install 'segbench[trt]' "
+        "(needs an NVIDIA GPU and NVIDIA's package index)"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--check-only"], "--check-only needs --trt"),
+        (["--static", "64x64", "--sizes", "128x128", "--trt", "--check-only"], "--sizes must equal --static"),
+        (
+            ["--batch", "2", "--batch-sizes", "1,2", "--trt", "--check-only"],
+            "--batch-sizes must equal --batch",
+        ),
+        (["--batch", "0"], "expected a positive integer"),
+        (["--option", "base_channels"], "expected KEY=VALUE"),
+        (["--option", "depth=3"], "depth"),
+    ],
+)
+def test_bad_export_input_is_one_line(capsys, tmp_path, argv, message):
+    code, _, err = export(capsys, tmp_path, *argv)
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_unknown_model_and_per_size_model(capsys, tmp_path):
+    assert main(["export", "segformer"]) == 2
+    assert "unknown model 'segformer'" in capsys.readouterr().err
+    code = main(["export", "mask2former", "--out", str(tmp_path)])
+    assert (
+        code == 2 and "mask2former is exported per input size: give --static HxW" in capsys.readouterr().err
+    )
+    assert list(tmp_path.iterdir()) == []
