@@ -97,3 +97,26 @@ def test_unknown_model_and_per_size_model(capsys, tmp_path):
         code == 2 and "mask2former is exported per input size: give --static HxW" in capsys.readouterr().err
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("version", "graph"), [("10.8.0", "unet.onnx"), ("11.1.0", "unet-fp16.onnx")])
+def test_trt_export_builds_through_the_tensorrt_api(capsys, tmp_path, monkeypatch, version, graph):
+    """The --trt path against the stand-in TensorRT module: never a verified engine, but the wiring of
+    precision (flags on 10, an fp16 graph on 11), profile and engine cache."""
+    from segbench.export import tensorrt as trt_export
+    from tests.fakes.fake_tensorrt import calls_named, make_fake_tensorrt
+
+    trt = make_fake_tensorrt(version)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(trt_export, "_gpu_identity", lambda: ("NVIDIA H100 80GB HBM3", (9, 0)))
+    code, out, _ = export(capsys, tmp_path, "--trt", "--fp16", "--sizes", "64x64", "--batch-sizes", "1,2")
+    assert code == 0 and "built in" in out
+    assert (tmp_path / "out" / graph).is_file() and (tmp_path / "out" / "unet-fp16.engine").is_file()
+    profiles = calls_named(trt, "set_shape")
+    assert [call[-3:] for call in profiles] == [((1, 3, 64, 64), (2, 3, 64, 64), (2, 3, 64, 64))]
+    flags = [call[0] for call in calls_named(trt, "set_flag")]
+    assert flags == ([trt.BuilderFlag.FP16] if version.startswith("10") else [])
+    manifest = json.loads((tmp_path / "out" / graph.replace(".onnx", ".json")).read_text())
+    assert manifest["engine"]["built"] is True and manifest["engine"]["trt_version"] == version
+    code, out, _ = export(capsys, tmp_path, "--trt", "--fp16", "--sizes", "64x64", "--batch-sizes", "1,2")
+    assert code == 0 and "engine on NVIDIA H100 80GB HBM3, reused from the cache" in out
