@@ -10,7 +10,7 @@ import argparse
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -260,13 +260,14 @@ def _export_file_name(args: argparse.Namespace, precision: str) -> str:
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
     """Export (or reuse) the model's verified ONNX graph; with --trt, check it and build an engine.
 
-    Exit 0 on success; 1 when --trt finds the graph not ready for TensorRT's parser; 2 on bad input or
-    when TensorRT is missing for a build.
+    Exit 0 on success; 1 when the export fails its checks, when --trt finds the graph not ready for
+    TensorRT's parser, or when the engine build fails; 2 on bad input or when TensorRT or a GPU is
+    missing for a build.
     """
+    from segbench.export import tensorrt as tensorrt_export
     from segbench.export.artifacts import ExportRequest, cached_export, copy_graph
-    from segbench.export.cache import atomic_write_bytes, cache_root
+    from segbench.export.cache import cache_root
     from segbench.export.onnx import ExportError
-    from segbench.export.tensorrt import import_tensorrt, profile_from_shapes, tensorrt_version
     from segbench.export.tensorrt_readiness import TENSORRT_VERSION, check_tensorrt_readiness
     from segbench.models.registry import build_model, get_spec
     from segbench.reports.results import write_json
@@ -280,8 +281,10 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     graph_precision = precision
     trt = None
     if args.trt and not args.check_only:
-        trt = import_tensorrt()  # before any work: a missing TensorRT is a one-line exit 2
-        if tensorrt_version(trt)[0] == 10:
+        # Before any work: a missing TensorRT or GPU is a one-line exit 2.
+        trt = tensorrt_export.import_tensorrt()
+        tensorrt_export.gpu_identity()
+        if tensorrt_export.tensorrt_version(trt)[0] == 10:
             graph_precision = "fp32"  # TensorRT 10 lowers an fp32 graph by builder flags
     model = build_model(args.model, args.weights, dict(args.options))
     if not model.dynamic_spatial and args.static is None:
@@ -308,7 +311,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     console.print(f"{onnx_path}: {how} (key {export.cache_key}, {export.exporter}, opset {export.opset})")
     console.print(parity_table(export))
 
-    profile = profile_from_shapes(model.input_names[0], shapes)
+    profile = tensorrt_export.profile_from_shapes(model.input_names[0], shapes)
     ranges = {profile.input_name: (profile.min, profile.max)} if args.trt else None
     readiness = check_tensorrt_readiness(onnx_path, ranges)
     if args.trt or not readiness.ready:
@@ -319,22 +322,42 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     manifest = {"onnx": str(onnx_path), "export": export.to_dict(), "tensorrt_ready": readiness.ready}
     if args.trt:
         manifest["profile"] = profile.to_dict()
+    code = 1 if args.trt and not readiness.ready else 0
     if args.trt and not args.check_only and readiness.ready:
-        from segbench.export.tensorrt import load_or_build_engine
-
-        with console.status(f"building the TensorRT {trt.__version__} engine ({precision})"):
-            engine = load_or_build_engine(
-                export.path, precision, profile, cache_dir=root / "tensorrt", workspace_mb=args.workspace_mb
-            )
         engine_path = args.out / f"{_export_file_name(args, precision)}.engine"
-        atomic_write_bytes(engine_path, engine.path.read_bytes())
-        how = f"built in {engine.build_s:.1f} s" if engine.built else "reused from the cache"
-        console.print(f"{engine_path}: TensorRT {engine.trt_version} engine on {engine.gpu_name}, {how}")
-        manifest["engine"] = {**engine.to_dict(), "copy": str(engine_path)}
+        with console.status(f"building the TensorRT {trt.__version__} engine ({precision})"):
+            manifest["engine"] = _build_engine(
+                export.path, engine_path, precision, profile, root, args, console
+            )
+        code = 1 if "error" in manifest["engine"] else 0
     write_json(args.out / f"{stem}.json", manifest)
-    if args.trt and not readiness.ready:
-        return 1
-    return 0
+    return code
+
+
+def _build_engine(
+    onnx_path: Path,
+    engine_path: Path,
+    precision: str,
+    profile: Any,
+    cache_dir: Path,
+    args: argparse.Namespace,
+    console: Console,
+) -> dict[str, Any]:
+    """Build (or reuse) the engine and copy it to ``engine_path``; what happened, for the manifest."""
+    from segbench.export.cache import atomic_write_bytes
+    from segbench.export.tensorrt import EngineBuildError, load_or_build_engine
+
+    try:
+        engine = load_or_build_engine(
+            onnx_path, precision, profile, cache_dir=cache_dir / "tensorrt", workspace_mb=args.workspace_mb
+        )
+    except EngineBuildError as exc:
+        console.print(f"[red]TensorRT build failed:[/] {escape(str(exc))}")
+        return {"error": str(exc)}
+    atomic_write_bytes(engine_path, engine.path.read_bytes())
+    how = f"built in {engine.build_s:.1f} s" if engine.built else "reused from the cache"
+    console.print(f"{engine_path}: TensorRT {engine.trt_version} engine on {engine.gpu_name}, {how}")
+    return {**engine.to_dict(), "copy": str(engine_path)}
 
 
 COMMANDS = {

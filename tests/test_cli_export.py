@@ -108,7 +108,7 @@ def test_trt_export_builds_through_the_tensorrt_api(capsys, tmp_path, monkeypatc
 
     trt = make_fake_tensorrt(version)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(trt_export, "_gpu_identity", lambda: ("NVIDIA H100 80GB HBM3", (9, 0)))
+    monkeypatch.setattr(trt_export, "gpu_identity", lambda: ("NVIDIA H100 80GB HBM3", (9, 0)))
     code, out, _ = export(capsys, tmp_path, "--trt", "--fp16", "--sizes", "64x64", "--batch-sizes", "1,2")
     assert code == 0 and "built in" in out
     assert (tmp_path / "out" / graph).is_file() and (tmp_path / "out" / "unet-fp16.engine").is_file()

@@ -371,7 +371,7 @@ class EngineArtifact:
         return {**asdict(self), "path": str(self.path)}
 
 
-def _gpu_identity() -> tuple[str, tuple[int, int]]:
+def gpu_identity() -> tuple[str, tuple[int, int]]:
     """The current CUDA device's name and compute capability (engines are specific to both)."""
     if not torch.cuda.is_available():
         raise TensorRTUnavailable("TensorRT needs a CUDA GPU; none is visible to torch")
@@ -408,7 +408,7 @@ def load_or_build_engine(
     """
     trt = import_tensorrt()
     version = tensorrt_version(trt)
-    gpu_name, capability = _gpu_identity()
+    gpu_name, capability = gpu_identity()
     fields = engine_key_fields(
         onnx_digest(onnx_path),
         precision,

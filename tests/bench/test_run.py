@@ -349,3 +349,26 @@ def test_pre_exported_artifact_and_fp16_graphs_are_benchmarked_and_checked(tmp_p
     }
     assert checked == {("fp16", "{}"), ("fp32", str({"artifact": str(graph.path)}))}
     assert all(row["passed"] for row in numerics)
+
+
+def test_runners_get_the_shapes_they_will_serve(tmp_path, monkeypatch):
+    """Engines derive their optimization profile from these: every cell plus the numerics batches."""
+    from segbench.bench.backends.onnxruntime_backend import OnnxRuntimeRunner
+
+    seen = []
+    activate = OnnxRuntimeRunner.activate
+
+    def recording_activate(self):
+        seen.append(self.input_shapes)
+        activate(self)
+
+    monkeypatch.setattr(OnnxRuntimeRunner, "activate", recording_activate)
+    config = {
+        **TINY,
+        "models": [{"name": "unet", "options": {"base_channels": 4}}],
+        "backends": [{"name": "onnxruntime"}],
+        "sweep": {"input_sizes": ["32x32", "48x64"], "batch_sizes": [1, 2]},
+    }
+    assert main(["run", str(write_config(tmp_path, config)), "--out", str(tmp_path / "out")]) == 0
+    assert seen == [[(1, 3, 32, 32), (1, 3, 48, 64), (1, 3, 64, 64), (2, 3, 32, 32), (2, 3, 48, 64),
+                     (2, 3, 64, 64)]]  # fmt: skip

@@ -43,7 +43,7 @@ def onnx_file(tmp_path):
 def install(monkeypatch, version="10.8.0", **controls):
     trt = make_fake_tensorrt(version, FakeControls(**controls))
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(trt_export, "_gpu_identity", lambda: GPU)
+    monkeypatch.setattr(trt_export, "gpu_identity", lambda: GPU)
     return trt
 
 

@@ -4,6 +4,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from segbench.cli import main
+from segbench.export.fp16 import convert_to_fp16
 from segbench.export.onnx import export_onnx
 from segbench.export.tensorrt_readiness import check_tensorrt_readiness
 from segbench.models import build_model
@@ -30,6 +31,16 @@ def test_every_model_graph_is_ready(name, tmp_path):
     assert report.ready, [f for f in report.findings if f.severity == "error"]
     # The only duty left for the engine build: a profile for the dynamic input dims.
     assert {f.where for f in report.findings if f.severity != "info"} == {"images"}
+    # The fp16 graph (what TensorRT 11 builds from) is ready too, and a profile covering the input
+    # leaves no duty at all.
+    converted, _ = convert_to_fp16(onnx.load(str(path)))
+    fp16_path = tmp_path / f"{name}-fp16.onnx"
+    onnx.save(converted, str(fp16_path))
+    size = static or (64, 96)
+    profile = {"images": ((1, 3, *size), (4, 3, *size))}
+    fp16_report = check_tensorrt_readiness(fp16_path, profile)
+    assert fp16_report.ready and all(f.severity == "info" for f in fp16_report.findings), fp16_report.findings
+    assert fp16_report.op_counts["Cast"] > report.op_counts.get("Cast", 0)
 
 
 def graph_file(tmp_path, nodes, inputs, outputs, initializers=(), opset=18):
@@ -116,3 +127,26 @@ def test_cli_exit_codes(tmp_path, capsys):
 
 def X_out():
     return helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])
+
+
+def test_profile_must_cover_dynamic_inputs_and_match_static_dims(tmp_path):
+    dynamic = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
+    path = graph_file(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], [dynamic], [y])
+    assert [f.severity for f in check_tensorrt_readiness(path).findings] == ["warning"]
+    covered = check_tensorrt_readiness(path, {"x": ((1, 8), (4, 8))})
+    assert covered.ready and [f.severity for f in covered.findings] == ["info"]
+    assert errors(path) == []
+    wrong_static = check_tensorrt_readiness(path, {"x": ((1, 4), (4, 4))})
+    assert not wrong_static.ready and "conflicts with static dim 1 = 8" in wrong_static.findings[0].message
+    other_input = check_tensorrt_readiness(path, {"z": ((1, 8), (4, 8))})
+    assert not other_input.ready and "not covered by any profile" in other_input.findings[0].message
+    wrong_rank = check_tensorrt_readiness(path, {"x": ((1, 8, 1), (4, 8, 1))})
+    assert not wrong_rank.ready and "rank 2" in wrong_rank.findings[0].message
+
+
+def test_int64_inputs_and_outputs_are_noted_not_refused(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.INT64, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [4])
+    report = check_tensorrt_readiness(graph_file(tmp_path, [helper.make_node("Neg", ["x"], ["y"])], [x], [y]))
+    assert report.ready and [(f.severity, f.where) for f in report.findings] == [("info", "x, y")]
