@@ -61,9 +61,7 @@ class ExportRequest:
     def for_model(self, model: SegmentationModel) -> ExportRequest:
         """This request with the model's defaults filled in, validated against the model."""
         if self.precision not in GRAPH_PRECISIONS:
-            raise ExportError(
-                f"no {self.precision} ONNX graphs: choose one of {', '.join(GRAPH_PRECISIONS)}"
-            )
+            raise ExportError(f"no {self.precision} ONNX graphs: choose one of {', '.join(GRAPH_PRECISIONS)}")
         if self.static_size is None and not model.dynamic_spatial:
             raise ExportError(
                 f"{type(model).__name__} graphs are exported per input size: give a static size (HxW)"
@@ -147,11 +145,11 @@ def cached_export(
             made = export_and_verify(
                 model,
                 tmp / GRAPH_FILE,
-                request.opset,
-                request.exporter,
-                request.static_size,
-                request.static_batch,
-                request.simplify,
+                opset=request.opset,
+                exporter=request.exporter,
+                static_size=request.static_size,
+                static_batch=request.static_batch,
+                simplify=request.simplify,
             )
         else:
             report = fp16_module.convert_file_to_fp16(source.path, tmp / GRAPH_FILE)

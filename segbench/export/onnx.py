@@ -13,6 +13,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -399,34 +400,20 @@ def verify_parity(
     return reports
 
 
-def export_and_verify(
-    model: SegmentationModel,
-    path: str | Path,
-    opset: int = DEFAULT_OPSET,
-    exporter: str = "dynamo",
-    static_size: tuple[int, int] | None = None,
-    static_batch: int | None = None,
-    simplify: bool = False,
-) -> OnnxExport:
-    """Export, then check parity against PyTorch at untraced shapes; raise ExportError if it fails."""
+def export_and_verify(model: SegmentationModel, path: str | Path, **options: Any) -> OnnxExport:
+    """``export_onnx(model, path, **options)``, then the parity check against PyTorch at untraced
+    shapes; raise ExportError if it fails."""
     start = time.perf_counter()
-    path = export_onnx(
-        model,
-        path,
-        opset=opset,
-        exporter=exporter,
-        static_size=static_size,
-        static_batch=static_batch,
-        simplify=simplify,
-    )
+    path = export_onnx(model, path, **options)
+    static_size, static_batch = options.get("static_size"), options.get("static_batch")
     reports = verify_parity(model, path, parity_shapes(model, static_size, static_batch))
     return OnnxExport(
         path,
-        opset,
-        exporter,
+        options.get("opset", DEFAULT_OPSET),
+        options.get("exporter", "dynamo"),
         time.perf_counter() - start,
         reports,
         static_size=static_size,
         static_batch=static_batch,
-        simplified=simplify,
+        simplified=options.get("simplify", False),
     )

@@ -201,29 +201,9 @@ def engine_key_fields(
     }
 
 
-def engine_cache_key(
-    onnx_digest: str,
-    precision: str,
-    profile: OptimizationProfile,
-    trt_version: str,
-    gpu_name: str,
-    compute_capability: tuple[int, int],
-    workspace_mb: int | None,
-    builder_optimization_level: int | None,
-) -> str:
-    """A short stable hash of :func:`engine_key_fields`: any change there gives a new engine file."""
-    return cache_key(
-        engine_key_fields(
-            onnx_digest,
-            precision,
-            profile,
-            trt_version,
-            gpu_name,
-            compute_capability,
-            workspace_mb,
-            builder_optimization_level,
-        )
-    )
+def engine_cache_key(**fields: Any) -> str:
+    """A short stable hash of :func:`engine_key_fields` (same arguments): any change gives a new engine."""
+    return cache_key(engine_key_fields(**fields))
 
 
 def onnx_digest(onnx_path: str | Path) -> str:
