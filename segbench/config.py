@@ -6,6 +6,7 @@ those, discriminated by ``name``, so adding a backend needs no change in this mo
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from segbench.bench.backends import RUNNERS, BackendConfig
 from segbench.bench.sweep import SweepConfig
 from segbench.errors import ConfigError, SegbenchError
+from segbench.metrics.tensors import TENSOR_TOLERANCES, TensorTolerance
 from segbench.models.registry import MODELS, validate_model
 from segbench.models.weights import RANDOM
 
@@ -82,9 +84,25 @@ DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
 }  # fmt: skip
 
 
+class TensorToleranceConfig(_Strict):
+    """Overrides of the tensor-level limits for one precision (see segbench.metrics.tensors)."""
+
+    cosine: float | None = Field(default=None, ge=0, le=1)
+    argmax_agreement: float | None = Field(default=None, ge=0, le=1)
+    detection_agreement: float | None = Field(default=None, ge=0, le=1)
+
+
+PrecisionName = Literal["fp32", "fp16", "bf16"]
+
+
 class NumericsConfig(_Strict):
     enabled: bool = True
     batch_size: int = Field(default=4, ge=1)
+    # A metric must also reach this share of the baseline (MLPerf-style): one number, or per precision.
+    relative_floor: float | dict[PrecisionName, float] = 0.99
+    # Raw outputs of this many images are compared with the baseline's (cosine, argmax / detections).
+    tensor_images: int = Field(default=8, ge=1)
+    tensor_tolerance: dict[PrecisionName, TensorToleranceConfig] = Field(default_factory=dict)
     # Per precision: one number for every metric, or a mapping metric -> points; unnamed metrics keep
     # their defaults.
     tolerance: dict[Literal["fp32", "fp16", "bf16"], float | dict[str, float]] = Field(default_factory=dict)
@@ -102,6 +120,28 @@ class NumericsConfig(_Strict):
                 if tol < 0:
                     raise ValueError(f"tolerance for {precision} {metric} must be >= 0, got {tol}")
         return value
+
+    @field_validator("relative_floor")
+    @classmethod
+    def _floor_in_range(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        for floor in value.values() if isinstance(value, dict) else [value]:
+            if not 0 <= floor <= 1:
+                raise ValueError(f"relative_floor must lie in [0, 1], got {floor}")
+        return value
+
+    def floor(self, precision: str) -> float:
+        """The share of the baseline each metric must reach at ``precision``."""
+        if isinstance(self.relative_floor, dict):
+            return self.relative_floor.get(precision, 0.99)
+        return self.relative_floor
+
+    def tensor_limits(self, precision: str) -> TensorTolerance:
+        """The tensor-level limits for ``precision``: the defaults with the YAML's overrides."""
+        default = TENSOR_TOLERANCES[precision]
+        override = self.tensor_tolerance.get(precision)
+        if override is None:
+            return default
+        return replace(default, **override.model_dump(exclude_none=True))
 
     def tolerances(self, precision: str) -> dict[str, float]:
         """Metric -> allowed |delta| in points for ``precision``."""

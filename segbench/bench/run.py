@@ -33,8 +33,9 @@ from segbench.errors import ConfigError, first_line
 from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.export.cache import state_dict_digest
 from segbench.export.onnx import DEFAULT_OPSET, PARITY_TOLERANCES, OnnxExport, check_parity
-from segbench.metrics.checker import compare_metrics
-from segbench.metrics.tasks import evaluate_task
+from segbench.metrics.checker import compare_metrics, paired_delta
+from segbench.metrics.tasks import Evaluation, evaluate_task
+from segbench.metrics.tensors import compare_tensors, tensor_row
 from segbench.models.base import SegmentationModel
 from segbench.models.registry import build_model, get_spec, model_stats
 from segbench.reports.results import JsonlWriter, write_json
@@ -138,7 +139,8 @@ class ModelState:
     record: dict[str, Any]
     model: SegmentationModel | None = None
     error: str | None = None
-    baseline: dict[str, float] | None = None
+    baseline: Evaluation | None = None
+    baseline_outputs: list[dict[str, Any]] = field(default_factory=list)  # raw, for the tensor check
     exports: dict[Any, OnnxExport | dict | str] = field(default_factory=dict)
     weights_sha256: str | None = None
     stats: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
@@ -251,8 +253,8 @@ class BenchmarkRun:
         if state.model is not None and self.samples:
             self._status(f"{entry.name}: PyTorch fp32 baseline")
             with TorchRunner(state.model, TorchConfig(), "fp32") as runner:
-                state.baseline = self._evaluate(state.model, lambda size: runner)
-            for verdict in compare_metrics(state.baseline, state.baseline, 0.0):
+                state.baseline = self._evaluate(state.model, lambda size: runner, state.baseline_outputs)
+            for verdict in compare_metrics(state.baseline.metrics, state.baseline.metrics, 0.0):
                 self._write_numerics(state, TorchConfig(), "fp32", verdict.to_dict(), role="baseline")
         return state
 
@@ -418,14 +420,26 @@ class BenchmarkRun:
         }
 
     def _evaluate(
-        self, model: SegmentationModel, runner_for: Callable[[tuple[int, int]], Runner]
-    ) -> dict[str, float]:
-        """Task metrics over the numerics samples through the shared pipeline; ``runner_for`` gives the
-        runner for a batch's image size (one runner for most backends, one per size for per-size graphs)."""
+        self,
+        model: SegmentationModel,
+        runner_for: Callable[[tuple[int, int]], Runner],
+        raw_outputs: list[dict[str, Any]] | None = None,
+    ) -> Evaluation:
+        """Task metrics, overall and per image, over the numerics samples through the shared pipeline;
+        ``runner_for`` gives the runner for a batch's image size (one runner for most backends, one per
+        size for per-size graphs). The raw outputs (and inputs) of the first ``tensor_images`` images
+        are appended to ``raw_outputs`` for the tensor-level check."""
+        budget = self.config.numerics.tensor_images if raw_outputs is not None else 0
 
         def predict(images: np.ndarray) -> Any:
+            nonlocal budget
             runner = runner_for(images.shape[1:3])
-            return model.postprocess(runner.infer(model.preprocess(images)), images.shape[1:3])
+            feeds = model.preprocess(images)
+            outputs = runner.infer(feeds)
+            if budget > 0:
+                raw_outputs.append({"feeds": feeds, "outputs": outputs})
+                budget -= len(images)
+            return model.postprocess(outputs, images.shape[1:3])
 
         return evaluate_task(
             model.task,
@@ -435,26 +449,43 @@ class BenchmarkRun:
             model.num_classes,
             _ignore_index(self.config),
             model.category_offset,
+            per_image=True,
         )
 
     def _check(self, state: ModelState, backend: BackendConfig, precision: str, pool: RunnerPool) -> None:
+        """Task-level and tensor-level verdicts of one backend x precision against the baseline."""
         if isinstance(backend, TorchConfig) and backend.device == "cpu" and precision == "fp32":
             return  # the baseline configuration itself
         self._status(f"{state.entry.name} · {backend.name}/{backend.device}/{precision} · numerics")
-        tolerances = self.config.numerics.tolerances(precision)
+        numerics = self.config.numerics
+        tolerances = numerics.tolerances(precision)
         error = state.error
         if error is None:
+            raw: list[dict[str, Any]] = []
             try:
-                metrics = self._evaluate(state.model, lambda size: pool.get(size)[0])
+                found = self._evaluate(state.model, lambda size: pool.get(size)[0], raw)
             except _StageFailed as exc:
                 error = str(exc)
             except Exception as exc:
                 error = describe_error(exc)
             else:
-                for verdict in compare_metrics(metrics, state.baseline, tolerances):
+                base = state.baseline
+                paired = {
+                    metric: paired_delta(found.per_image[metric], base.per_image[metric], base.names)
+                    for metric in base.metrics
+                }
+                floor = numerics.floor(precision)
+                for verdict in compare_metrics(found.metrics, base.metrics, tolerances, floor, paired):
                     self._write_numerics(state, backend, precision, verdict.to_dict())
+                tensors = compare_tensors(
+                    state.model.task,
+                    [batch["outputs"] for batch in state.baseline_outputs],
+                    [batch["outputs"] for batch in raw],
+                    numerics.tensor_limits(precision),
+                )
+                self._write_numerics(state, backend, precision, tensor_row(tensors), level="tensor")
                 return
-        for metric, base_value in state.baseline.items():
+        for metric, base_value in state.baseline.metrics.items():
             verdict = {
                 "metric": metric,
                 "value": None,
@@ -473,6 +504,7 @@ class BenchmarkRun:
         verdict: dict[str, Any],
         role: str = "candidate",
         error: str | None = None,
+        level: str = "task",
     ) -> None:
         row = {
             "model": state.entry.name,
@@ -482,6 +514,7 @@ class BenchmarkRun:
             "device": backend.device,
             "precision": precision,
             "role": role,
+            "level": level,
             **verdict,
             "error": error,
         }

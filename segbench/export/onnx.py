@@ -20,6 +20,7 @@ import onnx
 import torch
 
 from segbench.errors import first_line
+from segbench.metrics.tensors import detection_agreement
 from segbench.models.base import SegmentationModel
 
 DEFAULT_OPSET = 18
@@ -265,44 +266,6 @@ def parity_inputs(model: SegmentationModel, batch: int, height: int, width: int,
     from segbench.data.shapes import scene_images
 
     return model.preprocess(scene_images(batch, height, width, seed))[model.input_names[0]]
-
-
-def detection_agreement(
-    expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], min_score: float = 0.3
-) -> tuple[float, float]:
-    """Share of confident expected detections that ``actual`` reproduces, and their worst box error.
-
-    Detections are padded, score-sorted rows, so near-tied scores may swap rows between two correct
-    runtimes: each confident expected detection is matched to any actual one with the same label, box
-    IoU >= 0.95 and a score within 0.01, instead of comparing row by row.
-    """
-    matched = total = 0
-    worst = 0.0
-    for image in range(expected["scores"].shape[0]):
-        candidates = list(range(int(actual["num_detections"][image])))
-        for row in np.flatnonzero(expected["scores"][image] >= min_score):
-            total += 1
-            box = expected["boxes"][image, row]
-            for other in candidates:
-                other_box = actual["boxes"][image, other]
-                if (
-                    actual["labels"][image, other] == expected["labels"][image, row]
-                    and abs(actual["scores"][image, other] - expected["scores"][image, row]) <= 0.01
-                    and _iou(box, other_box) >= 0.95
-                ):
-                    matched += 1
-                    worst = max(worst, float(np.abs(box - other_box).max()))
-                    candidates.remove(other)
-                    break
-    return (matched / total if total else 1.0), worst
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def check_parity(

@@ -49,11 +49,20 @@ def results_table(results: Iterable[dict[str, Any]]) -> Table:
     return table
 
 
+def _paired(row: dict[str, Any]) -> str:
+    paired = row.get("paired")
+    if not paired or paired.get("mean") is None:
+        return ""
+    return f"{paired['mean']:+.3f} [{paired['ci_low']:+.3f}, {paired['ci_high']:+.3f}]"
+
+
 def numerics_table(rows: Iterable[dict[str, Any]]) -> Table:
+    """Task-level rows (metric points against the baseline, with the per-image paired mean delta and its
+    95% bootstrap interval) and tensor-level rows (the judged raw-output check, as a fraction)."""
     table = Table(title="Numerics against the PyTorch fp32 baseline (points)", title_justify="left")
     for column in ("model", "backend", "device", "prec", "metric"):
         table.add_column(column)
-    for column in ("value", "baseline", "delta", "tol"):
+    for column in ("value", "baseline", "delta", "tol", "paired Δ [95% CI]"):
         table.add_column(column, justify="right")
     table.add_column("verdict")
     for row in rows:
@@ -63,16 +72,21 @@ def numerics_table(rows: Iterable[dict[str, Any]]) -> Table:
             verdict = "[green]pass[/]"
         else:
             verdict = "[red]FAIL[/]" + (f" {escape(row['error'])}" if row.get("error") else "")
+        tensor = row.get("level") == "tensor"
+        value = row["value"]
         table.add_row(
             row["model"],
             backend_label(row),
             row["device"],
             row["precision"],
-            row["metric"],
-            "-" if row["value"] is None else f"{row['value']:.2f}",
-            f"{row['baseline']:.2f}",
+            escape(row["metric"]),
+            "-" if value is None else (f"{value:.5f}" if tensor else f"{value:.2f}"),
+            "-" if row["baseline"] is None else f"{row['baseline']:.2f}",
             "-" if row["delta"] is None else f"{row['delta']:+.3f}",
-            "" if row["role"] == "baseline" else f"{row['tolerance']:.2f}",
+            ""
+            if row["role"] == "baseline" or row["tolerance"] is None
+            else (f">={row['tolerance']:.5f}" if tensor else f"{row['tolerance']:.2f}"),
+            _paired(row),
             verdict,
         )
     return table

@@ -68,9 +68,20 @@ def test_run_writes_every_cell_and_numerics(tmp_path):
         for m in ("unet", "fcn8s")
         for b, role in [("torch", "baseline"), ("onnxruntime", "candidate")]
     }
-    candidates = [row for row in numerics if row["role"] == "candidate"]
+    candidates = [row for row in numerics if row["role"] == "candidate" and row["level"] == "task"]
     assert len(candidates) == 6 and all(row["passed"] for row in candidates)
     assert all(abs(row["delta"]) < 0.5 and row["tolerance"] == 0.5 for row in candidates)
+    assert all(row["relative_floor"] == 0.99 for row in candidates)
+    # The paired view: per-image deltas over the 4 scenes, with an interval around their mean.
+    for row in candidates:
+        paired = row["paired"]
+        assert paired["images"] == 4 and paired["ci_low"] <= paired["mean"] <= paired["ci_high"]
+    # The tensor-level check, one per backend: argmax agreement and cosine of the logits.
+    tensors = [row for row in numerics if row["level"] == "tensor"]
+    assert len(tensors) == 2 and all(row["passed"] for row in tensors)
+    for row in tensors:
+        checks = row["tensors"]["checks"]
+        assert checks["argmax_agreement"]["value"] > 0.999 and checks["cosine:logits"]["value"] > 0.99999
     env = json.loads((out / "env.json").read_text())
     assert env["config_name"] == "tiny" and "torch" in env["packages"] and env["cpu_count"] >= 1
 
@@ -209,7 +220,7 @@ def test_numerics_on_a_dataset_folder(tmp_path):
     out = tmp_path / "out"
     assert main(["run", str(write_config(tmp_path, config)), "--out", str(out)]) == 0
     numerics = read_jsonl(out / NUMERICS_FILE)
-    assert {row["metric"] for row in numerics} == {"miou", "pixel_accuracy", "mean_dice"}
+    assert {row["metric"] for row in numerics if row["level"] == "task"} == {"miou", "pixel_accuracy", "mean_dice"}
     assert all(row["passed"] for row in numerics)
 
 
@@ -262,7 +273,7 @@ def test_per_size_model_runs_one_graph_per_input_size(tmp_path, monkeypatch, exp
     # The numerics ran at the dataset's size through a third graph (all three in the export cache),
     # with PQ/SQ/RQ verdicts.
     assert len(list((export_cache / "onnx").glob("m2f-fp32-*/model.onnx"))) == 3
-    assert {row["metric"] for row in numerics} == {"pq", "sq", "rq"}
+    assert {row["metric"] for row in numerics if row["level"] == "task"} == {"pq", "sq", "rq"}
     assert all(row["passed"] for row in numerics if row["role"] == "candidate")
 
 
@@ -313,8 +324,12 @@ def test_mask_rcnn_runs_on_both_backends_with_instance_numerics(tmp_path):
     assert all(r["task"] == "instance" for r in results)
     # The detector exports with the TorchScript exporter (NMS), one graph for every size.
     assert results[2]["artifact"]["exporter"] == "torchscript"
-    assert {row["metric"] for row in numerics} == {"bbox_ap", "segm_ap"}
-    tolerances = {row["metric"]: row["tolerance"] for row in numerics if row["role"] == "candidate"}
+    assert {row["metric"] for row in numerics if row["level"] == "task"} == {"bbox_ap", "segm_ap"}
+    tolerances = {
+        row["metric"]: row["tolerance"]
+        for row in numerics
+        if row["role"] == "candidate" and row["level"] == "task"
+    }
     assert tolerances == {"bbox_ap": 0.2, "segm_ap": 1.0}
     assert all(row["passed"] for row in numerics)
 
@@ -345,7 +360,9 @@ def test_pre_exported_artifact_and_fp16_graphs_are_benchmarked_and_checked(tmp_p
     assert mine["artifact"]["user_artifact"] and mine["artifact"]["path"] == str(graph.path)
     assert mine["artifact"]["parity"][0]["passed"] and mine["cold_start"]["export_s"] is None
     checked = {
-        (row["precision"], str(row["backend_options"])) for row in numerics if row["role"] == "candidate"
+        (row["precision"], str(row["backend_options"]))
+        for row in numerics
+        if row["role"] == "candidate" and row["level"] == "task"
     }
     assert checked == {("fp16", "{}"), ("fp32", str({"artifact": str(graph.path)}))}
     assert all(row["passed"] for row in numerics)

@@ -9,8 +9,9 @@ from onnx import TensorProto
 
 from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.export.fp16 import box_arithmetic_nodes, convert_to_fp16
-from segbench.export.onnx import ExportError, detection_agreement, export_onnx, parity_inputs
+from segbench.export.onnx import ExportError, export_onnx, parity_inputs
 from segbench.export.tensorrt_readiness import check_tensorrt_readiness
+from segbench.metrics.tensors import detection_agreement
 from segbench.models import build_model
 
 

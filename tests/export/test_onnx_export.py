@@ -109,7 +109,7 @@ def test_parity_fails_a_graph_that_cannot_run_at_a_shape(tmp_path):
 
 
 def test_detection_agreement_ignores_row_order_but_not_lost_detections():
-    from segbench.export.onnx import detection_agreement
+    from segbench.metrics.tensors import detection_agreement
 
     expected = {
         "boxes": np.array([[[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]]], np.float32),
