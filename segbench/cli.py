@@ -88,6 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--models", type=_names, help="comma-separated models to keep from the config")
     run.add_argument("--backends", type=_names, help="comma-separated backends to keep from the config")
 
+    check = commands.add_parser(
+        "check", help="numerics only: every backend's task metric and raw outputs against PyTorch fp32"
+    )
+    check.add_argument("config", type=Path, nargs="?", help="benchmark YAML (or use --model/--backend)")
+    check.add_argument("--out", type=Path, help="output directory (default: runs/check-NAME-TIMESTAMP)")
+    check.add_argument("--models", type=_names, help="comma-separated models to keep from the config")
+    check.add_argument("--backends", type=_names, help="comma-separated backends to keep from the config")
+    check.add_argument("--model", help="without a config: the model to check")
+    check.add_argument("--backend", help="without a config: the backend to check (torch, onnxruntime, ...)")
+    check.add_argument("--device", choices=("cpu", "cuda"), help="without a config: the backend's device")
+    check.add_argument("--precision", default="fp32", help="without a config: fp32 | fp16 | bf16")
+    check.add_argument("--artifact", type=Path, help="without a config: a pre-exported .onnx / .engine file")
+    check.add_argument("--weights", default="trained", help="without a config: random | trained | PATH")
+    check.add_argument(
+        "--option", dest="options", type=_option, action="append", default=[], metavar="KEY=VALUE",
+        help="without a config: a constructor option, repeatable",
+    )  # fmt: skip
+    check.add_argument("--images", type=_positive, default=16, help="without a config: evaluation scenes")
+    check.add_argument("--size", type=_size, default=(256, 256), help="without a config: scene size HxW")
+
     models = commands.add_parser("models", help="list the registered models")
     models.add_argument("--size", type=_size, default=(512, 512), help="input size for GFLOPs (HxW)")
 
@@ -151,6 +171,46 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     out_dir = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
     summary = run_benchmark(config, out_dir, console)
     return summary.exit_code
+
+
+def _adhoc_check_config(args: argparse.Namespace) -> Any:
+    """A one-model, one-backend config from ``segbench check --model M --backend B ...``."""
+    from segbench.config import validate_config
+
+    if not (args.model and args.backend):
+        raise ConfigError("give a config file, or --model and --backend")
+    backend: dict[str, Any] = {"name": args.backend, "precisions": [args.precision]}
+    if args.device:
+        backend["device"] = args.device
+    if args.artifact:
+        backend["artifact"] = str(args.artifact)
+    height, width = args.size
+    data = {
+        "name": f"check-{args.model}-{args.backend}",
+        "models": [{"name": args.model, "weights": args.weights, "options": dict(args.options)}],
+        "backends": [backend],
+        "numerics": {
+            "dataset": {"kind": "shapes", "num_images": args.images, "height": height, "width": width}
+        },
+    }
+    return validate_config(data, source="command line")
+
+
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    """Exit 0 when every verdict passes, 1 when one fails (for CI), 2 on bad input."""
+    from segbench.bench.run import filter_config, run_benchmark
+    from segbench.config import load_config
+
+    adhoc = (args.model, args.backend, args.device, args.artifact)
+    if args.config is not None:
+        if any(value is not None for value in adhoc):
+            raise ConfigError("--model/--backend/--device/--artifact are for use without a config file")
+        config = load_config(args.config)
+        filter_config(config, args.models, args.backends)
+    else:
+        config = _adhoc_check_config(args)
+    out_dir = args.out or Path("runs") / f"check-{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    return run_benchmark(config, out_dir, console, timing=False).exit_code
 
 
 def _validation_figure(meta: dict) -> str | None:
@@ -362,6 +422,7 @@ def _build_engine(
 
 COMMANDS = {
     "run": cmd_run,
+    "check": cmd_check,
     "models": cmd_models,
     "data": cmd_data,
     "trtcheck": cmd_trtcheck,

@@ -87,9 +87,12 @@ DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
 class TensorToleranceConfig(_Strict):
     """Overrides of the tensor-level limits for one precision (see segbench.metrics.tensors)."""
 
+    max_rel_err: float | None = Field(default=None, ge=0)
     cosine: float | None = Field(default=None, ge=0, le=1)
     argmax_agreement: float | None = Field(default=None, ge=0, le=1)
     detection_agreement: float | None = Field(default=None, ge=0, le=1)
+    score_tol: float | None = Field(default=None, ge=0)
+    box_iou: float | None = Field(default=None, ge=0, le=1)
 
 
 PrecisionName = Literal["fp32", "fp16", "bf16"]

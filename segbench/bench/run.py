@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -147,8 +148,13 @@ class ModelState:
 
 
 class BenchmarkRun:
-    def __init__(self, config: BenchmarkConfig, out_dir: Path, console: Console | None = None) -> None:
+    """The grid (``timing=True``, ``segbench run``) or the numerics check alone (``segbench check``)."""
+
+    def __init__(
+        self, config: BenchmarkConfig, out_dir: Path, console: Console | None = None, timing: bool = True
+    ) -> None:
         self.config = config
+        self.timing = timing
         self.out_dir = out_dir
         self.console = console or Console()
         self.summary = RunSummary()
@@ -177,16 +183,20 @@ class BenchmarkRun:
         return [(dataset.height, dataset.width, b) for b in {1, self.config.numerics.batch_size}]
 
     def _cells(self, entry: ModelEntry, backend: BackendConfig) -> list[tuple[int, int, int]]:
+        if not self.timing:
+            return []
         sweep = self.config.sweep_for(entry, backend)
         return [(h, w, b) for h, w in sweep.input_sizes for b in sweep.batch_sizes]
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> RunSummary:
-        results_path = self.out_dir / RESULTS_FILE
+        results_path = self.out_dir / (RESULTS_FILE if self.timing else NUMERICS_FILE)
         if results_path.exists():
             raise ConfigError(
                 f"{results_path} already exists: choose another --out so earlier results are kept"
             )
+        if not self.timing and not self.config.numerics.enabled:
+            raise ConfigError("numerics.enabled is false: there is nothing to check")
         # Read the evaluation data before writing anything: a bad dataset path is bad input (exit 2).
         if self.config.numerics.enabled:
             self.samples = numerics_samples(self.config)
@@ -205,7 +215,7 @@ class BenchmarkRun:
         self.fingerprint = {"config_hash": env["config_hash"], "git_sha": env["git_sha"]}
 
         total = sum(
-            len(backend.precisions) * len(self._cells(entry, backend))
+            len(backend.precisions) * (len(self._cells(entry, backend)) if self.timing else 1)
             for entry in self.config.models
             for backend, _ in backends
             if backend.model in (None, entry.name)
@@ -220,7 +230,7 @@ class BenchmarkRun:
         )
         with (
             self.progress,
-            JsonlWriter(results_path) as self.results,
+            JsonlWriter(self.out_dir / RESULTS_FILE) if self.timing else nullcontext() as self.results,
             JsonlWriter(self.out_dir / NUMERICS_FILE) as self.numerics,
         ):
             self.task = self.progress.add_task("starting", total=total)
@@ -289,7 +299,8 @@ class BenchmarkRun:
             record: dict[str, Any] = {"path": str(path), "user_artifact": True, "parity": None}
             if path.suffix == ".onnx":
                 self._status(f"{state.entry.name}: parity of {path.name}")
-                shapes = [(1, *self._cells(state.entry, backend)[0][:2])]
+                height, width, _ = [*self._cells(state.entry, backend), *self._numerics_cells()][0]
+                shapes = [(1, height, width)]
                 tolerance = PARITY_TOLERANCES.get(precision, PARITY_TOLERANCES["fp16"])
                 record["parity"] = [
                     asdict(r) for r in check_parity(state.model, path, shapes, tolerance=tolerance)
@@ -366,6 +377,12 @@ class BenchmarkRun:
                 self.progress.advance(self.task)
             if state.baseline is not None:
                 self._check(state, backend, precision, pool)
+            elif not self.timing:  # the model itself failed: say so, since there are no cells to
+                verdict = {"metric": "model", "value": None, "baseline": None, "delta": None,
+                           "tolerance": None, "passed": False}  # fmt: skip
+                self._write_numerics(state, backend, precision, verdict, error=state.error)
+            if not self.timing:
+                self.progress.advance(self.task)
         finally:
             pool.close()
 
@@ -566,11 +583,15 @@ def _once(cache: dict, key: Any, compute: Callable[[], Any]) -> Any:
     return found
 
 
-def run_benchmark(config: BenchmarkConfig, out_dir: Path, console: Console | None = None) -> RunSummary:
-    """Run the whole grid and the numerics check, print the tables, and return the summary."""
+def run_benchmark(
+    config: BenchmarkConfig, out_dir: Path, console: Console | None = None, timing: bool = True
+) -> RunSummary:
+    """Run the whole grid (or, without ``timing``, the numerics check alone), print the tables, and
+    return the summary."""
     console = console or Console()
-    summary = BenchmarkRun(config, out_dir, console).run()
-    console.print(results_table(summary.results))
+    summary = BenchmarkRun(config, out_dir, console, timing).run()
+    if timing:
+        console.print(results_table(summary.results))
     if summary.numerics:
         console.print(numerics_table(summary.numerics))
     console.print(

@@ -4,20 +4,30 @@ When an fp16 graph fails the numerics check, the final outputs say *that* it is 
 This module compares the two graphs layer by layer, the way one compares intermediate outputs between
 two runtimes:
 
-1. Both graphs (the fp32 one and its fp16 counterpart, e.g. from ``segbench.export.fp16``) are copied
-   and every float-valued intermediate tensor is added to their graph outputs. Layers are matched by
-   NODE NAME (the fp16 conversion keeps node names but inserts Casts and renames some tensors, e.g. the
-   producer of a graph output writes ``<name>_cast_to_<output>`` in the fp16 graph), and each matched
-   node's first output is compared. Constants, Casts and nodes with non-float outputs (shape
-   arithmetic) are skipped; nodes missing from the low-precision graph, or whose outputs there are not
-   float, are listed as ``unmatched``.
-2. Both copies run in onnxruntime (CPU, graph optimisations off so that no cast pair is folded away) on
-   the same fp32 feeds; the fp16 graphs of segbench keep fp32 inputs and outputs.
+1. Layers are matched by NODE NAME (the fp16 conversion of ``segbench.export.fp16`` keeps node names,
+   naming unnamed nodes first, but inserts Casts and renames some tensors, e.g. the producer of a graph
+   output writes ``<node>_cast_to_<output>``), and each matched node's first output is compared.
+   Constants, Casts and nodes with non-float outputs (shape arithmetic) are skipped; nodes missing from
+   the low-precision graph, or not float there, are listed as ``unmatched``.
+2. Both graphs get those tensors as extra graph outputs and run in onnxruntime (CPU, graph
+   optimisations off) on the same fp32 feeds; segbench's fp16 graphs keep fp32 inputs and outputs.
 3. For every layer: max / mean absolute error, the max error relative to the layer's largest fp32
-   magnitude, the cosine similarity, the fp32 max |value| (a value past fp16's 65504 cannot be
-   represented) and the count of non-finite values in the low-precision output where fp32 is finite
-   (overflow). Errors and cosine are computed over the positions finite in both outputs; the
-   non-finite count reports the rest.
+   magnitude, the cosine similarity, the fp32 max |value| (past fp16's 65504 a value cannot be stored)
+   and the count of non-finite values in the low-precision output where fp32 is finite (overflow).
+   Errors and cosine are computed over the positions finite in both outputs; the non-finite count
+   reports the rest.
+
+Emulation. onnxruntime's CPU provider has no fp16 kernel for most ops, and it does not run them between
+casts that round each output to fp16: its cast-insertion pass (``InsertedPrecisionFreeCast``, checked
+with onnxruntime 1.31) casts fp16 weights up once and runs whole fp16 regions in fp32, dropping even the
+graph's own Casts to fp16 in front of such regions. Run as is, an fp16 graph on the CPU is an fp32
+graph with fp16-rounded weights: an activation that overflows fp16 never shows, and exposing a tensor as
+an output changes what gets rounded. So by default (``emulate=True``) the low-precision graph is first
+rewritten by ``emulate_low_precision``: every fp16 (or bf16) tensor becomes an fp32 tensor holding
+fp16-representable values, rounded by an explicit ``Cast(to=fp16) -> Cast(to=fp32)`` pair right after
+the node that produces it (onnxruntime keeps explicit lossy cast pairs). Each node then computes in
+fp32 from fp16-rounded inputs and weights, and its OUTPUT is rounded to fp16 as a GPU stores it:
+overflow of outputs (inf, then nan downstream) and the propagation of rounding show.
 
 A layer *diverges* when its relative error passes ``rel_threshold`` or it has non-finite values. Once a
 layer diverges every layer downstream of it diverges too, so the report separates cause from
@@ -29,18 +39,18 @@ consequence: a layer is an *origin* when it diverges while none of the layers fe
   inputs, so its nearest low-precision producers are suggested instead;
 - for an origin that overflows (its fp32 values pass fp16's range), the whole out-of-range region: the
   layers downstream whose fp32 values still pass 65504, and the layers that bring the values back into
-  range (they need fp32 inputs). Keeping only the overflowing node in fp32 does not help: the converter
-  casts its output back to fp16 for its fp16 consumers, and that cast overflows.
+  range (they take the out-of-range values as inputs). Keeping only the overflowing node in fp32 does
+  not help: the converter casts its output back to fp16 for its fp16 consumers, and that cast overflows.
 
 Limits:
 
-- onnxruntime's CPU provider has no fp16 kernel for most ops; it runs those nodes in fp32 between
-  casts. Each node's OUTPUT is therefore rounded to fp16 exactly as on a GPU, and overflow of outputs
-  and the propagation of rounding show, but the kernel-internal fp16 accumulation of a GPU (e.g. a
-  Conv or MatMul accumulating in fp16, or a normalisation's sum of squares) does not: a layer whose
-  intermediate values overflow while its output stays in range can pass here and fail on the GPU.
-- Only the first output of each node is compared; nodes inside subgraphs (If, Loop, Scan) are not
-  compared; nodes are matched by name only, so graphs must come from the same source graph.
+- Kernel-internal precision is not modelled: a GPU kernel that accumulates in fp16, or a fused kernel
+  (e.g. a normalisation's sum of squares) whose internal values overflow while its output stays in
+  range, can fail on the GPU and pass here. Fusions that keep an intermediate in fp32 on the GPU make
+  the GPU more accurate than the emulation.
+- Only the first output of each node is compared; nodes inside subgraphs (If, Loop, Scan) are neither
+  compared nor emulated; nodes are matched by name only, so both graphs must come from the same source
+  graph, and a name shared by several nodes matches none of them.
 - All exposed tensors of one run are held in memory at once; ``max_outputs_per_run`` splits the
   comparison into several runs to bound that (each run executes the whole graph again).
 """
@@ -56,6 +66,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 FP16_MAX = 65504.0
 FLOAT_TYPES = frozenset(
@@ -63,6 +74,9 @@ FLOAT_TYPES = frozenset(
 )
 # Nodes whose outputs say nothing about a layer's numerics.
 SKIPPED_OPS = frozenset({"Constant", "Cast", "CastLike"})
+LOW_PRECISION_TYPES = frozenset({onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
+# Integer attributes that name an output element type.
+_DTYPE_ATTRIBUTES = ("to", "dtype", "output_dtype")
 # Protobuf cannot serialise a message over 2 GB: larger graphs go to onnxruntime through a file.
 _SERIALIZE_LIMIT = 2**31 - 2**24
 
@@ -171,6 +185,81 @@ def _tensor_types(model: onnx.ModelProto, wanted: Iterable[str]) -> dict[str, in
 
 def _dtype_name(elem_type: int) -> str:
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name if elem_type else ""
+
+
+def _fp32_tensor(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    array = numpy_helper.to_array(tensor).astype(np.float32)
+    return numpy_helper.from_array(array, tensor.name)
+
+
+def emulate_low_precision(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+    """An fp32 graph that computes like the fp16 / bf16 graph ``model`` on a GPU, as far as the stored
+    values go: every low-precision tensor is held in fp32 and rounded to its low-precision type by an
+    explicit ``Cast -> Cast`` pair right after the node producing it (see the module docstring).
+
+    Low-precision initializers, constants, inputs and outputs become fp32 (their values are exactly
+    representable); Casts to the low type cast to fp32, the rounding pair after them does the rest.
+    Tensor names are kept: a rounded tensor has its original name, the unrounded value is
+    ``<name>__unrounded``. Subgraphs are left as they are.
+    """
+    model = _load(model)
+    graph = model.graph
+    types = _tensor_types(model, [out for node in graph.node for out in node.output if out])
+    low = {name: elem_type for name, elem_type in types.items() if elem_type in LOW_PRECISION_TYPES}
+    used = {node.name for node in graph.node}
+
+    def rounding(source: str, target: str, elem_type: int, stem: str) -> list[onnx.NodeProto]:
+        name = f"{stem}__round"
+        while f"{name}_low" in used or f"{name}_fp32" in used:
+            name += "_"
+        used.update({f"{name}_low", f"{name}_fp32"})
+        return [
+            onnx.helper.make_node("Cast", [source], [f"{target}__low"], to=elem_type, name=f"{name}_low"),
+            onnx.helper.make_node(
+                "Cast", [f"{target}__low"], [target], to=onnx.TensorProto.FLOAT, name=f"{name}_fp32"
+            ),
+        ]
+
+    for index, init in enumerate(graph.initializer):
+        if init.data_type in LOW_PRECISION_TYPES:
+            graph.initializer[index].CopyFrom(_fp32_tensor(init))
+    nodes: list[onnx.NodeProto] = []
+    # Low-precision graph inputs: fed in fp32, rounded before their first use.
+    renamed_inputs: dict[str, str] = {}
+    initializers = {init.name for init in graph.initializer}
+    for graph_input in graph.input:
+        elem_type = graph_input.type.tensor_type.elem_type
+        if elem_type in LOW_PRECISION_TYPES and graph_input.name not in initializers:
+            graph_input.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+            rounded = f"{graph_input.name}__rounded"
+            renamed_inputs[graph_input.name] = rounded
+            nodes.extend(rounding(graph_input.name, rounded, elem_type, graph_input.name))
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            if name in renamed_inputs:
+                node.input[position] = renamed_inputs[name]
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type in LOW_PRECISION_TYPES:
+                attribute.t.CopyFrom(_fp32_tensor(attribute.t))
+            elif (
+                attribute.name in _DTYPE_ATTRIBUTES
+                and attribute.type == onnx.AttributeProto.INT
+                and attribute.i in LOW_PRECISION_TYPES
+            ):
+                attribute.i = onnx.TensorProto.FLOAT
+        pairs: list[onnx.NodeProto] = []
+        for position, name in enumerate(node.output):
+            if name and name in low:
+                node.output[position] = f"{name}__unrounded"
+                pairs.extend(rounding(node.output[position], name, low[name], node.name or name))
+        nodes.append(node)
+        nodes.extend(pairs)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    for info in [*graph.value_info, *graph.output]:
+        if info.type.tensor_type.elem_type in LOW_PRECISION_TYPES:
+            info.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return model
 
 
 def _run(
@@ -349,12 +438,16 @@ def diagnose_precision(
     top: int = 10,
     rel_threshold: float = 1e-2,
     max_outputs_per_run: int | None = None,
+    emulate: bool = True,
 ) -> PrecisionDiagnosis:
     """Compare every layer of ``low_graph`` (an fp16 conversion of ``fp32_graph``) with ``fp32_graph``
     on ``feeds`` and say where they diverge and which nodes to keep in fp32 (see the module docstring).
 
     ``top`` bounds ``worst`` and the number of divergence origins that ``suggest_fp32`` is built from;
     ``max_outputs_per_run`` bounds the tensors exposed per onnxruntime run (None: all in one run).
+    ``emulate`` runs ``emulate_low_precision(low_graph)`` (every stored activation rounded); False runs
+    ``low_graph`` as onnxruntime's CPU provider does, which computes most fp16 nodes in fp32 without
+    rounding their outputs (see the module docstring): only for comparing with that behaviour.
     """
     reference, low = _load(fp32_graph), _load(low_graph)
     _name_nodes(reference.graph)
@@ -391,12 +484,19 @@ def diagnose_precision(
             continue
         pairs.append((index_of[id(node)], node, low_output))
 
+    runnable, run_types = low, low_types
+    if emulate:
+        runnable = emulate_low_precision(low)
+        run_types = {
+            name: onnx.TensorProto.FLOAT if elem_type in LOW_PRECISION_TYPES else elem_type
+            for name, elem_type in low_types.items()
+        }
     chunk = max_outputs_per_run or max(len(pairs), 1)
     metrics: dict[str, dict[str, float | int]] = {}
     for start in range(0, len(pairs), chunk):
         part = pairs[start : start + chunk]
         ref_out = _run(_load(reference), [node.output[0] for _, node, _ in part], ref_types, feeds)
-        low_out = _run(_load(low), [name for _, _, name in part], low_types, feeds)
+        low_out = _run(_load(runnable), [name for _, _, name in part], run_types, feeds)
         for (_, node, _), want, got in zip(part, ref_out, low_out, strict=True):
             if want.shape != got.shape:
                 unmatched.append(node.name)

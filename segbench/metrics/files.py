@@ -44,6 +44,9 @@ from segbench.metrics.semantic import confusion_matrix, semantic_metrics
 TASKS = ("semantic", "instance", "panoptic")
 DEFAULT_IGNORE_INDEX = 255
 _SHOWN = 5  # how many offending names or ids an error message lists
+# Inferring the class count from a mislabelled file (an id map, 16-bit values) must not allocate a
+# gigantic confusion matrix; ADE20K-full, the largest common label set, has 3,688 classes.
+_MAX_INFERRED_CLASSES = 4096
 
 
 def evaluate_files(
@@ -182,6 +185,11 @@ def _evaluate_semantic(gt: Path, pred: Path, num_classes: int | None, ignore_ind
         if num_classes is None:
             # Grow the matrix as larger labels turn up: counts of the smaller classes do not change.
             needed = max(_largest_label(target, ignore_index), _largest_label(prediction, ignore_index)) + 1
+            if needed > _MAX_INFERRED_CLASSES:
+                raise DatasetError(
+                    f"label PNGs {gt_path} / {pred_path} hold class {needed - 1}: too large to infer "
+                    f"num_classes (at most {_MAX_INFERRED_CLASSES}); give num_classes explicitly"
+                )
             if needed > size:
                 grown = np.zeros((needed, needed), np.int64)
                 grown[:size, :size] = cm
@@ -198,11 +206,12 @@ def _evaluate_semantic(gt: Path, pred: Path, num_classes: int | None, ignore_ind
         try:
             cm += confusion_matrix(prediction, target, size, ignore_index)
         except ValueError as exc:
-            origin = "given" if num_classes is not None else "inferred from the labels"
-            raise DatasetError(
-                f"predicted label PNG {pred_path}: {first_line(exc)} (num_classes {size}, {origin}; "
-                f"ignore_index {ignore_index} is not a valid prediction)"
-            ) from None
+            if num_classes is not None:
+                context = f"num_classes {size}"
+            else:
+                # Inferred from the labels, so the culprit is ignore_index on a labelled pixel.
+                context = f"num_classes {size} inferred; ignore_index {ignore_index} is no prediction"
+            raise DatasetError(f"predicted label PNG {pred_path}: {first_line(exc)} ({context})") from None
 
     return {
         "task": "semantic",
@@ -235,6 +244,10 @@ def _load_results(path: Path) -> list[Any]:
     return data
 
 
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -246,6 +259,9 @@ def _check_result(path: Path, position: int, result: Any, images: dict[Any, dict
     for key in ("image_id", "category_id", "score"):
         if key not in result:
             raise DatasetError(f"{where} has no {key!r}")
+    for key in ("image_id", "category_id"):
+        if not _is_id(result[key]):
+            raise DatasetError(f"{where}: {key!r} must be an integer or a string, got {result[key]!r:.40}")
     if not _is_number(result["score"]):
         raise DatasetError(f"{where}: 'score' must be a finite number, got {result['score']!r:.40}")
     if "bbox" not in result and "segmentation" not in result:
@@ -336,7 +352,7 @@ def _check_panoptic_predictions(
     for position, ann in enumerate(annotations):
         if not (
             isinstance(ann, dict)
-            and "image_id" in ann
+            and _is_id(ann.get("image_id"))
             and isinstance(ann.get("file_name"), str)
             and isinstance(ann.get("segments_info"), list)
         ):
@@ -344,8 +360,14 @@ def _check_panoptic_predictions(
                 f"{path}: annotations[{position}] needs 'image_id', 'file_name' and a 'segments_info' list"
             )
         for segment in ann["segments_info"]:
-            if not isinstance(segment, dict) or "id" not in segment:
-                raise DatasetError(f"{path}: annotations[{position}] has a segment without 'id'")
+            if not (
+                isinstance(segment, dict)
+                and isinstance(segment.get("id"), int)
+                and _is_id(segment.get("category_id"))
+            ):
+                raise DatasetError(
+                    f"{path}: annotations[{position}]: each segment needs an integer 'id' and a 'category_id'"
+                )
         # Categories are the ground truth's: a prediction's own list (if any) is not used.
         _check_category_ids(path, ground_truth, ann["segments_info"])
     gt_images = {ann["image_id"] for ann in ground_truth["annotations"]}

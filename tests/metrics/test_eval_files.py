@@ -20,6 +20,9 @@ from segbench.metrics.files import evaluate_files
 NUM_IMAGES = 6
 SIZE = 64
 
+# pycocotools' RLE decode trips a numpy 2 DeprecationWarning inside its Cython code, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> tuple[Path, list]:
@@ -178,7 +181,13 @@ def make_semantic_case(tmp_path: Path, case: str) -> tuple[Path, Path, dict, str
         bad = label.copy()
         bad[0, 0] = 255
         pred_labels["b.png"] = bad
-        fragment = "255"
+        fragment = "predicted class 255 is outside [0, 3)"
+    elif case == "class beyond num_classes in the prediction":
+        bad = label.copy()
+        bad[0, 0] = 7
+        pred_labels["b.png"] = bad
+        kwargs["num_classes"] = 5
+        fragment = "predicted class 7 is outside [0, 5)"
     else:
         raise AssertionError(case)
     pred = write_labels(tmp_path / "pred", pred_labels)
@@ -194,12 +203,22 @@ def make_semantic_case(tmp_path: Path, case: str) -> tuple[Path, Path, dict, str
         "size mismatch",
         "too few classes for the ground truth",
         "void in the prediction",
+        "class beyond num_classes in the prediction",
     ],
 )
 def test_semantic_bad_input(tmp_path, case):
     gt, pred, kwargs, fragment = make_semantic_case(tmp_path, case)
     message = one_line_error(DatasetError, "semantic", gt, pred, **kwargs)
     assert fragment in message
+
+
+def test_semantic_refuses_to_infer_a_huge_class_count(tmp_path):
+    ids = np.full((4, 4), 40000, np.uint16)  # e.g. an instance-id map passed by mistake
+    for side in ("gt", "pred"):
+        (tmp_path / side).mkdir()
+        Image.fromarray(ids).save(tmp_path / side / "a.png")
+    message = one_line_error(DatasetError, "semantic", tmp_path / "gt", tmp_path / "pred")
+    assert "class 40000" in message and "num_classes" in message
 
 
 def test_semantic_rgb_png_is_not_a_label_map(tmp_path):
@@ -321,6 +340,7 @@ def test_instance_perfect_and_empty_results(shapes, tmp_path):
         ("malformed JSON", "invalid JSON"),
         ("some masks missing", "'segmentation'"),
         ("no score", "'score'"),
+        ("image id of the wrong type", "'image_id' must be an integer or a string"),
         ("mask of the wrong size", "segmentation size"),
         ("missing ground truth", "not found"),
     ],
@@ -338,6 +358,8 @@ def test_instance_bad_input(shapes, tmp_path, case, fragment):
         del results[2]["segmentation"]
     elif case == "no score":
         del results[0]["score"]
+    elif case == "image id of the wrong type":
+        results[0]["image_id"] = [1]
     elif case == "mask of the wrong size":
         results[0]["segmentation"] = encode(np.ones((SIZE, SIZE + 1), bool))
     elif case == "missing ground truth":
