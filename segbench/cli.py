@@ -7,6 +7,7 @@ and exits with code 2; ``run`` exits 1 when a cell or a numerics check failed, 0
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -107,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     check.add_argument("--images", type=_positive, default=16, help="without a config: evaluation scenes")
     check.add_argument("--size", type=_size, default=(256, 256), help="without a config: scene size HxW")
+
+    evaluate = commands.add_parser("eval", help="evaluate prediction files against ground truth (JSON out)")
+    evaluate.add_argument("--task", required=True, choices=("semantic", "instance", "panoptic"))
+    evaluate.add_argument("--gt", type=Path, required=True, help="label PNG folder / COCO JSON")
+    evaluate.add_argument("--pred", type=Path, required=True, help="label PNG folder / COCO results JSON")
+    evaluate.add_argument("--gt-dir", type=Path, help="panoptic: the ground-truth PNG folder")
+    evaluate.add_argument("--pred-dir", type=Path, help="panoptic: the prediction PNG folder")
+    evaluate.add_argument("--num-classes", type=_positive, help="semantic: class count (default: inferred)")
+    evaluate.add_argument("--ignore-index", type=int, default=255, help="semantic: void label (default 255)")
 
     models = commands.add_parser("models", help="list the registered models")
     models.add_argument("--size", type=_size, default=(512, 512), help="input size for GFLOPs (HxW)")
@@ -211,6 +221,23 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         config = _adhoc_check_config(args)
     out_dir = args.out or Path("runs") / f"check-{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
     return run_benchmark(config, out_dir, console, timing=False).exit_code
+
+
+def cmd_eval(args: argparse.Namespace, console: Console) -> int:
+    """Print the metrics of prediction files as JSON (fractions in [0, 1])."""
+    from segbench.metrics.files import evaluate_files
+
+    result = evaluate_files(
+        args.task,
+        args.gt,
+        args.pred,
+        gt_dir=args.gt_dir,
+        pred_dir=args.pred_dir,
+        num_classes=args.num_classes,
+        ignore_index=args.ignore_index,
+    )
+    print(json.dumps(result, indent=2, allow_nan=False))
+    return 0
 
 
 def _validation_figure(meta: dict) -> str | None:
@@ -423,6 +450,7 @@ def _build_engine(
 COMMANDS = {
     "run": cmd_run,
     "check": cmd_check,
+    "eval": cmd_eval,
     "models": cmd_models,
     "data": cmd_data,
     "trtcheck": cmd_trtcheck,

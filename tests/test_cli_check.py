@@ -1,0 +1,124 @@
+"""``segbench check`` catches a broken backend: a pre-exported graph with one convolution's weights
+slightly perturbed, or two output channels swapped, fails; the untouched graph passes."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+from onnx import numpy_helper
+
+from segbench.bench.run import NUMERICS_FILE
+from segbench.cli import main
+from segbench.export.artifacts import ExportRequest, cached_export
+from segbench.models import build_model
+from segbench.reports.results import read_jsonl
+
+
+def convolutions(graph: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.TensorProto]]:
+    weights = {init.name: init for init in graph.graph.initializer}
+    return [
+        (n, weights[n.input[1]]) for n in graph.graph.node if n.op_type == "Conv" and n.input[1] in weights
+    ]
+
+
+def perturbed(src, dst, kind):
+    """``noise``: 1% multiplicative noise on the first convolution's weights; ``swap``: the last
+    convolution's output channels 3 and 4 exchanged (weights and bias)."""
+    graph = onnx.load(str(src))
+    convs = convolutions(graph)
+    node, weight = convs[0] if kind == "noise" else convs[-1]
+    values = numpy_helper.to_array(weight).copy()
+    if kind == "noise":
+        values *= 1 + 0.01 * np.random.default_rng(0).standard_normal(values.shape).astype(np.float32)
+    else:
+        values[[3, 4]] = values[[4, 3]]
+        if len(node.input) > 2:
+            bias = next(i for i in graph.graph.initializer if i.name == node.input[2])
+            b = numpy_helper.to_array(bias).copy()
+            b[[3, 4]] = b[[4, 3]]
+            bias.CopyFrom(numpy_helper.from_array(b, bias.name))
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    onnx.save(graph, str(dst))
+    return dst
+
+
+def check(tmp_path, name, artifact, out):
+    argv = ["check", "--model", name, "--backend", "onnxruntime", "--artifact", str(artifact),
+            "--images", "8", "--size", "128x128", "--out", str(tmp_path / out)]  # fmt: skip
+    code = main(argv)
+    rows = [r for r in read_jsonl(tmp_path / out / NUMERICS_FILE) if r["role"] == "candidate"]
+    return code, rows
+
+
+@pytest.mark.parametrize("name", ["unet", "mask_rcnn"])
+def test_check_fails_a_perturbed_graph_and_passes_the_untouched_one(tmp_path, name):
+    graph = cached_export(build_model(name, "trained"), name, ExportRequest(), tmp_path / "cache").path
+    code, rows = check(tmp_path, name, graph, "clean")
+    assert code == 0 and rows and all(row["passed"] for row in rows)
+    assert {row["level"] for row in rows} == {"task", "tensor"}
+
+    code, rows = check(tmp_path, name, perturbed(graph, tmp_path / "noise.onnx", "noise"), "noise")
+    tensor = next(row for row in rows if row["level"] == "tensor")
+    # 1% on one layer's weights: the tensor level fails it even where the task metric barely moves.
+    assert code == 1 and not tensor["passed"]
+
+    code, rows = check(tmp_path, name, perturbed(graph, tmp_path / "swap.onnx", "swap"), "swap")
+    task = [row for row in rows if row["level"] == "task"]
+    # Two classes' outputs exchanged: class 3 and 4 (unet: circle/rectangle logits; Mask R-CNN: the
+    # circle and rectangle mask channels): the task metric drops, systematically.
+    assert code == 1 and not all(row["passed"] for row in task)
+    failed = [row for row in task if not row["passed"]]
+    assert all(row["delta"] < 0 and row["paired"]["ci_high"] < 0 for row in failed)
+
+
+def test_check_with_a_config_runs_numerics_only(tmp_path):
+    config = {
+        "name": "tiny",
+        "models": [{"name": "unet", "options": {"base_channels": 4}}],
+        "backends": [{"name": "torch"}, {"name": "onnxruntime", "precisions": ["fp32", "fp16"]}],
+        "numerics": {
+            "batch_size": 2,
+            "dataset": {"kind": "shapes", "num_images": 4, "height": 64, "width": 64},
+        },
+    }
+    path = tmp_path / "b.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["check", str(path), "--out", str(tmp_path / "out")]) == 0
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+    rows = read_jsonl(tmp_path / "out" / NUMERICS_FILE)
+    checked = {(r["backend"], r["precision"], r["level"]) for r in rows if r["role"] == "candidate"}
+    assert checked == {(b, p, level) for b, p in [("onnxruntime", "fp32"), ("onnxruntime", "fp16")]
+                       for level in ("task", "tensor")}  # fmt: skip
+    # A second check into the same directory would overwrite it: refused.
+    assert main(["check", str(path), "--out", str(tmp_path / "out")]) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["check"], "give a config file, or --model and --backend"),
+        (["check", "--model", "unet"], "give a config file, or --model and --backend"),
+        (["check", "--model", "unet", "--backend", "tvm"], "unknown backend 'tvm'"),
+        (["check", "--model", "unet", "--backend", "onnxruntime", "--artifact", "missing.onnx"],
+         "artifact file not found"),
+        (["check", "b.yaml", "--model", "unet"], "are for use without a config file"),
+    ],
+)  # fmt: skip
+def test_bad_check_input_is_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_eval_prints_metrics_as_json(tmp_path, capsys):
+    assert main(["data", "--out", str(tmp_path / "d"), "--num", "2", "--size", "64x64"]) == 0
+    capsys.readouterr()
+    gt = str(tmp_path / "d" / "semantic")
+    assert main(["eval", "--task", "semantic", "--gt", gt, "--pred", gt]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["miou"] == 1.0 and result["num_images"] == 2
+    assert main(["eval", "--task", "instance", "--gt", str(tmp_path / "d" / "instances.json"),
+                 "--pred", str(tmp_path / "none.json")]) == 2  # fmt: skip
+    assert "not found" in capsys.readouterr().err
