@@ -594,9 +594,9 @@ def run_benchmark(
         console.print(results_table(summary.results))
     if summary.numerics:
         console.print(numerics_table(summary.numerics))
+    cells = f"{len(summary.results)} cells ({summary.failed_cells} failed), " if timing else ""
     console.print(
-        f"{len(summary.results)} cells ({summary.failed_cells} failed), "
-        f"{sum(r['role'] == 'candidate' for r in summary.numerics)} numerics checks "
+        f"{cells}{sum(r['role'] == 'candidate' for r in summary.numerics)} numerics checks "
         f"({summary.failed_checks} failed) -> {out_dir}"
     )
     return summary

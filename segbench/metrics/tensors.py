@@ -225,6 +225,8 @@ def tensor_row(verdict: TensorVerdict) -> dict[str, Any]:
         "baseline": None,
         "delta": None,
         "tolerance": limit,
+        # Errors have an upper limit, similarities and agreements a lower one.
+        "bound": "max" if headline and headline.startswith("max_") else "min",
         "passed": verdict.passed,
         "tensors": verdict.to_dict(),
     }

@@ -85,7 +85,11 @@ def numerics_table(rows: Iterable[dict[str, Any]]) -> Table:
             "-" if row["delta"] is None else f"{row['delta']:+.3f}",
             ""
             if row["role"] == "baseline" or row["tolerance"] is None
-            else (f">={row['tolerance']:.5f}" if tensor else f"{row['tolerance']:.2f}"),
+            else (
+                f"{'<=' if row.get('bound') == 'max' else '>='}{row['tolerance']:.5f}"
+                if tensor
+                else f"{row['tolerance']:.2f}"
+            ),
             _paired(row),
             verdict,
         )
