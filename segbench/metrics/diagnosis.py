@@ -48,6 +48,13 @@ Limits:
   (e.g. a normalisation's sum of squares) whose internal values overflow while its output stays in
   range, can fail on the GPU and pass here. Fusions that keep an intermediate in fp32 on the GPU make
   the GPU more accurate than the emulation.
+- Tensors are compared element by element. After a data-dependent selection (TopK, NonMaxSuppression,
+  an ArgMax feeding a Gather) whose ranking changes under rounding, near-tied rows swap places: the
+  selected tensors then differ by whole rows although the detections agree, and the selection ops
+  appear as origins (detectors are better judged by detection agreement). Integer tensors (the
+  selected indices themselves) are not compared.
+- A layer that diverges without non-finite values while its fp32 values stay in range may have
+  weights past 1e4: onnxconverter-common clamps fp16 initializers to +-1e4 by default.
 - Only the first output of each node is compared; nodes inside subgraphs (If, Loop, Scan) are neither
   compared nor emulated; nodes are matched by name only, so both graphs must come from the same source
   graph, and a name shared by several nodes matches none of them.
