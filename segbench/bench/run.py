@@ -35,6 +35,7 @@ from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.export.cache import state_dict_digest
 from segbench.export.onnx import DEFAULT_OPSET, PARITY_TOLERANCES, OnnxExport, check_parity
 from segbench.metrics.checker import compare_metrics, paired_delta
+from segbench.metrics.diagnosis import diagnose_precision
 from segbench.metrics.tasks import Evaluation, evaluate_task
 from segbench.metrics.tensors import compare_tensors, tensor_row
 from segbench.models.base import SegmentationModel
@@ -92,7 +93,7 @@ class RunSummary:
 
     @property
     def failed_checks(self) -> int:
-        return sum(not row["passed"] for row in self.numerics)
+        return sum(row["passed"] is False for row in self.numerics)  # diagnosis rows pass no verdict
 
     @property
     def exit_code(self) -> int:
@@ -286,7 +287,14 @@ class BenchmarkRun:
             self._status(f"{state.entry.name}: {precision} ONNX graph (opset {request.opset}{suffix})")
             if state.weights_sha256 is None:
                 state.weights_sha256 = state_dict_digest(state.model.state_dict())
-            return cached_export(state.model, state.entry.name, request, weights_sha256=state.weights_sha256)
+            # An fp16 graph failing its parity still runs: the numerics check judges it, and diagnoses it.
+            return cached_export(
+                state.model,
+                state.entry.name,
+                request,
+                weights_sha256=state.weights_sha256,
+                require_parity=False,
+            )
 
         return _once(state.exports, request, export)
 
@@ -492,7 +500,8 @@ class BenchmarkRun:
                     for metric in base.metrics
                 }
                 floor = numerics.floor(precision)
-                for verdict in compare_metrics(found.metrics, base.metrics, tolerances, floor, paired):
+                verdicts = compare_metrics(found.metrics, base.metrics, tolerances, floor, paired)
+                for verdict in verdicts:
                     self._write_numerics(state, backend, precision, verdict.to_dict())
                 tensors = compare_tensors(
                     state.model.task,
@@ -501,6 +510,9 @@ class BenchmarkRun:
                     numerics.tensor_limits(precision),
                 )
                 self._write_numerics(state, backend, precision, tensor_row(tensors), level="tensor")
+                failed = not tensors.passed or not all(v.passed for v in verdicts)
+                if failed and precision != "fp32" and raw:
+                    self._diagnose(state, backend, precision, pool, raw[0]["feeds"])
                 return
         for metric, base_value in state.baseline.metrics.items():
             verdict = {
@@ -512,6 +524,44 @@ class BenchmarkRun:
                 "passed": False,
             }
             self._write_numerics(state, backend, precision, verdict, error=error)
+
+    def _diagnose(
+        self,
+        state: ModelState,
+        backend: BackendConfig,
+        precision: str,
+        pool: RunnerPool,
+        feeds: dict[str, np.ndarray],
+    ) -> None:
+        """After a failed reduced-precision check of a segbench fp16 graph: the layers where it first
+        diverges from the fp32 graph, and which to keep in fp32 (a row at level ``diagnosis``)."""
+        images = feeds[state.model.input_names[0]]
+        _, info = pool.get(images.shape[2:])
+        artifact = info.get("artifact") or {}
+        if artifact.get("precision") != "fp16" or artifact.get("user_artifact"):
+            return  # only segbench's own fp16 graphs have an fp32 twin to compare layer by layer
+        self._status(f"{state.entry.name} · {backend.name}/{precision} · locating fp16 divergence")
+        size = tuple(artifact["static_size"]) if artifact.get("static_size") else None
+        row: dict[str, Any] = {"metric": "fp16 diagnosis", "value": None, "baseline": None, "delta": None,
+                               "tolerance": None, "passed": None}  # fmt: skip
+        try:
+            fp32 = self._export(state, backend, size, "fp32")
+            found = diagnose_precision(
+                fp32.path, artifact["path"], {state.model.input_names[0]: images[:1]}, top=5
+            )
+        except Exception as exc:  # a diagnosis is a help: its failure must not hide the verdicts
+            self._write_numerics(state, backend, precision, row, error=describe_error(exc), level="diagnosis")
+            return
+        summary = found.to_dict()
+        summary.pop("layers", None)  # every layer of a large graph: too much for a results row
+        first = found.first_divergent
+        if first is not None:
+            self.console.print(
+                f"[yellow]{state.entry.name} {backend.name} {precision}:[/] first divergent layer "
+                f"{escape(first.node)} ({first.op_type}, max rel err {first.max_rel_err:.3g}); "
+                f"keep in fp32: {escape(', '.join(found.suggest_fp32) or '-')}"
+            )
+        self._write_numerics(state, backend, precision, {**row, "diagnosis": summary}, level="diagnosis")
 
     def _write_numerics(
         self,

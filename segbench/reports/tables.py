@@ -68,6 +68,8 @@ def numerics_table(rows: Iterable[dict[str, Any]]) -> Table:
     for row in rows:
         if row["role"] == "baseline":
             verdict = "[cyan]baseline[/]"
+        elif row["passed"] is None:
+            verdict = "[cyan]info[/]" + (f" {escape(row['error'])}" if row.get("error") else "")
         elif row["passed"]:
             verdict = "[green]pass[/]"
         else:

@@ -390,3 +390,33 @@ def test_runners_get_the_shapes_they_will_serve(tmp_path, monkeypatch):
     assert main(["run", str(write_config(tmp_path, config)), "--out", str(tmp_path / "out")]) == 0
     assert seen == [[(1, 3, 32, 32), (1, 3, 48, 64), (1, 3, 64, 64), (2, 3, 32, 32), (2, 3, 48, 64),
                      (2, 3, 64, 64)]]  # fmt: skip
+
+
+def test_a_failing_fp16_check_says_which_layers_to_keep_in_fp32(tmp_path, monkeypatch):
+    """A U-Net whose first convolution's outputs pass fp16's range: the fp16 graph fails its check,
+    and the diagnosis row names that convolution as where the divergence starts."""
+    from segbench.models.unet import unet
+
+    def overflowing_unet(num_classes: int = 6):
+        model = unet(num_classes, base_channels=4)
+        first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        with torch.no_grad():
+            first.weight.mul_(3e4)  # the BN after it is in eval mode: activations stay ~1e5
+        return model
+
+    monkeypatch.setitem(
+        registry.MODELS, "hot_unet", ModelSpec("hot_unet", "semantic", overflowing_unet, "test")
+    )
+    config = {
+        **TINY,
+        "models": [{"name": "hot_unet"}],
+        "backends": [{"name": "onnxruntime", "precisions": ["fp16"]}],
+    }
+    path = write_config(tmp_path, config)
+    assert main(["check", str(path), "--out", str(tmp_path / "out")]) == 1
+    rows = read_jsonl(tmp_path / "out" / NUMERICS_FILE)
+    diagnosis = next(row for row in rows if row["level"] == "diagnosis")
+    assert diagnosis["passed"] is None and diagnosis["error"] is None
+    first = diagnosis["diagnosis"]["first_divergent"]
+    assert first["op_type"] == "Conv" and first["nonfinite"] > 0
+    assert first["node"] in diagnosis["diagnosis"]["suggest_fp32"]

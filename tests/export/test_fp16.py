@@ -127,3 +127,40 @@ def test_fp16_overflow_is_caught_by_parity(tmp_path):
     assert all(r.passed for r in cached_export(model, "overflow", ExportRequest(), tmp_path).parity)
     with pytest.raises(ExportError, match="fp16 ONNX parity failed"):
         cached_export(model, "overflow", ExportRequest(precision="fp16"), tmp_path)
+
+
+def test_fp16_parity_sees_an_overflow_inside_the_graph(tmp_path):
+    """An activation past fp16's range that a later op brings back: onnxruntime's CPU provider alone
+    would compute the fp16 region in fp32 and miss it; the emulated run (every fp16 tensor rounded after
+    its producer) does not."""
+    from segbench.export.onnx import PARITY_TOLERANCES, check_parity
+
+    class Hidden(torch.nn.Module):
+        task, input_names, output_names = "semantic", ["images"], ["logits"]
+        size_divisor, dynamic_spatial, preferred_exporter, num_classes = 1, True, "torchscript", 2
+
+        def __init__(self):
+            super().__init__()
+            self.options = {"hidden": True}
+            self.conv = torch.nn.Conv2d(3, 2, 1)
+            with torch.no_grad():
+                self.conv.weight.fill_(5e3)  # stored exactly in fp16; the sum over 3 channels is not
+
+        def preprocess(self, images):
+            return {"images": (images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0) * 10}
+
+        def forward(self, x):
+            return torch.relu(self.conv(x)) * 1e-3
+
+    model = Hidden().eval()
+    fp32 = cached_export(model, "hidden", ExportRequest(), tmp_path)
+    converted, _ = convert_to_fp16(onnx.load(str(fp32.path)), keep_ops=())
+    path = tmp_path / "hidden16.onnx"
+    onnx.save(converted, str(path))
+    shapes = [(1, 32, 32)]
+    plain = check_parity(model, path, shapes, tolerance=PARITY_TOLERANCES["fp16"])
+    emulated = check_parity(
+        model, path, shapes, tolerance=PARITY_TOLERANCES["fp16"], emulate_low_precision=True
+    )
+    assert plain[0].passed  # the CPU provider's fp32 compute hides the overflow
+    assert not emulated[0].passed

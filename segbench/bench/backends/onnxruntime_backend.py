@@ -4,9 +4,11 @@ Providers are requested only when this onnxruntime build really offers them, and
 created ``get_providers()`` is checked: onnxruntime silently falls back to the CPU when a GPU provider's
 libraries are missing, and a CPU number must never be reported as a GPU one.
 
-Precision is the graph's: an fp16 entry runs the fp16 graph (``segbench.export.fp16``). On the CPU,
-onnxruntime computes fp16 nodes that lack fp16 kernels in fp32 between casts, so fp16 numerics (each
-node's output rounded to fp16) are checked here without a GPU, while fp16 timings on the CPU say little.
+Precision is the graph's: an fp16 entry runs the fp16 graph (``segbench.export.fp16``). On the CPU the
+provider would run whole fp16 regions in fp32 from fp16 weights (its cast-insertion pass), hiding
+activation rounding and overflow; so there the fp16 graph runs as its emulation, every fp16 tensor
+rounded to fp16 after the node that produces it, as fp16 storage on a GPU does. fp16 numerics are thus
+checked without a GPU; fp16 timings on the CPU say nothing about a GPU.
 
 The TensorRT execution provider takes its engine and timing caches (under segbench's cache directory),
 its optimization profile (from the cells the harness will run) and its workspace from the same YAML
@@ -23,6 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from segbench.bench.backends.base import BackendConfig, BackendError, Runner
+from segbench.export.onnx import cpu_session
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -152,9 +155,15 @@ class OnnxRuntimeRunner(Runner):
         options.log_severity_level = 3  # errors only: provider fallbacks are checked below, not logged
         requested = requested_providers(self.config)
         self.provider_options = provider_options(self.config, self.model.input_names[0], self.input_shapes)
-        self.session = ort.InferenceSession(
-            str(self.artifact_path), options, providers=requested, provider_options=self.provider_options
-        )
+        # On the CPU an fp16 graph runs as its emulation (every fp16 tensor rounded after its producer):
+        # the CPU provider would compute whole fp16 regions in fp32 and hide activation overflow.
+        self.emulated = self.config.device == "cpu" and self.precision != "fp32"
+        if self.emulated:
+            self.session = cpu_session(self.artifact_path, emulate_low_precision=True, options=options)
+        else:
+            self.session = ort.InferenceSession(
+                str(self.artifact_path), options, providers=requested, provider_options=self.provider_options
+            )
         self.active_providers = self.session.get_providers()
         if requested[0] not in self.active_providers:
             raise BackendError(
@@ -175,6 +184,8 @@ class OnnxRuntimeRunner(Runner):
         import onnxruntime as ort
 
         info = {"onnxruntime": ort.__version__, "provider": self.active_providers[0]}
+        if self.emulated:
+            info["fp16_emulated"] = True
         chosen = dict(zip(requested_providers(self.config), self.provider_options, strict=True))
         if chosen.get(self.active_providers[0]):
             info["provider_options"] = chosen[self.active_providers[0]]
