@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="output directory (default: runs/NAME-TIMESTAMP)")
     run.add_argument("--models", type=_names, help="comma-separated models to keep from the config")
     run.add_argument("--backends", type=_names, help="comma-separated backends to keep from the config")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish the run in --out: skip the cells and checks it already has",
+    )
 
     check = commands.add_parser(
         "check", help="numerics only: every backend's task metric and raw outputs against PyTorch fp32"
@@ -178,8 +183,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     config = load_config(args.config)
     filter_config(config, args.models, args.backends)
+    if args.resume and args.out is None:
+        raise ConfigError("--resume needs --out: the directory of the run to finish")
     out_dir = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    summary = run_benchmark(config, out_dir, console)
+    summary = run_benchmark(config, out_dir, console, resume=args.resume)
     return summary.exit_code
 
 

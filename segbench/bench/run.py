@@ -9,6 +9,7 @@ each backend x precision is evaluated with the same runner that was just timed.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -40,7 +41,7 @@ from segbench.metrics.tasks import Evaluation, evaluate_task
 from segbench.metrics.tensors import compare_tensors, tensor_row
 from segbench.models.base import SegmentationModel
 from segbench.models.registry import build_model, get_spec, model_stats
-from segbench.reports.results import JsonlWriter, write_json
+from segbench.reports.results import JsonlWriter, read_jsonl, truncate_torn_tail, write_json
 from segbench.reports.tables import numerics_table, results_table
 
 RESULTS_FILE = "results.jsonl"
@@ -152,10 +153,17 @@ class BenchmarkRun:
     """The grid (``timing=True``, ``segbench run``) or the numerics check alone (``segbench check``)."""
 
     def __init__(
-        self, config: BenchmarkConfig, out_dir: Path, console: Console | None = None, timing: bool = True
+        self,
+        config: BenchmarkConfig,
+        out_dir: Path,
+        console: Console | None = None,
+        timing: bool = True,
+        resume: bool = False,
     ) -> None:
         self.config = config
         self.timing = timing
+        self.resume = resume
+        self.done = FinishedWork()
         self.out_dir = out_dir
         self.console = console or Console()
         self.summary = RunSummary()
@@ -183,19 +191,29 @@ class BenchmarkRun:
             return []
         return [(dataset.height, dataset.width, b) for b in {1, self.config.numerics.batch_size}]
 
-    def _cells(self, entry: ModelEntry, backend: BackendConfig) -> list[tuple[int, int, int]]:
+    def _cells(
+        self, entry: ModelEntry, backend: BackendConfig, precision: str | None = None
+    ) -> list[tuple[int, int, int]]:
+        """``(height, width, batch)`` of the timing cells; with ``precision``, only those not yet done
+        (a resumed run skips the cells its first session finished)."""
         if not self.timing:
             return []
         sweep = self.config.sweep_for(entry, backend)
-        return [(h, w, b) for h, w in sweep.input_sizes for b in sweep.batch_sizes]
+        cells = [(h, w, b) for h, w in sweep.input_sizes for b in sweep.batch_sizes]
+        if precision is None:
+            return cells
+        return [cell for cell in cells if not self.done.has_cell(entry, backend, precision, cell)]
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> RunSummary:
         results_path = self.out_dir / (RESULTS_FILE if self.timing else NUMERICS_FILE)
-        if results_path.exists():
+        if results_path.exists() and not self.resume:
             raise ConfigError(
-                f"{results_path} already exists: choose another --out so earlier results are kept"
+                f"{results_path} already exists: choose another --out so earlier results are kept "
+                "(or --resume to finish that run)"
             )
+        if self.resume and results_path.exists():
+            self.done = FinishedWork.load(self.out_dir, config_hash(self.config))
         if not self.timing and not self.config.numerics.enabled:
             raise ConfigError("numerics.enabled is false: there is nothing to check")
         # Read the evaluation data before writing anything: a bad dataset path is bad input (exit 2).
@@ -212,14 +230,24 @@ class BenchmarkRun:
             config_hash=config_hash(self.config),
             skipped_backends=self.summary.skipped_backends,
         )
+        if self.done.env is not None:  # resuming: the first session's environment stays, resumes listed
+            env = {**self.done.env, "resumed": [*self.done.env.get("resumed", []), _now()]}
         write_json(self.out_dir / ENV_FILE, env)
         self.fingerprint = {"config_hash": env["config_hash"], "git_sha": env["git_sha"]}
 
-        total = sum(
-            len(backend.precisions) * (len(self._cells(entry, backend)) if self.timing else 1)
+        work = {
+            entry.name: [
+                (backend, runner_class, precision)
+                for backend, runner_class in backends
+                if backend.model in (None, entry.name)
+                for precision in backend.precisions
+            ]
             for entry in self.config.models
-            for backend, _ in backends
-            if backend.model in (None, entry.name)
+        }
+        total = sum(
+            len(self._cells(entry, backend, precision)) if self.timing else 1
+            for entry in self.config.models
+            for backend, _, precision in work[entry.name]
         )
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -236,12 +264,17 @@ class BenchmarkRun:
         ):
             self.task = self.progress.add_task("starting", total=total)
             for entry in self.config.models:
+                remaining = [
+                    (backend, runner_class, precision)
+                    for backend, runner_class, precision in work[entry.name]
+                    if self._cells(entry, backend, precision)
+                    or not self.done.checked(entry, backend, precision)
+                ]
+                if not remaining:
+                    continue  # finished before a resume: not even built
                 state = self._prepare_model(entry)
-                for backend, runner_class in backends:
-                    if backend.model not in (None, entry.name):
-                        continue
-                    for precision in backend.precisions:
-                        self._run_backend(state, backend, runner_class, precision)
+                for backend, runner_class, precision in remaining:
+                    self._run_backend(state, backend, runner_class, precision)
         return self.summary
 
     def _status(self, text: str) -> None:
@@ -265,8 +298,9 @@ class BenchmarkRun:
             self._status(f"{entry.name}: PyTorch fp32 baseline")
             with TorchRunner(state.model, TorchConfig(), "fp32") as runner:
                 state.baseline = self._evaluate(state.model, lambda size: runner, state.baseline_outputs)
-            for verdict in compare_metrics(state.baseline.metrics, state.baseline.metrics, 0.0):
-                self._write_numerics(state, TorchConfig(), "fp32", verdict.to_dict(), role="baseline")
+            if entry.name not in self.done.baselines:
+                for verdict in compare_metrics(state.baseline.metrics, state.baseline.metrics, 0.0):
+                    self._write_numerics(state, TorchConfig(), "fp32", verdict.to_dict(), role="baseline")
         return state
 
     def _export(
@@ -322,7 +356,7 @@ class BenchmarkRun:
     ) -> None:
         """Time every cell of one backend x precision, then check its numerics with the same runners."""
 
-        cells = self._cells(state.entry, backend)
+        cells = self._cells(state.entry, backend, precision)
 
         # Engines derive their optimization profile from the shapes they will see: the cells, and the
         # numerics batches (the full batch and a remainder of 1) at the evaluation size.
@@ -376,14 +410,16 @@ class BenchmarkRun:
                     **self._measure(state, runner, error, batch, height, width),
                     **info,
                     "env": self.fingerprint,
-                    "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "timestamp": _now(),
                 }
                 if record["status"] == "ok":
                     record.update(self._stats(state, height, width))
                 self.results.write(record)
                 self.summary.results.append(record)
                 self.progress.advance(self.task)
-            if state.baseline is not None:
+            if self.done.checked(state.entry, backend, precision):
+                pass  # checked before a resume
+            elif state.baseline is not None:
                 self._check(state, backend, precision, pool)
             elif not self.timing:  # the model itself failed: say so, since there are no cells to
                 verdict = {"metric": "model", "value": None, "baseline": None, "delta": None,
@@ -589,6 +625,68 @@ class BenchmarkRun:
         self.summary.numerics.append(row)
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _backend_key(name: str, options: dict[str, Any], device: str) -> tuple[str, str, str]:
+    return name, json.dumps(options, sort_keys=True), device
+
+
+@dataclass
+class FinishedWork:
+    """What an interrupted run already wrote: its cells, its numerics checks, its baselines.
+
+    Every record is on disk (flushed and fsync'd) the moment it exists, so after a crash or a kill -9
+    the files hold every finished cell; a record torn by the kill is cut off before appending.
+    """
+
+    cells: set[tuple] = field(default_factory=set)
+    checks: set[tuple] = field(default_factory=set)
+    baselines: set[str] = field(default_factory=set)
+    env: dict[str, Any] | None = None
+
+    @classmethod
+    def load(cls, out_dir: Path, current_hash: str) -> FinishedWork:
+        env_path = out_dir / ENV_FILE
+        try:
+            env = json.loads(env_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise ConfigError(f"cannot resume: {env_path} is missing or unreadable") from None
+        if env.get("config_hash") != current_hash:
+            raise ConfigError(
+                f"cannot resume {out_dir}: the config changed since that run (config hash "
+                f"{env.get('config_hash')} there, {current_hash} now); use another --out"
+            )
+        done = cls(env=env)
+        for path in (out_dir / RESULTS_FILE, out_dir / NUMERICS_FILE):
+            if path.exists():
+                truncate_torn_tail(path)
+        if (out_dir / RESULTS_FILE).exists():
+            for row in read_jsonl(out_dir / RESULTS_FILE):
+                key = _backend_key(row["backend"], row["backend_options"], row["device"])
+                cell = (row["height"], row["width"], row["batch_size"])
+                done.cells.add((row["model"], key, row["precision"], cell))
+        if (out_dir / NUMERICS_FILE).exists():
+            for row in read_jsonl(out_dir / NUMERICS_FILE):
+                if row["role"] == "baseline":
+                    done.baselines.add(row["model"])
+                    continue
+                # The tensor-level row is a check's last verdict; a failed check writes error rows.
+                if row.get("level") == "tensor" or row.get("error") is not None:
+                    key = _backend_key(row["backend"], row["backend_options"], row["device"])
+                    done.checks.add((row["model"], key, row["precision"]))
+        return done
+
+    def has_cell(self, entry: ModelEntry, backend: BackendConfig, precision: str, cell: tuple) -> bool:
+        key = _backend_key(backend.name, backend.variant(), backend.device)
+        return (entry.name, key, precision, tuple(cell)) in self.cells
+
+    def checked(self, entry: ModelEntry, backend: BackendConfig, precision: str) -> bool:
+        key = _backend_key(backend.name, backend.variant(), backend.device)
+        return (entry.name, key, precision) in self.checks
+
+
 class RunnerPool:
     """The active runners of one model x backend x precision, opened on first use and closed together.
 
@@ -634,12 +732,17 @@ def _once(cache: dict, key: Any, compute: Callable[[], Any]) -> Any:
 
 
 def run_benchmark(
-    config: BenchmarkConfig, out_dir: Path, console: Console | None = None, timing: bool = True
+    config: BenchmarkConfig,
+    out_dir: Path,
+    console: Console | None = None,
+    timing: bool = True,
+    resume: bool = False,
 ) -> RunSummary:
     """Run the whole grid (or, without ``timing``, the numerics check alone), print the tables, and
-    return the summary."""
+    return the summary. With ``resume``, finish the run in ``out_dir``: cells and checks already
+    written are skipped."""
     console = console or Console()
-    summary = BenchmarkRun(config, out_dir, console, timing).run()
+    summary = BenchmarkRun(config, out_dir, console, timing, resume).run()
     if timing:
         console.print(results_table(summary.results))
     if summary.numerics:
