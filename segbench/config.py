@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segbench.bench.backends import RUNNERS, BackendConfig
+from segbench.bench.harness import TimingPlan
 from segbench.bench.sweep import SweepConfig
 from segbench.errors import ConfigError, SegbenchError
 from segbench.metrics.tensors import TENSOR_TOLERANCES, TensorTolerance
@@ -31,8 +32,16 @@ class _Strict(BaseModel):
 
 
 class TimingConfig(_Strict):
+    """Warm-up and measurement per cell: both the count and the time must be reached."""
+
     warmup: int = Field(default=3, ge=0)
     iterations: int = Field(default=10, ge=1)
+    warmup_s: float = Field(default=0.0, ge=0)  # keep warming up at least this long
+    min_duration_s: float = Field(default=0.0, ge=0)  # keep measuring at least this long
+    max_iterations: int = Field(default=100_000, ge=1)  # cap for min_duration_s on fast cells
+
+    def plan(self) -> TimingPlan:
+        return TimingPlan(**self.model_dump())
 
 
 class ModelEntry(_Strict):

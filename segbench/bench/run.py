@@ -462,7 +462,7 @@ class BenchmarkRun:
             images = self.images.get(batch, h, w)
             runner.reset_peak_device_memory()
             with PeakHostMemory() as memory:
-                measured = measure_cell(model, runner, images, timing.warmup, timing.iterations)
+                measured = measure_cell(model, runner, images, timing.plan())
         except Exception as exc:
             return {**failed, "error": describe_error(exc)}
         return {
@@ -474,8 +474,9 @@ class BenchmarkRun:
             "peak_device_mb": runner.peak_device_memory_mb(),
             "stages_ms": measured.stages_ms,
             "compute_ms": measured.compute_ms,
-            "warmup": timing.warmup,
+            "warmup": measured.warmup,
             "iterations": measured.iterations,
+            "first_iteration_ms": measured.first_iteration_ms,
             "samples_ms": measured.samples_ms,
             "backend_info": runner.describe(),
         }

@@ -4,7 +4,7 @@ The engine is built once per graph, precision, optimization profile, GPU and Ten
 on disk (``segbench.export.tensorrt``); the profile spans the sweep's input shapes, with the heaviest cell
 as the shape TensorRT tunes for. ``infer`` copies the host arrays to the GPU, runs the engine on a
 dedicated CUDA stream and copies the outputs back, so its time is what trtexec calls host latency; the
-GPU compute time alone comes from CUDA events around the engine (``last_compute_ms``).
+GPU compute time alone comes from CUDA events around the engine (``last_stages_ms["compute"]``).
 
 Precision: TensorRT 10 gets the fp32 graph and lowers it with builder flags; TensorRT 11 has no such
 flags, so the harness hands it a graph exported at the target precision (see ``onnx_precision``).
@@ -96,7 +96,7 @@ class TensorRTRunner(Runner):
         self._trt_version = str(trt.__version__)
         self._profile: dict[str, Any] | None = None
         self._build_s: float | None = None
-        self.last_compute_ms: float | None = None
+        self.last_stages_ms: dict[str, float] | None = None
         start = time.perf_counter()
         if path.suffix == ENGINE_SUFFIX:
             # A pre-built engine: TensorRT refuses it unless this GPU model and TensorRT version built it.
@@ -140,7 +140,8 @@ class TensorRTRunner(Runner):
                 raise BackendError(str(exc)) from exc
             # .cpu() waits for the stream, so the end event below has completed.
             result = {name: _to_host(tensor) for name, tensor in outputs.items()}
-        self.last_compute_ms = self._engine.last_compute_ms
+        compute = self._engine.last_compute_ms
+        self.last_stages_ms = None if compute is None else {"compute": compute}
         return result
 
     def deactivate(self) -> None:

@@ -46,33 +46,40 @@ class TorchRunner(Runner):
         self._memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
         self._module = self._module.to(memory_format=self._memory_format).eval()
         self._autocast_dtype = AUTOCAST_DTYPES.get(self.precision)
-        self.last_compute_ms: float | None = None
+        self.last_stages_ms: dict[str, float] | None = None
         if self.device.type == "cuda":
-            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            # Event pairs around the copy in, the forward and the copy out, on the current stream.
+            self._events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
             self._saved_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.config.tf32
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = torch.from_numpy(feeds[self.model.input_names[0]])
-        if self.device.type == "cuda":
+        cuda = self.device.type == "cuda"
+        if cuda:
+            before_copy, before_forward, after_forward, after_copy = self._events
+            before_copy.record()
             inputs = inputs.to(self.device, non_blocking=False)
         inputs = inputs.contiguous(memory_format=self._memory_format)
         with torch.inference_mode(), self._autocast():
-            if self.device.type == "cuda":
-                start, end = self._events
-                start.record()
-                raw = self._module(inputs)
-                end.record()
-            else:
-                raw = self._module(inputs)
+            if cuda:
+                before_forward.record()
+            raw = self._module(inputs)
+            if cuda:
+                after_forward.record()
         outputs = raw if isinstance(raw, tuple) else (raw,)
         result = {
             name: out.float().cpu().numpy()
             for name, out in zip(self.model.output_names, outputs, strict=True)
         }
-        if self.device.type == "cuda":
-            # .cpu() above synchronised the stream, so the end event has completed.
-            self.last_compute_ms = start.elapsed_time(end)
+        if cuda:
+            after_copy.record()
+            after_copy.synchronize()
+            self.last_stages_ms = {
+                "h2d": before_copy.elapsed_time(before_forward),
+                "compute": before_forward.elapsed_time(after_forward),
+                "d2h": after_forward.elapsed_time(after_copy),
+            }
         return result
 
     def _autocast(self) -> Any:
