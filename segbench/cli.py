@@ -7,7 +7,9 @@ and exits with code 2; ``run`` exits 1 when a cell or a numerics check failed, 0
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -122,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--pred-dir", type=Path, help="panoptic: the prediction PNG folder")
     evaluate.add_argument("--num-classes", type=_positive, help="semantic: class count (default: inferred)")
     evaluate.add_argument("--ignore-index", type=int, default=255, help="semantic: void label (default 255)")
+
+    env = commands.add_parser("env", help="this machine and its software, as every run records them")
+    env.add_argument("--json", action="store_true", help="print env.json's content instead of a table")
 
     models = commands.add_parser("models", help="list the registered models")
     models.add_argument("--size", type=_size, default=(512, 512), help="input size for GFLOPs (HxW)")
@@ -244,6 +249,24 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
         ignore_index=args.ignore_index,
     )
     print(json.dumps(result, indent=2, allow_nan=False))
+    return 0
+
+
+def cmd_env(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from segbench.env import collect_env, environment_rows
+
+    env = collect_env()
+    if args.json:
+        print(json.dumps(env, indent=2, default=str))
+        return 0
+    table = Table(title=f"Environment (fingerprint {env['fingerprint']})", title_justify="left")
+    table.add_column("what")
+    table.add_column("value")
+    for key, value in environment_rows(env):
+        table.add_row(escape(key), escape(value))
+    console.print(table)
     return 0
 
 
@@ -458,6 +481,7 @@ COMMANDS = {
     "run": cmd_run,
     "check": cmd_check,
     "eval": cmd_eval,
+    "env": cmd_env,
     "models": cmd_models,
     "data": cmd_data,
     "trtcheck": cmd_trtcheck,
@@ -465,10 +489,25 @@ COMMANDS = {
 }
 
 
+PLUGINS_ENV = "SEGBENCH_PLUGINS"
+
+
+def load_plugins() -> None:
+    """Import the modules named in ``$SEGBENCH_PLUGINS`` (comma-separated): they register extra models or
+    backends (one ``MODELS`` / ``RUNNERS`` entry each) without editing segbench, in every process a run
+    starts, per-cell child processes included."""
+    for name in _names(os.environ.get(PLUGINS_ENV, "")):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ConfigError(f"${PLUGINS_ENV}: cannot import {name}: {type(exc).__name__}: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     try:
+        load_plugins()
         return COMMANDS[args.command](args, console)
     except SegbenchError as exc:
         print(f"segbench: error: {exc}", file=sys.stderr)

@@ -166,6 +166,14 @@ class NumericsConfig(_Strict):
         return dict.fromkeys(defaults, float(spec))
 
 
+class IsolationConfig(_Strict):
+    """Run each timing cell in its own process: a crash (segfault, abort, CUDA error that poisons the
+    context) or a hang fails that cell only. Costs a process start and a model load per cell."""
+
+    subprocess: bool = False
+    timeout_s: float = Field(default=600, gt=0)
+
+
 class BenchmarkConfig(_Strict):
     name: str = "benchmark"
     seed: int = 0
@@ -174,6 +182,7 @@ class BenchmarkConfig(_Strict):
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     timing: TimingConfig = Field(default_factory=TimingConfig)
     numerics: NumericsConfig = Field(default_factory=NumericsConfig)
+    isolation: IsolationConfig = Field(default_factory=IsolationConfig)
 
     @model_validator(mode="after")
     def _backend_artifacts(self) -> BenchmarkConfig:

@@ -106,3 +106,13 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("segbench: error:")
+
+
+def test_env_command_prints_the_fingerprint(capsys):
+    import json
+
+    assert main(["env", "--json"]) == 0
+    env = json.loads(capsys.readouterr().out)
+    assert len(env["fingerprint"]) == 12 and env["cpu_cores_logical"] >= 1 and "torch" in env["packages"]
+    assert main(["env"]) == 0
+    assert env["fingerprint"] in capsys.readouterr().out

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from segbench.bench.backends import RUNNERS, BackendConfig, Runner
 from segbench.bench.backends.torch_backend import TorchConfig, TorchRunner
 from segbench.bench.harness import measure_cell
-from segbench.bench.memory import PeakHostMemory
+from segbench.bench.memory import PeakDeviceMemory, PeakHostMemory
 from segbench.config import BenchmarkConfig, FolderDatasetConfig, ModelEntry
 from segbench.data.readers import SemanticFolder
 from segbench.data.shapes import IGNORE_INDEX, ShapesDataset, scene_images
@@ -233,7 +238,12 @@ class BenchmarkRun:
         if self.done.env is not None:  # resuming: the first session's environment stays, resumes listed
             env = {**self.done.env, "resumed": [*self.done.env.get("resumed", []), _now()]}
         write_json(self.out_dir / ENV_FILE, env)
-        self.fingerprint = {"config_hash": env["config_hash"], "git_sha": env["git_sha"]}
+        # Every row carries it: comparisons across machines or versions can tell and say so.
+        self.fingerprint = {
+            "fingerprint": env.get("fingerprint"),
+            "config_hash": env["config_hash"],
+            "git_sha": env["git_sha"],
+        }
 
         work = {
             entry.name: [
@@ -392,6 +402,10 @@ class BenchmarkRun:
         try:
             for height, width, batch in cells:
                 self._status(f"{where} · {height}x{width} b{batch}")
+                if self.config.isolation.subprocess:
+                    record = self._isolated_cell(state, backend, precision, (height, width, batch))
+                    self._record_cell(record)
+                    continue
                 runner, error, info = None, state.error, {"cold_start": None, "artifact": None}
                 if error is None:
                     try:
@@ -414,9 +428,7 @@ class BenchmarkRun:
                 }
                 if record["status"] == "ok":
                     record.update(self._stats(state, height, width))
-                self.results.write(record)
-                self.summary.results.append(record)
-                self.progress.advance(self.task)
+                self._record_cell(record)
             if self.done.checked(state.entry, backend, precision):
                 pass  # checked before a resume
             elif state.baseline is not None:
@@ -429,6 +441,89 @@ class BenchmarkRun:
                 self.progress.advance(self.task)
         finally:
             pool.close()
+
+    @staticmethod
+    def _nvml_index(runner: Runner) -> int | None:
+        """NVML's index of the GPU a CUDA runner uses (NVML counts in PCI order, ignoring
+        CUDA_VISIBLE_DEVICES), or None for host backends: no NVML sampling thread on CPU cells."""
+        if runner.config.device != "cuda":
+            return None
+        visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        return int(visible[0]) if visible and visible[0].strip().isdigit() else 0
+
+    def _record_cell(self, record: dict[str, Any]) -> None:
+        self.results.write(record)
+        self.summary.results.append(record)
+        self.progress.advance(self.task)
+        latency = record.get("latency_ms") or {}
+        where = f"{record['model']} {record['backend']}/{record['device']}/{record['precision']}"
+        cell = f"{record['height']}x{record['width']} b{record['batch_size']}"
+        outcome = (
+            f"p50 {latency['p50']:.2f} ms, {record['throughput_ips']:.1f} img/s"
+            if record["status"] == "ok"
+            else f"[red]{record['status']}[/] {escape(record.get('error') or '')}"
+        )
+        self.progress.console.print(f"  {escape(where)} {cell}: {outcome}")
+
+    def _isolated_cell(
+        self, state: ModelState, backend: BackendConfig, precision: str, cell: tuple[int, int, int]
+    ) -> dict[str, Any]:
+        """One timing cell in a child ``segbench run`` restricted to it (numerics off): the child's
+        crash or hang is this cell's failure, recorded here, and the run goes on."""
+        height, width, batch = cell
+        data = self.config.model_dump(mode="json", exclude={"isolation"})
+        entry = state.entry.model_dump(mode="json")
+        entry["sweep"] = None
+        one_backend = {**backend.model_dump(mode="json"), "precisions": [precision], "model": None}
+        one_backend["sweep"] = {"input_sizes": [[height, width]], "batch_sizes": [batch]}
+        one_backend.pop("supported_precisions", None)
+        data.update(models=[entry], backends=[one_backend], numerics={**data["numerics"], "enabled": False})
+        base = {
+            **state.record,
+            "backend": backend.name,
+            "backend_options": backend.variant(),
+            "device": backend.device,
+            "precision": precision,
+            "batch_size": batch,
+            "height": height,
+            "width": width,
+            "env": self.fingerprint,
+            "timestamp": _now(),
+        }
+        failed = {"status": "failed", "latency_ms": None, "throughput_ips": None, "peak_host_mb": None,
+                  "peak_device_mb": None, "cold_start": None, "artifact": None}  # fmt: skip
+        timeout = self.config.isolation.timeout_s
+        with tempfile.TemporaryDirectory(prefix="segbench-cell-") as tmp:
+            config_path = Path(tmp) / "cell.yaml"
+            config_path.write_text(yaml.safe_dump(data), encoding="utf-8")
+            argv = [
+                sys.executable,
+                "-m",
+                "segbench",
+                "run",
+                str(config_path),
+                "--out",
+                str(Path(tmp) / "out"),
+            ]
+            try:
+                child = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+            except subprocess.TimeoutExpired:
+                return {**base, **failed, "status": "timeout", "error": f"cell timed out after {timeout:g} s"}
+            rows = (
+                read_jsonl(Path(tmp) / "out" / RESULTS_FILE)
+                if (Path(tmp) / "out" / RESULTS_FILE).exists()
+                else []
+            )
+        if rows:
+            return {**rows[0], "env": self.fingerprint, "isolated": True}
+        lines = [line for line in child.stderr.strip().splitlines() if line.strip()]
+        why = lines[-1] if lines else "no output"
+        return {
+            **base,
+            **failed,
+            "status": "crashed",
+            "error": f"cell process exited with code {child.returncode}: {why}",
+        }
 
     def _stats(self, state: ModelState, height: int, width: int) -> dict[str, Any]:
         """Parameters and GFLOPs at one input size, counted once per model and size."""
@@ -461,7 +556,7 @@ class BenchmarkRun:
         try:
             images = self.images.get(batch, h, w)
             runner.reset_peak_device_memory()
-            with PeakHostMemory() as memory:
+            with PeakHostMemory() as memory, PeakDeviceMemory(self._nvml_index(runner)) as device:
                 measured = measure_cell(model, runner, images, timing.plan())
         except Exception as exc:
             return {**failed, "error": describe_error(exc)}
@@ -471,7 +566,11 @@ class BenchmarkRun:
             "latency_ms": measured.latency_ms,
             "throughput_ips": measured.throughput_ips,
             "peak_host_mb": memory.peak_mb,
+            # The framework's own peak (torch allocator, + TensorRT's activation memory), and the process's
+            # and the whole device's as NVML sees them (sampled), the same way for every backend.
             "peak_device_mb": runner.peak_device_memory_mb(),
+            "peak_device_nvml_process_mb": device.process_peak_mb,
+            "peak_device_nvml_device_mb": device.device_peak_mb,
             "stages_ms": measured.stages_ms,
             "compute_ms": measured.compute_ms,
             "warmup": measured.warmup,

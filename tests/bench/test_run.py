@@ -48,6 +48,10 @@ def test_run_writes_every_cell_and_numerics(tmp_path):
         assert record["throughput_ips"] > 0
         assert record["peak_host_mb"] > 0
         assert record["peak_device_mb"] is None
+        assert record["peak_device_nvml_process_mb"] is None and record["peak_device_nvml_device_mb"] is None
+        assert len(record["env"]["fingerprint"]) == 12 and record["env"]["config_hash"]
+        # fcn8s warms up 0 times (its own timing): no first iteration to report then.
+        assert (record["first_iteration_ms"] is None) == (record["warmup"] == 0)
         # fcn8s carries its own timing; unet uses the top-level one.
         assert len(record["samples_ms"]) == (3 if record["model"] == "fcn8s" else 2)
         assert record["params"] > 0 and record["gflops"] > 0
