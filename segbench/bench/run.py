@@ -26,7 +26,14 @@ import numpy as np
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from segbench.bench.backends import RUNNERS, BackendConfig, Runner
 from segbench.bench.backends.torch_backend import TorchConfig, TorchRunner
@@ -264,6 +271,8 @@ class BenchmarkRun:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
             console=self.console,
             transient=True,
         )

@@ -65,3 +65,18 @@ def test_runner_runs_an_fp16_graph_and_records_its_provider(tmp_path):
         info = runner.describe()
     assert outputs["logits"].shape == (2, 3, 32, 48) and outputs["logits"].dtype == np.float32
     assert info["provider"] == CPU_PROVIDER and "provider_options" not in info
+
+
+def test_io_binding_gives_the_same_outputs_and_times_each_copy(tmp_path):
+    model = build_model("unet", options={"base_channels": 4, "num_classes": 3})
+    graph = cached_export(model, "unet", ExportRequest(), tmp_path)
+    feeds = {"images": np.random.default_rng(0).normal(size=(2, 3, 32, 48)).astype(np.float32)}
+    with OnnxRuntimeRunner(model, OnnxRuntimeConfig(), "fp32", graph.path) as plain:
+        expected = plain.infer(feeds)["logits"]
+        assert plain.describe()["io_binding"] is False and plain.last_stages_ms is None
+    with OnnxRuntimeRunner(model, OnnxRuntimeConfig(io_binding=True), "fp32", graph.path) as bound:
+        actual = bound.infer(feeds)["logits"]
+        stages = bound.last_stages_ms
+    np.testing.assert_array_equal(actual, expected)
+    assert set(stages) == {"h2d", "compute", "d2h"} and all(v >= 0 for v in stages.values())
+    assert stages["compute"] > 0

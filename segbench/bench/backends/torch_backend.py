@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import model_validator
 
 from segbench.bench.backends.base import BackendConfig, Runner
 
@@ -23,6 +24,18 @@ class TorchConfig(BackendConfig):
     # TF32 tensor-core math for fp32 convolutions and matmuls on CUDA. Off by default: fp32 results then
     # are fp32 and pass the fp32 numerics check; with TF32 they differ by ~1e-3 relative.
     tf32: bool = False
+    # CUDA: stage inputs in page-locked host memory and copy them asynchronously (None: on for cuda).
+    pinned_memory: bool | None = None
+    # CUDA: capture the forward as a CUDA graph per input shape and replay it (static shapes only).
+    cuda_graph: bool = False
+    # torch.compile mode; None runs eager.
+    compile: Literal["default", "reduce-overhead", "max-autotune"] | None = None
+
+    @model_validator(mode="after")
+    def _cuda_only_options(self) -> TorchConfig:
+        if self.device != "cuda" and (self.cuda_graph or self.pinned_memory):
+            raise ValueError("cuda_graph and pinned_memory need device: cuda")
+        return self
 
 
 class TorchRunner(Runner):
@@ -45,6 +58,13 @@ class TorchRunner(Runner):
         self._module = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).to(self.device)
         self._memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
         self._module = self._module.to(memory_format=self._memory_format).eval()
+        if self.config.compile is not None:
+            self._module = torch.compile(self._module, mode=self.config.compile)
+        self._pinned = (
+            self.config.pinned_memory if self.config.pinned_memory is not None else self.device.type == "cuda"
+        )
+        self._pinned_buffers: dict[tuple[int, ...], torch.Tensor] = {}
+        self._graphs: dict[tuple[int, ...], tuple[Any, torch.Tensor, Any]] = {}
         self._autocast_dtype = AUTOCAST_DTYPES.get(self.precision)
         self.last_stages_ms: dict[str, float] | None = None
         if self.device.type == "cuda":
@@ -58,13 +78,20 @@ class TorchRunner(Runner):
         cuda = self.device.type == "cuda"
         if cuda:
             before_copy, before_forward, after_forward, after_copy = self._events
+            if self._pinned:
+                staging = self._pinned_buffers.get(tuple(inputs.shape))
+                if staging is None:
+                    staging = self._pinned_buffers[tuple(inputs.shape)] = torch.empty_like(
+                        inputs
+                    ).pin_memory()
+                inputs = staging.copy_(inputs)
             before_copy.record()
-            inputs = inputs.to(self.device, non_blocking=False)
+            inputs = inputs.to(self.device, non_blocking=self._pinned)
         inputs = inputs.contiguous(memory_format=self._memory_format)
         with torch.inference_mode(), self._autocast():
             if cuda:
                 before_forward.record()
-            raw = self._module(inputs)
+            raw = self._replay(inputs) if self.config.cuda_graph else self._module(inputs)
             if cuda:
                 after_forward.record()
         outputs = raw if isinstance(raw, tuple) else (raw,)
@@ -82,6 +109,27 @@ class TorchRunner(Runner):
             }
         return result
 
+    def _replay(self, inputs: torch.Tensor) -> Any:
+        """The forward through a CUDA graph captured for this input shape (captured on first use, after
+        warm-up on a side stream as capture requires); inputs are copied into the graph's static buffer."""
+        key = tuple(inputs.shape)
+        if key not in self._graphs:
+            static_input = inputs.clone()
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self._module(static_input)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_output = self._module(static_input)
+            self._graphs[key] = (graph, static_input, static_output)
+        graph, static_input, static_output = self._graphs[key]
+        static_input.copy_(inputs)
+        graph.replay()
+        return static_output
+
     def _autocast(self) -> Any:
         if self._autocast_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
@@ -90,6 +138,8 @@ class TorchRunner(Runner):
     def deactivate(self) -> None:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved_tf32
+            self._graphs.clear()
+            self._pinned_buffers.clear()
             del self._module
             torch.cuda.empty_cache()
         super().deactivate()
@@ -97,7 +147,9 @@ class TorchRunner(Runner):
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"torch": torch.__version__, "channels_last": self.config.channels_last}
         if self.device.type == "cuda":
-            info["tf32"] = self.config.tf32
+            info.update(tf32=self.config.tf32, pinned_memory=self._pinned, cuda_graph=self.config.cuda_graph)
+        if self.config.compile is not None:
+            info["compile"] = self.config.compile
         if self.device.type == "cuda":
             info["device_name"] = torch.cuda.get_device_name(self.device)
         return info
