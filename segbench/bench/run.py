@@ -57,6 +57,7 @@ from segbench.reports.results import JsonlWriter, read_jsonl, truncate_torn_tail
 from segbench.reports.tables import numerics_table, results_table
 
 RESULTS_FILE = "results.jsonl"
+CAPACITY_FILE = "capacity.jsonl"
 NUMERICS_FILE = "numerics.jsonl"
 ENV_FILE = "env.json"
 
@@ -280,6 +281,9 @@ class BenchmarkRun:
             self.progress,
             JsonlWriter(self.out_dir / RESULTS_FILE) if self.timing else nullcontext() as self.results,
             JsonlWriter(self.out_dir / NUMERICS_FILE) as self.numerics,
+            JsonlWriter(self.out_dir / CAPACITY_FILE)
+            if self._searches_batches()
+            else nullcontext() as self.capacity,
         ):
             self.task = self.progress.add_task("starting", total=total)
             for entry in self.config.models:
@@ -438,6 +442,10 @@ class BenchmarkRun:
                 if record["status"] == "ok":
                     record.update(self._stats(state, height, width))
                 self._record_cell(record)
+            sweep = self.config.sweep_for(state.entry, backend)
+            if self.timing and sweep.find_max_batch and state.error is None:
+                for size in sweep.input_sizes:
+                    self._find_max_batch(state, backend, precision, pool, size, sweep)
             if self.done.checked(state.entry, backend, precision):
                 pass  # checked before a resume
             elif state.baseline is not None:
@@ -459,6 +467,76 @@ class BenchmarkRun:
             return None
         visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
         return int(visible[0]) if visible and visible[0].strip().isdigit() else 0
+
+    def _searches_batches(self) -> bool:
+        return self.timing and any(
+            self.config.sweep_for(entry, backend).find_max_batch
+            for entry in self.config.models
+            for backend in self.config.backends
+        )
+
+    def _find_max_batch(
+        self,
+        state: ModelState,
+        backend: BackendConfig,
+        precision: str,
+        pool: RunnerPool,
+        size: tuple[int, int],
+        sweep: Any,
+    ) -> None:
+        """The largest batch one full pipeline run fits at ``size``: double from the sweep's largest
+        batch until a run fails (out of memory or any other error) or the limit, then bisect."""
+        height, width = size
+        self._status(f"{state.entry.name} · {backend.name}/{precision} · {height}x{width} largest batch")
+        try:
+            runner, _ = pool.get(size)
+        except _StageFailed:
+            return  # the cells already recorded why
+
+        def fits(batch: int) -> str | None:
+            try:
+                images = scene_images(batch, height, width, seed=self.config.seed)
+                state.model.postprocess(runner.infer(state.model.preprocess(images)), (height, width))
+            except Exception as exc:
+                return describe_error(exc)
+            return None
+
+        limit = sweep.max_batch_limit
+        good, bad, error = 0, None, None
+        batch = min(max(sweep.batch_sizes), limit)
+        while bad is None:
+            error = fits(batch)
+            if error is None:
+                good = batch
+                if batch >= limit:
+                    break
+                batch = min(batch * 2, limit)
+            else:
+                bad = batch
+        while bad is not None and bad - good > 1:
+            middle = (good + bad) // 2
+            found = fits(middle)
+            if found is None:
+                good = middle
+            else:
+                bad, error = middle, found
+        record = {
+            **state.record,
+            "backend": backend.name,
+            "backend_options": backend.variant(),
+            "device": backend.device,
+            "precision": precision,
+            "height": height,
+            "width": width,
+            "max_batch": good,
+            "limit": limit,
+            "limit_reached": bad is None,
+            "fails_at": bad,
+            "error": error if bad is not None else None,
+            "env": self.fingerprint,
+            "timestamp": _now(),
+        }
+        self.capacity.write(record)
 
     def _record_cell(self, record: dict[str, Any]) -> None:
         self.results.write(record)

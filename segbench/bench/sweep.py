@@ -31,6 +31,10 @@ class SweepConfig(BaseModel):
 
     input_sizes: list[tuple[int, int]] = Field(default_factory=lambda: [(256, 256)], min_length=1)
     batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    # After the cells of each size: search the largest batch that runs (doubling past the largest batch
+    # size, then bisecting), up to max_batch_limit; written to capacity.jsonl.
+    find_max_batch: bool = False
+    max_batch_limit: int = Field(default=64, ge=1)
 
     @field_validator("input_sizes", mode="before")
     @classmethod

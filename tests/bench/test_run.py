@@ -424,3 +424,34 @@ def test_a_failing_fp16_check_says_which_layers_to_keep_in_fp32(tmp_path, monkey
     first = diagnosis["diagnosis"]["first_divergent"]
     assert first["op_type"] == "Conv" and first["nonfinite"] > 0
     assert first["node"] in diagnosis["diagnosis"]["suggest_fp32"]
+
+
+class OutOfMemoryPast5(FailsAtWidth48):
+    """Stands in for a device that runs out of memory past batch 5."""
+
+    def forward(self, images):
+        if images.shape[0] > 5:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.conv(images)
+
+
+def test_largest_batch_search_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.MODELS, "oom5", ModelSpec("oom5", "semantic", OutOfMemoryPast5, "test"))
+    config = {
+        **TINY,
+        "models": [{"name": "oom5"}, {"name": "unet", "options": {"base_channels": 4}}],
+        "backends": [{"name": "torch"}],
+        "sweep": {
+            "input_sizes": ["32x32"],
+            "batch_sizes": [1, 2],
+            "find_max_batch": True,
+            "max_batch_limit": 16,
+        },
+        "numerics": {"enabled": False},
+    }
+    out = tmp_path / "out"
+    assert main(["run", str(write_config(tmp_path, config)), "--out", str(out)]) == 0
+    capacity = {row["model"]: row for row in read_jsonl(out / "capacity.jsonl")}
+    assert capacity["oom5"]["max_batch"] == 5 and capacity["oom5"]["fails_at"] == 6
+    assert "out of memory" in capacity["oom5"]["error"] and not capacity["oom5"]["limit_reached"]
+    assert capacity["unet"]["max_batch"] == 16 and capacity["unet"]["limit_reached"]
