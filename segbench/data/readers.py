@@ -178,7 +178,9 @@ class ShapesSemantic(Sequence[SemanticSample]):
 # COCO JSON
 
 
-def _load_json(path: Path, what: str) -> dict[str, Any]:
+def load_json(path: Path, what: str, expected: type = dict) -> Any:
+    """A JSON file whose top level is ``expected`` (an object, or a list for COCO results); every problem
+    is a one-line DatasetError naming ``what`` and the path."""
     if not path.exists():
         raise DatasetError(f"{what} not found: {path}")
     if not path.is_file():
@@ -190,8 +192,9 @@ def _load_json(path: Path, what: str) -> dict[str, Any]:
         raise DatasetError(f"{path}: invalid JSON: {_one_line(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read {what} {path}: {_one_line(exc)}") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a JSON object at top level, got {type(data).__name__}")
+    if not isinstance(data, expected):
+        kind = "object" if expected is dict else expected.__name__
+        raise DatasetError(f"{path}: expected a JSON {kind} at top level, got {type(data).__name__}")
     return data
 
 
@@ -239,7 +242,7 @@ def load_coco_instances(
 ) -> dict[str, Any]:
     """Read and validate a COCO instances JSON; with ``images_dir``, also check the images exist."""
     path = Path(json_path)
-    data = _load_json(path, "COCO instances file")
+    data = load_json(path, "COCO instances file")
     _validate_coco(path, data)
     _check_category_ids(path, data, data["annotations"])
     if images_dir is not None:
@@ -258,7 +261,7 @@ def load_coco_panoptic(
     next to ``panoptic_val2017/``). Every annotation's PNG must exist there.
     """
     path = Path(json_path)
-    data = _load_json(path, "COCO panoptic file")
+    data = load_json(path, "COCO panoptic file")
     _validate_coco(path, data)
     for position, ann in enumerate(data["annotations"]):
         if "file_name" not in ann or not isinstance(ann.get("segments_info"), list):

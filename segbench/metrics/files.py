@@ -18,7 +18,6 @@ Every problem with the files raises :class:`~segbench.errors.DatasetError`, and 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,11 @@ from segbench.data.readers import (
     _LABEL_MODES,
     _check_category_ids,
     _check_files,
-    _load_json,
     _open_image,
     _require_dir,
     load_coco_instances,
     load_coco_panoptic,
+    load_json,
 )
 from segbench.errors import ConfigError, DatasetError, first_line
 from segbench.metrics.instance import evaluate_instances
@@ -226,24 +225,6 @@ def _evaluate_semantic(gt: Path, pred: Path, num_classes: int | None, ignore_ind
 # Instance
 
 
-def _load_results(path: Path) -> list[Any]:
-    """A COCO results file: a JSON list (``_load_json`` only takes objects)."""
-    if not path.exists():
-        raise DatasetError(f"COCO results file not found: {path}")
-    if not path.is_file():
-        raise DatasetError(f"COCO results file is not a file: {path}")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: invalid JSON: {first_line(exc)}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read COCO results file {path}: {first_line(exc)}") from None
-    if not isinstance(data, list):
-        raise DatasetError(f"{path}: expected a JSON list of COCO results, got {type(data).__name__}")
-    return data
-
-
 def _is_id(value: Any) -> bool:
     return isinstance(value, int | str) and not isinstance(value, bool)
 
@@ -308,7 +289,7 @@ def _instance_iou_types(path: Path, results: list[dict[str, Any]], ground_truth:
 
 def _evaluate_instance(gt: Path, pred: Path) -> dict[str, Any]:
     ground_truth = load_coco_instances(gt)
-    results = _load_results(pred)
+    results = load_json(pred, "COCO results file", expected=list)
     images = {image["id"]: image for image in ground_truth["images"]}
     categories = {category["id"] for category in ground_truth["categories"]}
     for position, result in enumerate(results):
@@ -386,7 +367,7 @@ def _evaluate_panoptic(gt: Path, pred: Path, gt_dir: Path | None, pred_dir: Path
     gt_png_dir = Path(gt_dir) if gt_dir is not None else gt.with_suffix("")
     pred_png_dir = Path(pred_dir) if pred_dir is not None else pred.with_suffix("")
     ground_truth = load_coco_panoptic(gt, gt_png_dir)
-    predictions = _load_json(pred, "COCO panoptic predictions file")
+    predictions = load_json(pred, "COCO panoptic predictions file")
     _check_panoptic_predictions(pred, predictions, ground_truth, pred_png_dir)
     try:
         metrics = pq_from_coco(ground_truth, gt_png_dir, predictions, pred_png_dir)
