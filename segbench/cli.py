@@ -80,6 +80,17 @@ def _option(value: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"cannot read the value of {value!r}") from None
 
 
+def _add_weights_and_options(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """``--weights`` and repeatable ``--option KEY=VALUE``: the model a command builds."""
+    parser.add_argument(
+        "--weights", default="trained", help=f"{when}random | trained | PATH (default: trained)"
+    )
+    parser.add_argument(
+        "--option", dest="options", type=_option, action="append", default=[], metavar="KEY=VALUE",
+        help=f"{when}a constructor option, repeatable (e.g. --option width=0.5)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="segbench", description="Benchmark, export and check segmentation models.")
     parser.add_argument("--version", action="version", version=f"segbench {__version__}")
@@ -108,11 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--device", choices=("cpu", "cuda"), help="without a config: the backend's device")
     check.add_argument("--precision", default="fp32", help="without a config: fp32 | fp16 | bf16")
     check.add_argument("--artifact", type=Path, help="without a config: a pre-exported .onnx / .engine file")
-    check.add_argument("--weights", default="trained", help="without a config: random | trained | PATH")
-    check.add_argument(
-        "--option", dest="options", type=_option, action="append", default=[], metavar="KEY=VALUE",
-        help="without a config: a constructor option, repeatable",
-    )  # fmt: skip
+    _add_weights_and_options(check, "without a config: ")
     check.add_argument("--images", type=_positive, default=16, help="without a config: evaluation scenes")
     check.add_argument("--size", type=_size, default=(256, 256), help="without a config: scene size HxW")
 
@@ -138,11 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="export a model to ONNX (cached, parity-checked), optionally build a TensorRT engine"
     )
     export.add_argument("model", help="a registered model (segbench models)")
-    export.add_argument("--weights", default="trained", help="random | trained | PATH (default: trained)")
-    export.add_argument(
-        "--option", dest="options", type=_option, action="append", default=[], metavar="KEY=VALUE",
-        help="constructor option, repeatable (e.g. --option width=0.5)",
-    )  # fmt: skip
+    _add_weights_and_options(export)
     export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     export.add_argument("--exporter", choices=("dynamo", "torchscript"), help="default: the model's choice")
     export.add_argument(

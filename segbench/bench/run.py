@@ -57,6 +57,15 @@ from segbench.reports.results import JsonlWriter, read_jsonl, truncate_torn_tail
 from segbench.reports.tables import numerics_table, results_table
 
 RESULTS_FILE = "results.jsonl"
+# The measurement fields of a cell that did not run.
+FAILED_MEASUREMENT = {
+    "status": "failed",
+    "error": None,
+    "latency_ms": None,
+    "throughput_ips": None,
+    "peak_host_mb": None,
+    "peak_device_mb": None,
+}
 CAPACITY_FILE = "capacity.jsonl"
 NUMERICS_FILE = "numerics.jsonl"
 ENV_FILE = "env.json"
@@ -426,18 +435,9 @@ class BenchmarkRun:
                     except _StageFailed as exc:
                         error = str(exc)
                 record = {
-                    **state.record,
-                    "backend": backend.name,
-                    "backend_options": backend.variant(),
-                    "device": backend.device,
-                    "precision": precision,
-                    "batch_size": batch,
-                    "height": height,
-                    "width": width,
+                    **self._row(state, backend, precision, batch_size=batch, height=height, width=width),
                     **self._measure(state, runner, error, batch, height, width),
                     **info,
-                    "env": self.fingerprint,
-                    "timestamp": _now(),
                 }
                 if record["status"] == "ok":
                     record.update(self._stats(state, height, width))
@@ -458,6 +458,21 @@ class BenchmarkRun:
                 self.progress.advance(self.task)
         finally:
             pool.close()
+
+    def _row(
+        self, state: ModelState, backend: BackendConfig, precision: str, **fields: Any
+    ) -> dict[str, Any]:
+        """A result row: what ran (model, backend entry, precision), ``fields``, and when and where."""
+        return {
+            **state.record,
+            "backend": backend.name,
+            "backend_options": backend.variant(),
+            "device": backend.device,
+            "precision": precision,
+            **fields,
+            "env": self.fingerprint,
+            "timestamp": _now(),
+        }
 
     @staticmethod
     def _nvml_index(runner: Runner) -> int | None:
@@ -520,22 +535,18 @@ class BenchmarkRun:
                 good = middle
             else:
                 bad, error = middle, found
-        record = {
-            **state.record,
-            "backend": backend.name,
-            "backend_options": backend.variant(),
-            "device": backend.device,
-            "precision": precision,
-            "height": height,
-            "width": width,
-            "max_batch": good,
-            "limit": limit,
-            "limit_reached": bad is None,
-            "fails_at": bad,
-            "error": error if bad is not None else None,
-            "env": self.fingerprint,
-            "timestamp": _now(),
-        }
+        record = self._row(
+            state,
+            backend,
+            precision,
+            height=height,
+            width=width,
+            max_batch=good,
+            limit=limit,
+            limit_reached=bad is None,
+            fails_at=bad,
+            error=error if bad is not None else None,
+        )
         self.capacity.write(record)
 
     def _record_cell(self, record: dict[str, Any]) -> None:
@@ -566,19 +577,11 @@ class BenchmarkRun:
         one_backend.pop("supported_precisions", None)
         data.update(models=[entry], backends=[one_backend], numerics={**data["numerics"], "enabled": False})
         base = {
-            **state.record,
-            "backend": backend.name,
-            "backend_options": backend.variant(),
-            "device": backend.device,
-            "precision": precision,
-            "batch_size": batch,
-            "height": height,
-            "width": width,
-            "env": self.fingerprint,
-            "timestamp": _now(),
+            **self._row(state, backend, precision, batch_size=batch, height=height, width=width),
+            **FAILED_MEASUREMENT,
+            "cold_start": None,
+            "artifact": None,
         }
-        failed = {"status": "failed", "latency_ms": None, "throughput_ips": None, "peak_host_mb": None,
-                  "peak_device_mb": None, "cold_start": None, "artifact": None}  # fmt: skip
         timeout = self.config.isolation.timeout_s
         with tempfile.TemporaryDirectory(prefix="segbench-cell-") as tmp:
             config_path = Path(tmp) / "cell.yaml"
@@ -595,7 +598,7 @@ class BenchmarkRun:
             try:
                 child = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
             except subprocess.TimeoutExpired:
-                return {**base, **failed, "status": "timeout", "error": f"cell timed out after {timeout:g} s"}
+                return {**base, "status": "timeout", "error": f"cell timed out after {timeout:g} s"}
             rows = (
                 read_jsonl(Path(tmp) / "out" / RESULTS_FILE)
                 if (Path(tmp) / "out" / RESULTS_FILE).exists()
@@ -607,7 +610,6 @@ class BenchmarkRun:
         why = lines[-1] if lines else "no output"
         return {
             **base,
-            **failed,
             "status": "crashed",
             "error": f"cell process exited with code {child.returncode}: {why}",
         }
@@ -628,14 +630,7 @@ class BenchmarkRun:
         h: int,
         w: int,
     ) -> dict[str, Any]:
-        failed = {
-            "status": "failed",
-            "error": error,
-            "latency_ms": None,
-            "throughput_ips": None,
-            "peak_host_mb": None,
-            "peak_device_mb": None,
-        }
+        failed = {**FAILED_MEASUREMENT, "error": error}
         model = state.model
         if runner is None or model is None:
             return failed
