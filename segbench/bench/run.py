@@ -9,7 +9,6 @@ each backend x precision is evaluated with the same runner that was just timed.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from segbench.bench.backends import RUNNERS, BackendConfig, Runner
 from segbench.bench.backends.torch_backend import TorchConfig, TorchRunner
 from segbench.bench.harness import measure_cell
 from segbench.bench.memory import PeakDeviceMemory, PeakHostMemory
+from segbench.bench.resume import ENV_FILE, NUMERICS_FILE, RESULTS_FILE, FinishedWork
 from segbench.config import BenchmarkConfig, FolderDatasetConfig, ModelEntry
 from segbench.data.readers import SemanticFolder
 from segbench.data.shapes import IGNORE_INDEX, ShapesDataset, scene_images
@@ -53,10 +53,9 @@ from segbench.metrics.tasks import Evaluation, evaluate_task
 from segbench.metrics.tensors import compare_tensors, tensor_row
 from segbench.models.base import SegmentationModel
 from segbench.models.registry import build_model, get_spec, model_stats
-from segbench.reports.results import JsonlWriter, read_jsonl, truncate_torn_tail, write_json
+from segbench.reports.results import JsonlWriter, read_jsonl, write_json
 from segbench.reports.tables import numerics_table, results_table
 
-RESULTS_FILE = "results.jsonl"
 # The measurement fields of a cell that did not run.
 FAILED_MEASUREMENT = {
     "status": "failed",
@@ -67,8 +66,6 @@ FAILED_MEASUREMENT = {
     "peak_device_mb": None,
 }
 CAPACITY_FILE = "capacity.jsonl"
-NUMERICS_FILE = "numerics.jsonl"
-ENV_FILE = "env.json"
 
 
 def describe_error(exc: BaseException) -> str:
@@ -809,64 +806,6 @@ class BenchmarkRun:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _backend_key(name: str, options: dict[str, Any], device: str) -> tuple[str, str, str]:
-    return name, json.dumps(options, sort_keys=True), device
-
-
-@dataclass
-class FinishedWork:
-    """What an interrupted run already wrote: its cells, its numerics checks, its baselines.
-
-    Every record is on disk (flushed and fsync'd) the moment it exists, so after a crash or a kill -9
-    the files hold every finished cell; a record torn by the kill is cut off before appending.
-    """
-
-    cells: set[tuple] = field(default_factory=set)
-    checks: set[tuple] = field(default_factory=set)
-    baselines: set[str] = field(default_factory=set)
-    env: dict[str, Any] | None = None
-
-    @classmethod
-    def load(cls, out_dir: Path, current_hash: str) -> FinishedWork:
-        env_path = out_dir / ENV_FILE
-        try:
-            env = json.loads(env_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise ConfigError(f"cannot resume: {env_path} is missing or unreadable") from None
-        if env.get("config_hash") != current_hash:
-            raise ConfigError(
-                f"cannot resume {out_dir}: the config changed since that run (config hash "
-                f"{env.get('config_hash')} there, {current_hash} now); use another --out"
-            )
-        done = cls(env=env)
-        for path in (out_dir / RESULTS_FILE, out_dir / NUMERICS_FILE):
-            if path.exists():
-                truncate_torn_tail(path)
-        if (out_dir / RESULTS_FILE).exists():
-            for row in read_jsonl(out_dir / RESULTS_FILE):
-                key = _backend_key(row["backend"], row["backend_options"], row["device"])
-                cell = (row["height"], row["width"], row["batch_size"])
-                done.cells.add((row["model"], key, row["precision"], cell))
-        if (out_dir / NUMERICS_FILE).exists():
-            for row in read_jsonl(out_dir / NUMERICS_FILE):
-                if row["role"] == "baseline":
-                    done.baselines.add(row["model"])
-                    continue
-                # The tensor-level row is a check's last verdict; a failed check writes error rows.
-                if row.get("level") == "tensor" or row.get("error") is not None:
-                    key = _backend_key(row["backend"], row["backend_options"], row["device"])
-                    done.checks.add((row["model"], key, row["precision"]))
-        return done
-
-    def has_cell(self, entry: ModelEntry, backend: BackendConfig, precision: str, cell: tuple) -> bool:
-        key = _backend_key(backend.name, backend.variant(), backend.device)
-        return (entry.name, key, precision, tuple(cell)) in self.cells
-
-    def checked(self, entry: ModelEntry, backend: BackendConfig, precision: str) -> bool:
-        key = _backend_key(backend.name, backend.variant(), backend.device)
-        return (entry.name, key, precision) in self.checks
 
 
 class RunnerPool:
