@@ -33,6 +33,14 @@ def write_config(tmp_path, config):
     return path
 
 
+def run_config(tmp_path, config):
+    """``segbench run`` on ``config`` into ``tmp_path/out``: the exit code and both result files."""
+    out = tmp_path / "out"
+    code = main(["run", str(write_config(tmp_path, config)), "--out", str(out)])
+    numerics = read_jsonl(out / NUMERICS_FILE) if (out / NUMERICS_FILE).exists() else []
+    return code, read_jsonl(out / RESULTS_FILE), numerics
+
+
 def test_run_writes_every_cell_and_numerics(tmp_path):
     out = tmp_path / "out"
     code = main(["run", str(write_config(tmp_path, TINY)), "--out", str(out)])
@@ -133,9 +141,7 @@ def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
         "backends": [{"name": "torch"}],
         "sweep": {"input_sizes": ["32x32", "32x48", "32x64"], "batch_sizes": [1]},
     }
-    out = tmp_path / "out"
-    code = main(["run", str(write_config(tmp_path, config)), "--out", str(out)])
-    results = read_jsonl(out / RESULTS_FILE)
+    code, results, _ = run_config(tmp_path, config)
     assert code == 1
     statuses = [(r["model"], r["width"], r["status"]) for r in results]
     assert statuses == [
@@ -164,10 +170,7 @@ def test_a_failed_export_fails_only_that_backend(tmp_path, monkeypatch):
         "models": [{"name": "noexport"}],
         "sweep": {"input_sizes": ["32x32"], "batch_sizes": [1, 2]},
     }
-    out = tmp_path / "out"
-    code = main(["run", str(write_config(tmp_path, config)), "--out", str(out)])
-    results = read_jsonl(out / RESULTS_FILE)
-    numerics = read_jsonl(out / NUMERICS_FILE)
+    code, results, numerics = run_config(tmp_path, config)
     assert code == 1
     assert [(r["backend"], r["status"]) for r in results] == [
         ("torch", "ok"),
@@ -198,12 +201,10 @@ def test_gpu_entries_are_skipped_without_a_gpu(tmp_path):
         "models": [TINY["models"][0]],
         "backends": [{"name": "torch"}, {"name": "torch", "device": "cuda", "precisions": ["fp16"]}],
     }
-    out = tmp_path / "out"
-    code = main(["run", str(write_config(tmp_path, config)), "--out", str(out)])
-    results = read_jsonl(out / RESULTS_FILE)
+    code, results, _ = run_config(tmp_path, config)
     assert code == 0
     assert {r["device"] for r in results} == {"cpu"}
-    env = json.loads((out / "env.json").read_text())
+    env = json.loads((tmp_path / "out" / "env.json").read_text())
     assert env["skipped_backends"] == [
         {"backend": "torch", "device": "cuda", "reason": "no CUDA device visible to torch"}
     ]
@@ -264,10 +265,7 @@ def test_per_size_model_runs_one_graph_per_input_size(tmp_path, monkeypatch, exp
             "dataset": {"kind": "shapes", "num_images": 2, "height": 96, "width": 96},
         },
     }
-    out = tmp_path / "out"
-    code = main(["run", str(write_config(tmp_path, config)), "--out", str(out)])
-    results = read_jsonl(out / RESULTS_FILE)
-    numerics = read_jsonl(out / NUMERICS_FILE)
+    code, results, numerics = run_config(tmp_path, config)
     assert code == 0, [r["error"] for r in results if r["status"] != "ok"]
     ort = [r for r in results if r["backend"] == "onnxruntime"]
     # One graph per input size, shared by both batch sizes, each checked at batch 1 and 3.
@@ -315,10 +313,7 @@ def test_mask_rcnn_runs_on_both_backends_with_instance_numerics(tmp_path):
             "dataset": {"kind": "shapes", "num_images": 2, "height": 96, "width": 96},
         },
     }
-    out = tmp_path / "out"
-    code = main(["run", str(write_config(tmp_path, config)), "--out", str(out)])
-    results = read_jsonl(out / RESULTS_FILE)
-    numerics = read_jsonl(out / NUMERICS_FILE)
+    code, results, numerics = run_config(tmp_path, config)
     assert code == 0, [r["error"] for r in results if r["status"] != "ok"]
     assert [(r["backend"], r["batch_size"]) for r in results] == [
         ("torch", 1),
@@ -354,9 +349,7 @@ def test_pre_exported_artifact_and_fp16_graphs_are_benchmarked_and_checked(tmp_p
         ],
         "sweep": {"input_sizes": ["32x32"], "batch_sizes": [1]},
     }
-    out = tmp_path / "out"
-    code = main(["run", str(write_config(tmp_path, config)), "--out", str(out)])
-    results, numerics = read_jsonl(out / RESULTS_FILE), read_jsonl(out / NUMERICS_FILE)
+    code, results, numerics = run_config(tmp_path, config)
     assert code == 0, [r["error"] for r in results if r["status"] != "ok"]
     fp16, mine = results
     assert fp16["precision"] == "fp16" and fp16["artifact"]["precision"] == "fp16"
