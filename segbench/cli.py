@@ -67,6 +67,25 @@ def _positive(value: str) -> int:
     return number
 
 
+def _threshold(value: str) -> float:
+    from segbench.reports.compare import parse_threshold
+
+    try:
+        return parse_threshold(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _probability(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {value!r}")
+    return number
+
+
 def _option(value: str) -> tuple[str, object]:
     """``KEY=VALUE`` with the value read as YAML (``width=0.5``, ``backbone=vgg16``, ``bilinear=true``)."""
     import yaml
@@ -106,6 +125,32 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="finish the run in --out: skip the cells and checks it already has",
     )
+    run.add_argument(
+        "--no-report", action="store_true",
+        help="skip writing the report files (CSV, Parquet, Markdown, HTML, plots) at the end",
+    )  # fmt: skip
+
+    report = commands.add_parser(
+        "report", help="re-render a run's report (CSV, Parquet, Markdown, HTML, plots) from its results"
+    )
+    report.add_argument("run_dir", type=Path, help="a run directory (holding results.jsonl)")
+    report.add_argument("--out", type=Path, help="where to write (default: the run directory)")
+
+    compare = commands.add_parser(
+        "compare", help="compare two runs cell by cell; exit 1 on a performance or accuracy regression"
+    )
+    compare.add_argument("baseline", type=Path, help="the baseline run directory")
+    compare.add_argument("current", type=Path, help="the run directory to judge")
+    compare.add_argument(
+        "--threshold", type=_threshold, default=0.05, metavar="PCT",
+        help="p50 latency (and peak memory) change that counts, e.g. 5%% or 0.05 (default 5%%)",
+    )  # fmt: skip
+    compare.add_argument(
+        "--alpha", type=_probability, default=0.01,
+        help="significance level of the Mann-Whitney U test, Benjamini-Hochberg adjusted (default 0.01)",
+    )  # fmt: skip
+    compare.add_argument("--md", type=Path, metavar="FILE", help="also write the comparison as Markdown")
+    compare.add_argument("--json", type=Path, metavar="FILE", help="also write the comparison as JSON")
 
     check = commands.add_parser(
         "check", help="numerics only: every backend's task metric and raw outputs against PyTorch fp32"
@@ -195,7 +240,102 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError("--resume needs --out: the directory of the run to finish")
     out_dir = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
     summary = run_benchmark(config, out_dir, console, resume=args.resume)
+    if not args.no_report:
+        _write_report_after_run(out_dir, console)
     return summary.exit_code
+
+
+def _write_report_after_run(out_dir: Path, console: Console) -> None:
+    """The report of a finished run. The results are already on disk: a report that cannot be written
+    is a warning (``segbench report`` can retry), never a lost run."""
+    from segbench.reports.report import REPORT_HTML, write_report
+    from segbench.reports.rundata import load_run
+
+    try:
+        write_report(load_run(out_dir))
+    except Exception as exc:
+        console.print(f"[yellow]report not written:[/] {escape(f'{type(exc).__name__}: {exc}')}")
+        return
+    console.print(f"report: {out_dir / REPORT_HTML}")
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from segbench.reports.report import write_report
+    from segbench.reports.rundata import load_run
+
+    written = write_report(load_run(args.run_dir), args.out)
+    console.print(f"wrote {len(written)} files to {args.out or args.run_dir}:")
+    for path in written:
+        console.print(f"  {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    """Exit 1 when a cell or a numerics check regressed, 0 otherwise, 2 on bad input."""
+    from segbench.reports.compare import CompareSettings, compare_runs, comparison_json
+    from segbench.reports.render import comparison_markdown
+    from segbench.reports.results import atomic_write_text
+    from segbench.reports.rundata import load_run
+
+    settings = CompareSettings(threshold=args.threshold, alpha=args.alpha)
+    comparison = compare_runs(load_run(args.baseline), load_run(args.current), settings)
+    _print_comparison(comparison, console)
+    for path, render in ((args.md, comparison_markdown), (args.json, comparison_json)):
+        if path is None:
+            continue
+        try:
+            atomic_write_text(path, render(comparison))
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return comparison.exit_code
+
+
+def _print_comparison(comparison: Any, console: Console) -> None:
+    from rich.table import Table
+
+    from segbench.reports.render import (
+        CELL_CHANGE_HEADERS,
+        CHECK_CHANGE_HEADERS,
+        TERMINAL_VERDICTS,
+        cell_change_rows,
+        check_change_rows,
+        comparison_headline,
+    )
+
+    styles = {"fail": "red", "ok": "green", "info": "", "": ""}
+    if comparison.env_differences:
+        table = Table(title="Environment differences (performance changes may come from these)")
+        for column in ("field", "baseline", "current"):
+            table.add_column(column)
+        for difference in comparison.env_differences:
+            table.add_row(*(escape(str(difference[k])) for k in ("field", "baseline", "current")))
+        console.print(table)
+    shown = [c for c in comparison.cells if c.verdict in TERMINAL_VERDICTS or c.memory_regression]
+    if shown:
+        table = Table(title="Cells that changed", title_justify="left")
+        for column in CELL_CHANGE_HEADERS:
+            table.add_column(column)
+        for cells, css in cell_change_rows(shown):
+            table.add_row(*(escape(c) for c in cells), style=styles[css])
+        console.print(table)
+    accuracy = [c for c in comparison.checks if c.regressed]
+    if accuracy:
+        table = Table(title="Accuracy regressions", title_justify="left")
+        for column in CHECK_CHANGE_HEADERS:
+            table.add_column(column)
+        for cells, css in check_change_rows(accuracy):
+            table.add_row(*(escape(c) for c in cells), style=styles[css])
+        console.print(table)
+    for title, names in (
+        ("new cells", comparison.new_cells),
+        ("missing cells", comparison.missing_cells),
+        ("new checks", comparison.new_checks),
+        ("missing checks", comparison.missing_checks),
+    ):
+        if names:
+            console.print(f"{title}: " + "; ".join(escape(n) for n in names))
+    style = "red" if comparison.exit_code else "green"
+    console.print(f"[{style}]{escape(comparison_headline(comparison))}[/]")
 
 
 def _adhoc_check_config(args: argparse.Namespace) -> Any:
@@ -482,6 +622,8 @@ def _build_engine(
 
 COMMANDS = {
     "run": cmd_run,
+    "report": cmd_report,
+    "compare": cmd_compare,
     "check": cmd_check,
     "eval": cmd_eval,
     "env": cmd_env,

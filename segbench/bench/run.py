@@ -53,7 +53,7 @@ from segbench.metrics.tasks import Evaluation, evaluate_task
 from segbench.metrics.tensors import compare_tensors, tensor_row
 from segbench.models.base import SegmentationModel
 from segbench.models.registry import build_model, get_spec, model_stats
-from segbench.reports.results import JsonlWriter, read_jsonl, write_json
+from segbench.reports.results import SCHEMA_VERSION, JsonlWriter, read_jsonl, write_json
 from segbench.reports.tables import numerics_table, results_table
 
 # The measurement fields of a cell that did not run.
@@ -245,6 +245,7 @@ class BenchmarkRun:
             self.console.print(f"[yellow]skipping {where}:[/] {escape(skipped['reason'])}")
         env = collect_env()
         env.update(
+            schema=SCHEMA_VERSION,
             config_name=self.config.name,
             config_hash=config_hash(self.config),
             skipped_backends=self.summary.skipped_backends,

@@ -9,6 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+# The layout of results.jsonl / numerics.jsonl rows, stored in env.json as "schema" (absent means 1).
+# Bump it when a field the reports read changes meaning; readers refuse a schema they do not know.
+SCHEMA_VERSION = 1
+
 
 def _clean(value: Any) -> Any:
     # JSON has no NaN/inf: write them as null rather than emitting invalid JSON.
@@ -55,11 +59,16 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temporary file + rename): readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_clean(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(_clean(data), indent=2, allow_nan=False) + "\n")
 
 
 def truncate_torn_tail(path: Path) -> bool:

@@ -1,0 +1,417 @@
+"""Compare two runs cell by cell: the regression gate ``segbench compare`` puts in CI.
+
+Performance. Cells match on model (and its options), backend (and its options), device, precision, input
+size and batch size. A cell regresses only when both hold:
+
+- its p50 end-to-end latency grew by more than ``threshold`` (5% by default), and
+- the slowdown is statistically significant on the raw per-iteration samples: a one-sided Mann-Whitney U
+  test of "current is slower", its p-values adjusted across all matched cells with Benjamini-Hochberg
+  (scipy), below ``alpha``.
+
+The threshold alone would flag noise on a shared machine; significance alone would flag a real 1% shift
+that nobody cares about. Improvements are judged the same way in the other direction. Peak memory has one
+number per cell (no samples), so it regresses when it grows by more than ``threshold`` and by more than
+an absolute floor (see CompareSettings), which keeps allocator and RSS jitter out.
+
+Accuracy. Numerics rows match on model, backend, device, precision, level and metric. A check regresses
+when it passed in the baseline run and fails now, or when a task metric dropped against the baseline
+run's value by more than the tolerance that check is judged with (numerics tolerances, in points).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import false_discovery_control, mannwhitneyu
+
+from segbench.env import fingerprint_fields
+from segbench.reports.rundata import CELL_KEY, CHECK_KEY, RunData, RunDataError
+
+# Verdicts of a matched cell. Only the first two (and accuracy regressions) make compare exit 1.
+REGRESSION = "regression"
+NOW_FAILING = "now failing"
+IMPROVEMENT = "improvement"
+FIXED = "fixed"
+WITHIN_NOISE = "within noise"  # past the threshold but not significant
+INCONCLUSIVE = "inconclusive"  # past the threshold, but too few samples to test
+UNCHANGED = "unchanged"
+STILL_FAILING = "still failing"
+REGRESSING = frozenset({REGRESSION, NOW_FAILING})
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    threshold: float = 0.05  # relative change in p50 latency (and in peak memory) that matters
+    alpha: float = 0.01  # significance level after Benjamini-Hochberg adjustment across cells
+    # A peak-memory growth under these many MiB is never a regression. Device peaks are the allocator's,
+    # repeatable between identical runs; host RSS peaks cover the whole process (libraries, caches, what
+    # ran before the cell) and moved by up to 150 MiB between two identical CPU runs here.
+    device_memory_floor_mb: float = 32.0
+    host_memory_floor_mb: float = 256.0
+
+
+@dataclass
+class CellChange:
+    """One cell present in both runs."""
+
+    cell: dict[str, Any]
+    label: str
+    verdict: str
+    baseline_p50_ms: float | None = None
+    current_p50_ms: float | None = None
+    p50_change: float | None = None  # current / baseline - 1
+    throughput_change: float | None = None
+    p_slower: float | None = None  # BH-adjusted one-sided Mann-Whitney p-values
+    p_faster: float | None = None
+    samples: tuple[int, int] = (0, 0)
+    memory: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    memory_regression: list[str] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def regressed(self) -> bool:
+        return self.verdict in REGRESSING or bool(self.memory_regression)
+
+
+@dataclass
+class CheckChange:
+    """One numerics check present in both runs (diagnosis rows are left out: they carry no verdict)."""
+
+    check: dict[str, Any]
+    label: str
+    baseline_value: float | None
+    current_value: float | None
+    change: float | None
+    tolerance: float | None
+    baseline_passed: bool | None
+    current_passed: bool | None
+    regressed: bool
+    note: str = ""
+
+
+@dataclass
+class Comparison:
+    baseline: str
+    current: str
+    settings: CompareSettings
+    env_differences: list[dict[str, Any]]
+    cells: list[CellChange]
+    new_cells: list[str]
+    missing_cells: list[str]
+    checks: list[CheckChange]
+    new_checks: list[str]
+    missing_checks: list[str]
+
+    @property
+    def regressions(self) -> list[CellChange]:
+        return [c for c in self.cells if c.regressed]
+
+    @property
+    def accuracy_regressions(self) -> list[CheckChange]:
+        return [c for c in self.checks if c.regressed]
+
+    @property
+    def improvements(self) -> list[CellChange]:
+        return [c for c in self.cells if c.verdict in (IMPROVEMENT, FIXED)]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressions or self.accuracy_regressions else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["summary"] = {
+            "regressions": len(self.regressions),
+            "accuracy_regressions": len(self.accuracy_regressions),
+            "improvements": len(self.improvements),
+            "matched_cells": len(self.cells),
+            "new_cells": len(self.new_cells),
+            "missing_cells": len(self.missing_cells),
+            "exit_code": self.exit_code,
+        }
+        return data
+
+
+def parse_threshold(text: str) -> float:
+    """``5%`` or ``0.05`` -> 0.05. Raises ValueError for anything else."""
+    value = text.strip()
+    percent = value.endswith("%")
+    try:
+        number = float(value.rstrip("%").strip())
+    except ValueError:
+        raise ValueError(
+            f"invalid threshold {text!r}: use a percentage like 5% or a fraction like 0.05"
+        ) from None
+    if percent:
+        number /= 100
+    if not math.isfinite(number) or not 0 < number < 1:
+        raise ValueError(f"threshold {text!r} must lie between 0% and 100%")
+    return number
+
+
+# -- environment ------------------------------------------------------------------------------------
+
+_ENV_EXTRAS = ("python", "platform", "ram_mb", "torch_threads", "git_dirty", "config_hash", "schema")
+
+
+def _flat_env(env: dict[str, Any]) -> dict[str, Any]:
+    fields = fingerprint_fields(env)
+    flat: dict[str, Any] = {"fingerprint": env.get("fingerprint")}
+    for key, value in fields.items():
+        if key == "packages":
+            continue
+        flat[key] = ", ".join(map(str, value)) if isinstance(value, list) else value
+    for name, version in sorted((env.get("packages") or {}).items()):
+        flat[f"package {name}"] = version
+    for key in _ENV_EXTRAS:
+        flat[key] = env.get(key)
+    providers = env.get("onnxruntime_providers")
+    flat["onnxruntime providers"] = ", ".join(providers) if providers else providers
+    return flat
+
+
+def env_differences(baseline: dict[str, Any], current: dict[str, Any]) -> list[dict[str, Any]]:
+    """The environment fields (machine, versions, revision, config) that differ between two runs."""
+    a, b = _flat_env(baseline), _flat_env(current)
+    return [
+        {"field": key, "baseline": a.get(key), "current": b.get(key)}
+        for key in dict.fromkeys([*a, *b])
+        if a.get(key) != b.get(key)
+    ]
+
+
+# -- cells ------------------------------------------------------------------------------------------
+
+
+def _key(row: pd.Series | dict[str, Any], columns: tuple[str, ...]) -> tuple:
+    return tuple(row[c] for c in columns)
+
+
+def _cell_labels(frame: pd.DataFrame) -> dict[tuple, str]:
+    """``unet torch cpu fp32 256x256 b4`` per cell key; the model's options are added only where the
+    same model runs with several option sets (they are in the JSON output either way)."""
+    option_sets = frame.groupby("model")["model_options"].nunique()
+    labels = {}
+    for _, row in frame.iterrows():
+        options = f" {row['model_options']}" if option_sets[row["model"]] > 1 else ""
+        labels[_key(row, CELL_KEY)] = (
+            f"{row['model']}{options} {row['backend_label']} {row['device']} {row['precision']} "
+            f"{row['height']}x{row['width']} b{row['batch_size']}"
+        )
+    return labels
+
+
+def _relative(new: float | None, old: float | None) -> float | None:
+    if new is None or old is None or not (math.isfinite(new) and math.isfinite(old)) or old <= 0:
+        return None
+    return new / old - 1
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _one_sided_p(current: list[float], baseline: list[float], alternative: str) -> float | None:
+    if len(current) < 2 or len(baseline) < 2:
+        return None
+    return float(mannwhitneyu(current, baseline, alternative=alternative, method="auto").pvalue)
+
+
+def _memory_changes(
+    old: pd.Series, new: pd.Series, settings: CompareSettings
+) -> tuple[dict[str, dict[str, float | None]], list[str]]:
+    changes, regressed = {}, []
+    floors = {
+        "peak_host_mb": settings.host_memory_floor_mb,
+        "peak_device_mb": settings.device_memory_floor_mb,
+    }
+    for column, floor in floors.items():
+        before, after = _number(old[column]), _number(new[column])
+        if before is None and after is None:
+            continue
+        relative = _relative(after, before)
+        changes[column] = {"baseline": before, "current": after, "change": relative}
+        if relative is not None and relative > settings.threshold and after - before > floor:
+            regressed.append(column)
+    return changes, regressed
+
+
+def _compare_cells(
+    baseline: pd.DataFrame, current: pd.DataFrame, settings: CompareSettings
+) -> tuple[list[CellChange], list[str], list[str]]:
+    old = {_key(row, CELL_KEY): row for _, row in baseline.iterrows()}
+    new = {_key(row, CELL_KEY): row for _, row in current.iterrows()}
+    labels = _cell_labels(pd.concat([baseline, current], ignore_index=True))
+    missing = [labels[k] for k in old if k not in new]
+    added = [labels[k] for k in new if k not in old]
+    changes: list[CellChange] = []
+    tested: list[CellChange] = []  # cells ok in both runs, whose p-values get adjusted together
+    raw_p: list[tuple[float | None, float | None]] = []
+    for key, before in old.items():
+        if key not in new:
+            continue
+        after = new[key]
+        change = CellChange(
+            cell=dict(zip(CELL_KEY, (v.item() if hasattr(v, "item") else v for v in key), strict=True)),
+            label=labels[key],
+            verdict=UNCHANGED,
+            baseline_p50_ms=_number(before["p50_ms"]),
+            current_p50_ms=_number(after["p50_ms"]),
+        )
+        ok_before, ok_after = before["status"] == "ok", after["status"] == "ok"
+        if not (ok_before and ok_after):
+            change.verdict = {
+                (True, False): NOW_FAILING,
+                (False, True): FIXED,
+                (False, False): STILL_FAILING,
+            }[(ok_before, ok_after)]
+            change.note = (after["error"] or "") if not ok_after else ""
+            changes.append(change)
+            continue
+        change.p50_change = _relative(change.current_p50_ms, change.baseline_p50_ms)
+        throughput = _number(after["throughput_ips"]), _number(before["throughput_ips"])
+        change.throughput_change = _relative(*throughput)
+        change.memory, change.memory_regression = _memory_changes(before, after, settings)
+        samples_before, samples_after = list(before["samples_ms"]), list(after["samples_ms"])
+        change.samples = (len(samples_before), len(samples_after))
+        raw_p.append(
+            (
+                _one_sided_p(samples_after, samples_before, "greater"),
+                _one_sided_p(samples_after, samples_before, "less"),
+            )
+        )
+        tested.append(change)
+        changes.append(change)
+    _adjust_and_judge(tested, raw_p, settings)
+    return changes, added, missing
+
+
+def _bh(p_values: list[float | None]) -> list[float | None]:
+    """Benjamini-Hochberg adjusted p-values over the cells that could be tested."""
+    present = [p for p in p_values if p is not None]
+    if not present:
+        return list(p_values)
+    adjusted = iter(false_discovery_control(np.asarray(present), method="bh").tolist())
+    return [None if p is None else next(adjusted) for p in p_values]
+
+
+def _adjust_and_judge(
+    tested: list[CellChange], raw_p: list[tuple[float | None, float | None]], settings: CompareSettings
+) -> None:
+    slower = _bh([p for p, _ in raw_p])
+    faster = _bh([p for _, p in raw_p])
+    for change, p_slower, p_faster in zip(tested, slower, faster, strict=True):
+        change.p_slower, change.p_faster = p_slower, p_faster
+        relative = change.p50_change
+        if relative is None or abs(relative) <= settings.threshold:
+            continue
+        p_value = p_slower if relative > 0 else p_faster
+        if p_value is None:
+            change.verdict = INCONCLUSIVE
+            change.note = "past the threshold, but a run has too few samples to test"
+        elif p_value < settings.alpha:
+            change.verdict = REGRESSION if relative > 0 else IMPROVEMENT
+        else:
+            change.verdict = WITHIN_NOISE
+            change.note = f"past the threshold, not significant (p={p_value:.2g})"
+
+
+# -- numerics ---------------------------------------------------------------------------------------
+
+
+def _check_label(row: pd.Series) -> str:
+    return f"{row['model']} {row['backend_label']} {row['device']} {row['precision']} {row['metric']}"
+
+
+def _passed(value: Any) -> bool | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else bool(value)
+
+
+def _judging_tolerance(row: pd.Series, checks: pd.DataFrame) -> float | None:
+    """The tolerance a check is judged with. A PyTorch baseline row has none of its own (it is the
+    reference): it takes the tightest tolerance its run applies to that model's metric."""
+    if row["role"] != "baseline":
+        return _number(row["tolerance"])
+    peers = checks[
+        (checks["model"] == row["model"])
+        & (checks["metric"] == row["metric"])
+        & (checks["role"] == "candidate")
+        & checks["tolerance"].notna()
+    ]
+    return float(peers["tolerance"].min()) if len(peers) else None
+
+
+def _compare_checks(
+    baseline: pd.DataFrame, current: pd.DataFrame
+) -> tuple[list[CheckChange], list[str], list[str]]:
+    judged = lambda frame: frame[frame["level"] != "diagnosis"]  # noqa: E731
+    old = {_key(row, CHECK_KEY): row for _, row in judged(baseline).iterrows()}
+    new = {_key(row, CHECK_KEY): row for _, row in judged(current).iterrows()}
+    missing = [_check_label(old[k]) for k in old if k not in new]
+    added = [_check_label(new[k]) for k in new if k not in old]
+    changes = []
+    for key, before in old.items():
+        if key not in new:
+            continue
+        after = new[key]
+        value_before, value_after = _number(before["value"]), _number(after["value"])
+        delta = None if value_before is None or value_after is None else value_after - value_before
+        tolerance = _judging_tolerance(after, current) if after["level"] == "task" else None
+        passed_before, passed_after = _passed(before["passed"]), _passed(after["passed"])
+        newly_failing = passed_before is True and passed_after is False
+        dropped = delta is not None and tolerance is not None and delta < -tolerance
+        note = ""
+        if newly_failing:
+            note = "passed in the baseline run, fails now"
+        elif dropped:
+            note = f"fell {-delta:.3f} points against the baseline run (tolerance {tolerance:g})"
+        changes.append(
+            CheckChange(
+                check=dict(zip(CHECK_KEY, key, strict=True)),
+                label=_check_label(after),
+                baseline_value=value_before,
+                current_value=value_after,
+                change=delta,
+                tolerance=tolerance,
+                baseline_passed=passed_before,
+                current_passed=passed_after,
+                regressed=newly_failing or dropped,
+                note=note,
+            )
+        )
+    return changes, added, missing
+
+
+def compare_runs(baseline: RunData, current: RunData, settings: CompareSettings | None = None) -> Comparison:
+    """Match the two runs' cells and checks and judge every change (see the module docstring)."""
+    settings = settings or CompareSettings()
+    if baseline.schema != current.schema:
+        raise RunDataError(
+            f"cannot compare: {baseline.path} has results schema {baseline.schema}, "
+            f"{current.path} has {current.schema}"
+        )
+    if not baseline.results and not baseline.numerics:
+        raise RunDataError(f"{baseline.path} holds no results to compare")
+    cells, new_cells, missing_cells = _compare_cells(baseline.cells, current.cells, settings)
+    checks, new_checks, missing_checks = _compare_checks(baseline.checks, current.checks)
+    return Comparison(
+        baseline=str(baseline.path),
+        current=str(current.path),
+        settings=settings,
+        env_differences=env_differences(baseline.env, current.env),
+        cells=cells,
+        new_cells=new_cells,
+        missing_cells=missing_cells,
+        checks=checks,
+        new_checks=new_checks,
+        missing_checks=missing_checks,
+    )
+
+
+def comparison_json(comparison: Comparison) -> str:
+    return json.dumps(comparison.to_dict(), indent=2, allow_nan=False, default=str) + "\n"

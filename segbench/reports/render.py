@@ -1,0 +1,458 @@
+"""Markdown and HTML renderings of a run and of a comparison.
+
+Both formats are built from the same rows (headers plus string cells), so the PR comment and the HTML page
+say the same thing. The Markdown is GitHub-flavoured (fit for a pull-request comment or
+``$GITHUB_STEP_SUMMARY``); the HTML is one self-contained file: inline CSS, plots embedded as base64
+``data:`` URIs, no scripts, nothing fetched from the network.
+
+pandas' ``to_markdown`` needs the optional ``tabulate`` package and its ``to_html`` cannot colour rows by
+verdict, hence the two small table writers here.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from segbench.env import environment_rows
+from segbench.reports.compare import (
+    FIXED,
+    IMPROVEMENT,
+    INCONCLUSIVE,
+    NOW_FAILING,
+    REGRESSION,
+    WITHIN_NOISE,
+    Comparison,
+)
+from segbench.reports.rundata import RunData
+
+Rows = list[tuple[list[str], str]]  # (cells, css class: "ok" | "fail" | "info" | "")
+
+
+# -- formatting -------------------------------------------------------------------------------------
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _fixed(value: Any, digits: int = 2, signed: bool = False) -> str:
+    if _missing(value):
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _percent(value: Any) -> str:
+    return "-" if _missing(value) else f"{100 * value:+.1f}%"
+
+
+def _p_value(value: Any) -> str:
+    return "-" if _missing(value) else f"{value:.2g}"
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    body = [line(headers), "| " + " | ".join("---" for _ in headers) + " |"]
+    body += [line(row) for row in rows]
+    return "\n".join(body)
+
+
+def html_table(headers: Sequence[str], rows: Rows) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        f'<tr class="{css}">' + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
+        for cells, css in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# -- a run ------------------------------------------------------------------------------------------
+
+RESULT_HEADERS = (
+    "model", "backend", "device", "precision", "size", "batch", "p50 ms", "p90 ms", "p99 ms",
+    "images/s", "vs PyTorch", "peak host MiB", "peak device MiB", "status",
+)  # fmt: skip
+CHECK_HEADERS = (
+    "model", "backend", "device", "precision", "level", "metric", "value", "baseline", "delta",
+    "tolerance", "paired Δ [95% CI]", "verdict",
+)  # fmt: skip
+
+
+def result_rows(run: RunData, speedup: dict[int, float] | None = None) -> Rows:
+    """Every cell, failed ones with their status and error in place of numbers (never as zeros).
+    ``speedup`` maps a cell's row index to its speed-up over PyTorch fp32."""
+    rows: Rows = []
+    speedup = speedup or {}
+    for index, cell in run.cells.iterrows():
+        ok = cell["status"] == "ok"
+        status = "ok" if ok else f"{cell['status']}: {cell['error'] or 'no error recorded'}"
+        ratio = speedup.get(index)
+        reference = (
+            cell["backend"] == "torch" and cell["precision"] == "fp32" and cell["backend_options"] == "{}"
+        )
+        rows.append(
+            (
+                [
+                    cell["model"],
+                    cell["backend_label"],
+                    cell["device"],
+                    cell["precision"],
+                    cell["size"],
+                    str(cell["batch_size"]),
+                    _fixed(cell["p50_ms"]),
+                    _fixed(cell["p90_ms"]),
+                    _fixed(cell["p99_ms"]),
+                    _fixed(cell["throughput_ips"], 1),
+                    f"{ratio:.2f}x" if ratio is not None else "reference" if reference and ok else "-",
+                    _fixed(cell["peak_host_mb"], 0),
+                    _fixed(cell["peak_device_mb"], 0),
+                    status,
+                ],
+                "ok" if ok else "fail",
+            )
+        )
+    return rows
+
+
+def _verdict(check: Any) -> tuple[str, str]:
+    error = f" ({check['error']})" if check["error"] else ""
+    if check["role"] == "baseline":
+        return "baseline", "info"
+    if _missing(check["passed"]):
+        return f"info{error}", "info"
+    return ("pass", "ok") if check["passed"] else (f"FAIL{error}", "fail")
+
+
+def check_rows(run: RunData) -> Rows:
+    rows: Rows = []
+    for _, check in run.checks.iterrows():
+        tensor = check["level"] == "tensor"
+        verdict, css = _verdict(check)
+        tolerance = check["tolerance"]
+        if check["role"] == "baseline" or _missing(tolerance):
+            tolerance_text = ""
+        elif tensor:
+            tolerance_text = f"{'<=' if check['bound'] == 'max' else '>='}{tolerance:.5f}"
+        else:
+            tolerance_text = f"{tolerance:.2f}"
+        mean, low, high = check["paired_mean"], check["paired_ci_low"], check["paired_ci_high"]
+        paired = "" if _missing(mean) else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+        rows.append(
+            (
+                [
+                    check["model"],
+                    check["backend_label"],
+                    check["device"],
+                    check["precision"],
+                    check["level"],
+                    check["metric"],
+                    _fixed(check["value"], 5 if tensor else 2),
+                    _fixed(check["baseline"]),
+                    _fixed(check["delta"], 3, signed=True),
+                    tolerance_text,
+                    paired,
+                    verdict,
+                ],
+                css,
+            )
+        )
+    return rows
+
+
+def run_summary(run: RunData) -> str:
+    cells, checks = run.cells, run.checks
+    failed_cells = int((cells["status"] != "ok").sum())
+    candidates = checks[checks["role"] == "candidate"]
+    failed_checks = int((candidates["passed"] == False).sum())  # noqa: E712 (None means info)
+    verdict = "all passed" if not failed_cells and not failed_checks else "FAILURES"
+    return (
+        f"{len(cells)} cells ({failed_cells} failed), {len(candidates)} numerics checks "
+        f"({failed_checks} failed): {verdict}"
+    )
+
+
+def _run_facts(run: RunData) -> list[tuple[str, str]]:
+    env = run.env
+    stamps = sorted(t for t in run.cells["timestamp"].dropna())
+    git = str(env.get("git_sha") or "-")[:12] + (" (uncommitted changes)" if env.get("git_dirty") else "")
+    return [
+        ("run", str(run.path)),
+        ("config", f"{env.get('config_name', '-')} (hash {env.get('config_hash', '-')})"),
+        ("when", f"{stamps[0]} .. {stamps[-1]}" if stamps else "-"),
+        ("segbench revision", git),
+        ("environment fingerprint", str(env.get("fingerprint") or "-")),
+    ]
+
+
+LATENCY_NOTE = (
+    "Latency is end to end: preprocess + inference + postprocess, per batch, in milliseconds over every "
+    "timed iteration (none dropped). images/s = batch / mean latency. vs PyTorch = PyTorch fp32 p50 / this "
+    "p50 on the same device, size and batch."
+)
+
+
+def report_markdown(run: RunData, plots: Sequence[Any], speedup: dict[int, float] | None = None) -> str:
+    """report.md: summary, environment, every cell, every numerics verdict, links to the plots."""
+    parts = [
+        f"# segbench report: {run.env.get('config_name', run.path.name)}",
+        "",
+        f"**{run_summary(run)}**",
+        "",
+        markdown_table(("", ""), _run_facts(run)),
+        "",
+        "## Latency and throughput",
+        "",
+        LATENCY_NOTE,
+        "",
+        markdown_table(RESULT_HEADERS, [cells for cells, _ in result_rows(run, speedup)]),
+        "",
+    ]
+    if len(run.checks):
+        parts += [
+            "## Numerics against the PyTorch fp32 baseline",
+            "",
+            "Task metrics in points; tensor rows are the judged raw-output statistic.",
+            "",
+            markdown_table(CHECK_HEADERS, [cells for cells, _ in check_rows(run)]),
+            "",
+        ]
+    if plots:
+        parts += ["## Plots", ""]
+        parts += [f"![{plot.title}](plots/{plot.path.name})" for plot in plots]
+        parts.append("")
+    parts += [
+        "<details><summary>Environment</summary>",
+        "",
+        markdown_table(("field", "value"), environment_rows(run.env)),
+        "",
+        "</details>",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f0f0f0; }
+tr.ok td:last-child { color: #176b2c; }
+tr.fail td { background: #fde8e8; }
+tr.fail td:last-child { color: #a11; font-weight: bold; }
+tr.info td:last-child { color: #555; }
+figure { margin: 1.5em 0; }
+img { max-width: 100%; border: 1px solid #ddd; }
+.summary { font-size: 1.1em; font-weight: bold; }
+"""
+
+
+def _page(title: str, body: list[str]) -> str:
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{html.escape(title)}</title>",
+            f"<style>{_CSS}</style>",
+            "</head><body>",
+            *body,
+            "</body></html>",
+            "",
+        ]
+    )
+
+
+def report_html(run: RunData, plots: Sequence[Any], speedup: dict[int, float] | None = None) -> str:
+    """report.html: the same content as report.md, with the plots embedded (no external requests)."""
+    title = f"segbench report: {run.env.get('config_name', run.path.name)}"
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="summary">{html.escape(run_summary(run))}</p>',
+        html_table(("", ""), [(list(fact), "") for fact in _run_facts(run)]),
+        "<h2>Latency and throughput</h2>",
+        f"<p>{html.escape(LATENCY_NOTE)}</p>",
+        html_table(RESULT_HEADERS, result_rows(run, speedup)),
+    ]
+    if len(run.checks):
+        body += [
+            "<h2>Numerics against the PyTorch fp32 baseline</h2>",
+            "<p>Task metrics in points; tensor rows are the judged raw-output statistic.</p>",
+            html_table(CHECK_HEADERS, check_rows(run)),
+        ]
+    if plots:
+        body.append("<h2>Plots</h2>")
+        for plot in plots:
+            data = base64.b64encode(plot.png).decode("ascii")
+            body.append(
+                f'<figure><img alt="{html.escape(plot.title)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(plot.title)}</figcaption></figure>"
+            )
+    body += [
+        "<h2>Environment</h2>",
+        html_table(("field", "value"), [(list(row), "") for row in environment_rows(run.env)]),
+    ]
+    return _page(title, body)
+
+
+# -- a comparison -----------------------------------------------------------------------------------
+
+CELL_CHANGE_HEADERS = (
+    "cell", "baseline p50 ms", "current p50 ms", "p50 change", "throughput change", "p (slower)",
+    "p (faster)", "samples", "memory", "verdict",
+)  # fmt: skip
+CHECK_CHANGE_HEADERS = ("check", "baseline", "current", "change", "tolerance", "passed", "verdict")
+
+
+def _memory_text(change: Any) -> str:
+    parts = []
+    for column, values in change.memory.items():
+        name = "host" if column == "peak_host_mb" else "device"
+        flag = " REGRESSION" if column in change.memory_regression else ""
+        parts.append(
+            f"{name} {_fixed(values['baseline'], 0)}->{_fixed(values['current'], 0)} MiB"
+            f" ({_percent(values['change'])}){flag}"
+        )
+    return "; ".join(parts) or "-"
+
+
+def cell_change_rows(changes: Sequence[Any]) -> Rows:
+    rows: Rows = []
+    for change in changes:
+        verdict = change.verdict + (f": {change.note}" if change.note else "")
+        if change.memory_regression and change.verdict not in (REGRESSION, NOW_FAILING):
+            verdict = f"memory regression ({verdict})"
+        css = "fail" if change.regressed else "ok" if change.verdict in (IMPROVEMENT, FIXED) else "info"
+        rows.append(
+            (
+                [
+                    change.label,
+                    _fixed(change.baseline_p50_ms),
+                    _fixed(change.current_p50_ms),
+                    _percent(change.p50_change),
+                    _percent(change.throughput_change),
+                    _p_value(change.p_slower),
+                    _p_value(change.p_faster),
+                    f"{change.samples[0]}/{change.samples[1]}",
+                    _memory_text(change),
+                    verdict,
+                ],
+                css,
+            )
+        )
+    return rows
+
+
+def check_change_rows(changes: Sequence[Any]) -> Rows:
+    def passed(value: bool | None) -> str:
+        return "-" if value is None else "pass" if value else "FAIL"
+
+    return [
+        (
+            [
+                change.label,
+                _fixed(change.baseline_value, 4),
+                _fixed(change.current_value, 4),
+                _fixed(change.change, 4, signed=True),
+                _fixed(change.tolerance),
+                f"{passed(change.baseline_passed)} -> {passed(change.current_passed)}",
+                f"REGRESSION: {change.note}" if change.regressed else (change.note or "ok"),
+            ],
+            "fail" if change.regressed else "",
+        )
+        for change in changes
+    ]
+
+
+def comparison_headline(comparison: Comparison) -> str:
+    settings = comparison.settings
+    performance, accuracy = len(comparison.regressions), len(comparison.accuracy_regressions)
+    verdict = (
+        f"{performance} performance and {accuracy} accuracy regression(s)"
+        if performance or accuracy
+        else "no regressions"
+    )
+    return (
+        f"{verdict}; {len(comparison.improvements)} improvement(s), {len(comparison.cells)} matched cells "
+        f"(a regression: p50 slower by more than {100 * settings.threshold:g}% and significant at "
+        f"{settings.alpha:g}, one-sided Mann-Whitney U on the raw samples, Benjamini-Hochberg adjusted)"
+    )
+
+
+def _noteworthy(comparison: Comparison) -> list[Any]:
+    return [c for c in comparison.cells if c.regressed or c.verdict in (IMPROVEMENT, FIXED)]
+
+
+def comparison_markdown(comparison: Comparison) -> str:
+    """The comparison for a CI job summary or PR comment: environment differences first."""
+    parts = [
+        "# segbench compare",
+        "",
+        f"`{comparison.baseline}` (baseline) vs `{comparison.current}` (current)",
+        "",
+        f"**{comparison_headline(comparison)}**",
+        "",
+    ]
+    if comparison.env_differences:
+        parts += [
+            "## Environment differences",
+            "",
+            "The two runs differ in these; performance changes may come from them.",
+            "",
+            markdown_table(
+                ("field", "baseline", "current"),
+                [[d["field"], str(d["baseline"]), str(d["current"])] for d in comparison.env_differences],
+            ),
+            "",
+        ]
+    else:
+        parts += ["Same environment (machine, versions, revision and config).", ""]
+    noteworthy = _noteworthy(comparison)
+    if noteworthy:
+        parts += [
+            "## Regressions and improvements",
+            "",
+            markdown_table(CELL_CHANGE_HEADERS, [c for c, _ in cell_change_rows(noteworthy)]),
+            "",
+        ]
+    accuracy = [c for c in comparison.checks if c.regressed]
+    if accuracy:
+        parts += [
+            "## Accuracy regressions",
+            "",
+            markdown_table(CHECK_CHANGE_HEADERS, [c for c, _ in check_change_rows(accuracy)]),
+            "",
+        ]
+    for title, names in (
+        ("New cells", comparison.new_cells),
+        ("Missing cells", comparison.missing_cells),
+        ("New checks", comparison.new_checks),
+        ("Missing checks", comparison.missing_checks),
+    ):
+        if names:
+            parts += [f"## {title}", "", *(f"- {name}" for name in names), ""]
+    parts += [
+        "<details><summary>Every matched cell</summary>",
+        "",
+        markdown_table(CELL_CHANGE_HEADERS, [c for c, _ in cell_change_rows(comparison.cells)]),
+        "",
+        "</details>",
+        "",
+    ]
+    if comparison.checks:
+        parts += [
+            "<details><summary>Every matched numerics check</summary>",
+            "",
+            markdown_table(CHECK_CHANGE_HEADERS, [c for c, _ in check_change_rows(comparison.checks)]),
+            "",
+            "</details>",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+# Verdicts a terminal reader should notice; the rest is summarised by the headline.
+TERMINAL_VERDICTS = frozenset({REGRESSION, NOW_FAILING, IMPROVEMENT, FIXED, WITHIN_NOISE, INCONCLUSIVE})

@@ -1,0 +1,227 @@
+"""A finished (or interrupted) run directory read back as pandas tables.
+
+``segbench report`` and ``segbench compare`` both start here. Reading checks that the directory is a
+segbench run this version understands: the files exist, the schema version is known, and every row has
+the fields the reports use. Anything else is bad input (one error line, exit 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from segbench.bench.resume import ENV_FILE, NUMERICS_FILE, RESULTS_FILE
+from segbench.errors import SegbenchError
+from segbench.reports.results import SCHEMA_VERSION, read_jsonl
+from segbench.reports.tables import backend_label
+
+# What identifies a cell across runs (compare matches on it) and how a row is shown.
+CELL_KEY = (
+    "model",
+    "model_options",
+    "backend",
+    "backend_options",
+    "device",
+    "precision",
+    "height",
+    "width",
+    "batch_size",
+)
+CHECK_KEY = ("model", "backend", "backend_options", "device", "precision", "level", "metric")
+
+REQUIRED_RESULT_FIELDS = frozenset(
+    {"model", "backend", "backend_options", "device", "precision", "height", "width", "batch_size", "status"}
+)
+REQUIRED_NUMERICS_FIELDS = frozenset(
+    {"model", "backend", "backend_options", "device", "precision", "role", "metric", "value", "passed"}
+)
+# Flattened latency statistics, milliseconds, over every timed iteration.
+LATENCY_STATS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
+STAGES = ("preprocess", "infer", "postprocess", "h2d", "compute", "d2h")
+PEAK_MEMORY = ("peak_host_mb", "peak_device_mb", "peak_device_nvml_process_mb", "peak_device_nvml_device_mb")
+MEASUREMENTS = (
+    *(f"{stat}_ms" for stat in LATENCY_STATS),
+    "throughput_ips",
+    *PEAK_MEMORY,
+    *(f"{stage}_p50_ms" for stage in STAGES),
+    "first_iteration_ms",
+)
+
+
+class RunDataError(SegbenchError):
+    """A run directory that cannot be reported on or compared: missing, unreadable or another schema."""
+
+
+def options_text(options: dict[str, Any] | None) -> str:
+    """Options as canonical JSON, so equal option sets compare equal as strings (and fit a CSV cell)."""
+    return json.dumps(options or {}, sort_keys=True)
+
+
+def _labels(frame: pd.DataFrame) -> list[str]:
+    return [
+        backend_label({"backend": name, "backend_options": json.loads(options)})
+        for name, options in zip(frame["backend"], frame["backend_options"], strict=True)
+    ]
+
+
+def _cell_row(record: dict[str, Any]) -> dict[str, Any]:
+    latency = record.get("latency_ms") or {}
+    stages = record.get("stages_ms") or {}
+    env = record.get("env") or {}
+    row: dict[str, Any] = {
+        "model": record["model"],
+        "model_options": options_text(record.get("model_options")),
+        "weights": record.get("weights"),
+        "task": record.get("task"),
+        "backend": record["backend"],
+        "backend_options": options_text(record["backend_options"]),
+        "device": record["device"],
+        "precision": record["precision"],
+        "height": int(record["height"]),
+        "width": int(record["width"]),
+        "batch_size": int(record["batch_size"]),
+        "status": record["status"],
+        "error": record.get("error"),
+    }
+    row.update({f"{stat}_ms": latency.get(stat) for stat in LATENCY_STATS})
+    row["throughput_ips"] = record.get("throughput_ips")
+    row.update({key: record.get(key) for key in PEAK_MEMORY})
+    row.update({f"{stage}_p50_ms": (stages.get(stage) or {}).get("p50") for stage in STAGES})
+    row.update(
+        first_iteration_ms=record.get("first_iteration_ms"),
+        warmup=record.get("warmup"),
+        iterations=record.get("iterations"),
+        params=record.get("params"),
+        gflops=record.get("gflops"),
+        artifact=record.get("artifact"),
+        fingerprint=env.get("fingerprint"),
+        git_sha=env.get("git_sha"),
+        timestamp=record.get("timestamp"),
+        samples_ms=[float(v) for v in record.get("samples_ms") or ()],
+    )
+    return row
+
+
+def _check_row(record: dict[str, Any]) -> dict[str, Any]:
+    paired = record.get("paired") or {}
+    return {
+        "model": record["model"],
+        "task": record.get("task"),
+        "backend": record["backend"],
+        "backend_options": options_text(record["backend_options"]),
+        "device": record["device"],
+        "precision": record["precision"],
+        "role": record["role"],
+        "level": record.get("level", "task"),
+        "metric": record["metric"],
+        "value": record["value"],
+        "baseline": record.get("baseline"),
+        "delta": record.get("delta"),
+        "tolerance": record.get("tolerance"),
+        "bound": record.get("bound"),
+        "relative_floor": record.get("relative_floor"),
+        "passed": record["passed"],
+        "paired_mean": paired.get("mean"),
+        "paired_ci_low": paired.get("ci_low"),
+        "paired_ci_high": paired.get("ci_high"),
+        "error": record.get("error"),
+    }
+
+
+def _columns(kind: str) -> list[str]:
+    # The column order of an empty table, so an empty run still gives files with a header.
+    sample = {name: 0 for name in REQUIRED_RESULT_FIELDS | REQUIRED_NUMERICS_FIELDS}
+    sample.update(backend_options={}, model_options={})
+    return list((_cell_row if kind == "cells" else _check_row)(sample))
+
+
+def cells_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per benchmark cell: its key, status, flattened latency statistics (ms), throughput,
+    memory, per-stage p50s and the raw ``samples_ms``. Failed cells keep NaN measurements."""
+    frame = pd.DataFrame([_cell_row(r) for r in records], columns=_columns("cells"))
+    # Measurements as floats: a failed cell's missing values become NaN, never 0 or a Python None.
+    for column in MEASUREMENTS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    frame["backend_label"] = _labels(frame)
+    frame["size"] = [f"{h}x{w}" for h, w in zip(frame["height"], frame["width"], strict=True)]
+    return frame
+
+
+def checks_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per numerics verdict (task, tensor and diagnosis levels, baselines included)."""
+    frame = pd.DataFrame([_check_row(r) for r in records], columns=_columns("checks"))
+    frame["backend_label"] = _labels(frame)
+    return frame
+
+
+@dataclass
+class RunData:
+    """A run directory's env.json, results.jsonl and numerics.jsonl, raw and as tables."""
+
+    path: Path
+    env: dict[str, Any]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    numerics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def cells(self) -> pd.DataFrame:
+        return cells_frame(self.results)
+
+    @property
+    def checks(self) -> pd.DataFrame:
+        return checks_frame(self.numerics)
+
+    @property
+    def schema(self) -> int:
+        return int(self.env.get("schema", 1))
+
+
+def _read_rows(path: Path, required: frozenset[str]) -> list[dict[str, Any]]:
+    try:
+        rows = read_jsonl(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunDataError(f"cannot read {path}: {exc}") from None
+    except ValueError as exc:
+        raise RunDataError(str(exc)) from None
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise RunDataError(f"{path}: line {number} is not a JSON object: not a segbench results file")
+        missing = sorted(required - row.keys())
+        if missing:
+            raise RunDataError(
+                f"{path}: line {number} lacks {', '.join(missing)}: not a segbench results file "
+                f"(schema {SCHEMA_VERSION})"
+            )
+    return rows
+
+
+def load_run(directory: Path) -> RunData:
+    """Read a run directory; raises :class:`RunDataError` naming the problem."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RunDataError(f"{directory}: no such run directory")
+    env_path = directory / ENV_FILE
+    results_path = directory / RESULTS_FILE
+    numerics_path = directory / NUMERICS_FILE
+    if not results_path.exists() and not numerics_path.exists():
+        raise RunDataError(f"{directory}: neither {RESULTS_FILE} nor {NUMERICS_FILE} is there: not a run")
+    env: dict[str, Any] = {}
+    if env_path.exists():
+        try:
+            env = json.loads(env_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunDataError(f"{env_path} is unreadable: {exc}") from None
+        if not isinstance(env, dict):
+            raise RunDataError(f"{env_path} is not a JSON object: not a segbench env file")
+    schema = env.get("schema", 1)
+    if schema != SCHEMA_VERSION:
+        raise RunDataError(
+            f"{directory} has results schema {schema}; this segbench reads schema {SCHEMA_VERSION}"
+        )
+    results = _read_rows(results_path, REQUIRED_RESULT_FIELDS) if results_path.exists() else []
+    numerics = _read_rows(numerics_path, REQUIRED_NUMERICS_FIELDS) if numerics_path.exists() else []
+    return RunData(path=directory, env=env, results=results, numerics=numerics)

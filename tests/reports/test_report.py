@@ -1,0 +1,151 @@
+"""segbench report: CSV / Parquet / Markdown / self-contained HTML / PNG plots from a run's results."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from segbench.cli import main
+from segbench.reports.report import (
+    NUMERICS_CSV,
+    REPORT_HTML,
+    REPORT_MD,
+    RESULTS_CSV,
+    RESULTS_PARQUET,
+    write_report,
+)
+from segbench.reports.rundata import load_run
+from tests.fakes.runs import cell, check, write_run
+
+DEFAULT_RUN = Path(__file__).parents[2] / "reports" / "cpu-default"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    results = [
+        cell("unet", "torch", 1, samples=[20.0, 21.0, 20.5, 20.2]),
+        cell("unet", "torch", 4, samples=[70.0, 71.0, 70.5, 70.2]),
+        cell("unet", "onnxruntime", 1, samples=[10.0, 10.4, 10.1, 10.3]),
+        cell("unet", "onnxruntime", 4, status="failed"),
+    ]
+    numerics = [check(role="baseline", backend="torch"), check(value=74.9), check(metric="pq", passed=False)]
+    return write_run(tmp_path / "run", results, numerics)
+
+
+class _Resources(HTMLParser):
+    """Every tag and every attribute that could make a browser fetch something."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.sources: list[str] = []
+        self.links: list[str] = []
+        self.rows: list[tuple[str | None, list[str]]] = []
+        self._row: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        attributes = dict(attrs)
+        for name in ("src", "srcset", "data", "poster"):
+            if name in attributes:
+                self.sources.append(attributes[name])
+        if "href" in attributes:
+            self.links.append(attributes["href"])
+        if tag == "tr":
+            self._row = []
+            self.rows.append((attributes.get("class"), self._row))
+
+    def handle_data(self, data):
+        if self._row is not None and data.strip():
+            self._row.append(data.strip())
+
+
+def test_every_file_is_written_and_parses_back(run_dir):
+    run = load_run(run_dir)
+    written = write_report(run)
+    names = {path.relative_to(run_dir).as_posix() for path in written}
+    assert {RESULTS_CSV, RESULTS_PARQUET, NUMERICS_CSV, REPORT_MD, REPORT_HTML} <= names
+    assert {"plots/latency_vs_batch.png", "plots/numerics_verdicts.png"} <= names
+    for path in written:
+        assert path.stat().st_size > 0
+        if path.suffix == ".png":
+            assert path.read_bytes().startswith(PNG_SIGNATURE)
+
+    cells = run.cells
+    parquet = pd.read_parquet(run_dir / RESULTS_PARQUET)
+    assert list(parquet.columns) == list(cells.columns)
+    assert parquet["samples_ms"].map(list).tolist() == cells["samples_ms"].tolist()
+    pd.testing.assert_series_equal(parquet["p50_ms"], cells["p50_ms"])
+
+    csv = pd.read_csv(run_dir / RESULTS_CSV)
+    assert len(csv) == 4 and list(csv.columns) == list(cells.columns)
+    assert csv["samples_ms"].map(json.loads).tolist() == cells["samples_ms"].tolist()
+    assert csv["p50_ms"].tolist()[:3] == pytest.approx(cells["p50_ms"].tolist()[:3])
+    # The failed cell has no measurement: empty in the CSV, never a zero.
+    failed = csv[csv["status"] == "failed"].iloc[0]
+    assert pd.isna(failed["p50_ms"]) and pd.isna(failed["throughput_ips"])
+    assert failed["error"] == "RuntimeError: out of memory"
+
+    numerics = pd.read_csv(run_dir / NUMERICS_CSV)
+    assert numerics["metric"].tolist() == ["miou", "miou", "pq"]
+    assert numerics["passed"].tolist() == [True, True, False]
+
+
+def test_markdown_shows_failures_as_failures(run_dir):
+    write_report(load_run(run_dir))
+    markdown = (run_dir / REPORT_MD).read_text()
+    assert "**4 cells (1 failed), 2 numerics checks (1 failed): FAILURES**" in markdown
+    failed_line = next(line for line in markdown.splitlines() if "failed: RuntimeError" in line)
+    assert failed_line.startswith("| unet | onnxruntime | cpu | fp32 | 256x256 | 4 | - | - | - | - |")
+    # The speed-up column: PyTorch fp32 p50 / onnxruntime p50 at batch 1.
+    ok_row = "| unet | onnxruntime | cpu | fp32 | 256x256 | 1 |"
+    ok_line = next(line for line in markdown.splitlines() if line.startswith(ok_row))
+    assert "| 2.00x |" in ok_line
+    assert "![" in markdown and "](plots/latency_vs_batch.png)" in markdown
+    assert "| pq |" in markdown and "FAIL" in markdown
+
+
+def test_html_is_self_contained(run_dir):
+    write_report(load_run(run_dir))
+    page = (run_dir / REPORT_HTML).read_text()
+    parser = _Resources()
+    parser.feed(page)
+    assert not {"script", "link", "iframe", "object", "embed", "base"} & set(parser.tags)
+    assert parser.links == []
+    assert parser.sources, "the plots should be embedded as images"
+    for source in parser.sources:
+        assert source.startswith("data:image/png;base64,")
+        assert base64.b64decode(source.split(",", 1)[1]).startswith(PNG_SIGNATURE)
+    assert "url(" not in page and "@import" not in page and "http://" not in page and "https://" not in page
+    failed = [cells for css, cells in parser.rows if css == "fail"]
+    assert any("failed: RuntimeError: out of memory" in cells for cells in failed)
+    assert any("FAIL" in cells for cells in failed)
+
+
+def test_report_command_re_renders_a_committed_run(tmp_path, capsys):
+    run = tmp_path / "cpu-default"
+    derived = shutil.ignore_patterns("onnx", "plots", "report.*", "*.csv", "*.parquet")
+    shutil.copytree(DEFAULT_RUN, run, ignore=derived)
+    assert main(["report", str(run)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert len(pd.read_parquet(run / RESULTS_PARQUET)) == 46
+    first = (run / REPORT_MD).read_text()
+    assert "46 cells (0 failed)" in first
+    # Re-rendering from the same results gives the same report.
+    assert main(["report", str(run), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / REPORT_MD).read_text() == first
+
+
+def test_a_run_with_numerics_only_still_reports(tmp_path):
+    run = write_run(tmp_path / "check", [], [check(role="baseline", backend="torch"), check()])
+    (run / "results.jsonl").unlink()
+    written = write_report(load_run(run))
+    assert (run / REPORT_HTML) in written
+    assert "0 cells (0 failed), 1 numerics checks (0 failed): all passed" in (run / REPORT_MD).read_text()
