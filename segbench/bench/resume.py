@@ -57,7 +57,7 @@ class FinishedWork:
             for row in read_jsonl(out_dir / RESULTS_FILE):
                 key = _backend_key(row["backend"], row["backend_options"], row["device"])
                 cell = (row["height"], row["width"], row["batch_size"])
-                done.cells.add((row["model"], key, row["precision"], cell))
+                done.cells.add((row["model"], key, row["precision"], cell, row.get("repeat", 0)))
         if (out_dir / NUMERICS_FILE).exists():
             for row in read_jsonl(out_dir / NUMERICS_FILE):
                 if row["role"] == "baseline":
@@ -69,9 +69,11 @@ class FinishedWork:
                     done.checks.add((row["model"], key, row["precision"]))
         return done
 
-    def has_cell(self, entry: ModelEntry, backend: BackendConfig, precision: str, cell: tuple) -> bool:
+    def has_cell(
+        self, entry: ModelEntry, backend: BackendConfig, precision: str, cell: tuple, repeat: int = 0
+    ) -> bool:
         key = _backend_key(backend.name, backend.variant(), backend.device)
-        return (entry.name, key, precision, tuple(cell)) in self.cells
+        return (entry.name, key, precision, tuple(cell), repeat) in self.cells
 
     def checked(self, entry: ModelEntry, backend: BackendConfig, precision: str) -> bool:
         key = _backend_key(backend.name, backend.variant(), backend.device)

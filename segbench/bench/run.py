@@ -210,18 +210,21 @@ class BenchmarkRun:
             return []
         return [(dataset.height, dataset.width, b) for b in {1, self.config.numerics.batch_size}]
 
+    def _repeats(self, entry: ModelEntry) -> int:
+        return (entry.timing or self.config.timing).repeats if self.timing else 1
+
     def _cells(
-        self, entry: ModelEntry, backend: BackendConfig, precision: str | None = None
+        self, entry: ModelEntry, backend: BackendConfig, precision: str | None = None, repeat: int = 0
     ) -> list[tuple[int, int, int]]:
-        """``(height, width, batch)`` of the timing cells; with ``precision``, only those not yet done
-        (a resumed run skips the cells its first session finished)."""
-        if not self.timing:
+        """``(height, width, batch)`` of the timing cells of pass ``repeat``; with ``precision``, only
+        those not yet done (a resumed run skips the cells its first session finished)."""
+        if not self.timing or repeat >= self._repeats(entry):
             return []
         sweep = self.config.sweep_for(entry, backend)
         cells = [(h, w, b) for h, w in sweep.input_sizes for b in sweep.batch_sizes]
         if precision is None:
             return cells
-        return [cell for cell in cells if not self.done.has_cell(entry, backend, precision, cell)]
+        return [cell for cell in cells if not self.done.has_cell(entry, backend, precision, cell, repeat)]
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -269,8 +272,11 @@ class BenchmarkRun:
             ]
             for entry in self.config.models
         }
+        passes = max(self._repeats(entry) for entry in self.config.models)
         total = sum(
-            len(self._cells(entry, backend, precision)) if self.timing else 1
+            sum(len(self._cells(entry, backend, precision, repeat)) for repeat in range(passes))
+            if self.timing
+            else 1
             for entry in self.config.models
             for backend, _, precision in work[entry.name]
         )
@@ -293,18 +299,22 @@ class BenchmarkRun:
             else nullcontext() as self.capacity,
         ):
             self.task = self.progress.add_task("starting", total=total)
-            for entry in self.config.models:
-                remaining = [
-                    (backend, runner_class, precision)
-                    for backend, runner_class, precision in work[entry.name]
-                    if self._cells(entry, backend, precision)
-                    or not self.done.checked(entry, backend, precision)
-                ]
-                if not remaining:
-                    continue  # finished before a resume: not even built
-                state = self._prepare_model(entry)
-                for backend, runner_class, precision in remaining:
-                    self._run_backend(state, backend, runner_class, precision)
+            states: dict[str, ModelState] = {}
+            # Pass 0 also checks numerics; later passes (timing.repeats) measure the grid again.
+            for repeat in range(passes):
+                for entry in self.config.models:
+                    remaining = [
+                        (backend, runner_class, precision)
+                        for backend, runner_class, precision in work[entry.name]
+                        if self._cells(entry, backend, precision, repeat)
+                        or (repeat == 0 and not self.done.checked(entry, backend, precision))
+                    ]
+                    if not remaining:
+                        continue  # finished before a resume: not even built
+                    if entry.name not in states:
+                        states[entry.name] = self._prepare_model(entry)
+                    for backend, runner_class, precision in remaining:
+                        self._run_backend(states[entry.name], backend, runner_class, precision, repeat)
         return self.summary
 
     def _status(self, text: str) -> None:
@@ -382,11 +392,17 @@ class BenchmarkRun:
         return _once(state.exports, ("artifact", str(backend.artifact), precision), check)
 
     def _run_backend(
-        self, state: ModelState, backend: BackendConfig, runner_class: type[Runner], precision: str
+        self,
+        state: ModelState,
+        backend: BackendConfig,
+        runner_class: type[Runner],
+        precision: str,
+        repeat: int = 0,
     ) -> None:
-        """Time every cell of one backend x precision, then check its numerics with the same runners."""
+        """Time every cell of one backend x precision in pass ``repeat``; in the first pass, also check
+        its numerics with the same runners."""
 
-        cells = self._cells(state.entry, backend, precision)
+        cells = self._cells(state.entry, backend, precision, repeat)
 
         # Engines derive their optimization profile from the shapes they will see: the cells, and the
         # numerics batches (the full batch and a remainder of 1) at the evaluation size.
@@ -424,7 +440,7 @@ class BenchmarkRun:
                 self._status(f"{where} · {height}x{width} b{batch}")
                 if self.config.isolation.subprocess:
                     record = self._isolated_cell(state, backend, precision, (height, width, batch))
-                    self._record_cell(record)
+                    self._record_cell({**record, "repeat": repeat})
                     continue
                 runner, error, info = None, state.error, {"cold_start": None, "artifact": None}
                 if error is None:
@@ -434,12 +450,15 @@ class BenchmarkRun:
                         error = str(exc)
                 record = {
                     **self._row(state, backend, precision, batch_size=batch, height=height, width=width),
+                    "repeat": repeat,
                     **self._measure(state, runner, error, batch, height, width),
                     **info,
                 }
                 if record["status"] == "ok":
                     record.update(self._stats(state, height, width))
                 self._record_cell(record)
+            if repeat > 0:
+                return  # capacity and numerics belong to the first pass
             sweep = self.config.sweep_for(state.entry, backend)
             if self.timing and sweep.find_max_batch and state.error is None:
                 for size in sweep.input_sizes:
@@ -568,8 +587,11 @@ class BenchmarkRun:
         crash or hang is this cell's failure, recorded here, and the run goes on."""
         height, width, batch = cell
         data = self.config.model_dump(mode="json", exclude={"isolation"})
+        data["timing"]["repeats"] = 1  # the parent runs the passes, one child per cell and pass
         entry = state.entry.model_dump(mode="json")
         entry["sweep"] = None
+        if entry["timing"] is not None:
+            entry["timing"]["repeats"] = 1
         one_backend = {**backend.model_dump(mode="json"), "precisions": [precision], "model": None}
         one_backend["sweep"] = {"input_sizes": [[height, width]], "batch_sizes": [batch]}
         one_backend.pop("supported_precisions", None)
@@ -592,6 +614,7 @@ class BenchmarkRun:
                 str(config_path),
                 "--out",
                 str(Path(tmp) / "out"),
+                "--no-report",
             ]
             try:
                 child = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)

@@ -3,7 +3,9 @@
 Performance. Cells match on model (and its options), backend (and its options), device, precision, input
 size and batch size. A cell regresses only when both hold:
 
-- its p50 end-to-end latency grew by more than ``threshold`` (5% by default), and
+- its p50 end-to-end latency grew by more than ``threshold`` (5% by default); for a run with several
+  passes (``timing.repeats``) the p50 is the median of the passes' p50s, which one pass spoilt by a burst
+  of contention cannot move, and
 - the slowdown is statistically significant on the raw per-iteration samples: a one-sided Mann-Whitney U
   test of "current is slower", its p-values adjusted across all matched cells with Benjamini-Hochberg
   (scipy), below ``alpha``.
@@ -216,6 +218,14 @@ def _number(value: Any) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
+def _p50(row: pd.Series) -> float | None:
+    """The cell's latency estimate: its p50, or with several passes the median of the passes' p50s."""
+    passes = [p for p in row["repeat_p50_ms"] if p is not None]
+    if len(passes) > 1:
+        return float(np.median(passes))
+    return _number(row["p50_ms"])
+
+
 def _one_sided_p(current: list[float], baseline: list[float], alternative: str) -> float | None:
     if len(current) < 2 or len(baseline) < 2:
         return None
@@ -260,8 +270,8 @@ def _compare_cells(
             cell=dict(zip(CELL_KEY, (v.item() if hasattr(v, "item") else v for v in key), strict=True)),
             label=labels[key],
             verdict=UNCHANGED,
-            baseline_p50_ms=_number(before["p50_ms"]),
-            current_p50_ms=_number(after["p50_ms"]),
+            baseline_p50_ms=_p50(before),
+            current_p50_ms=_p50(after),
         )
         ok_before, ok_after = before["status"] == "ok", after["status"] == "ok"
         if not (ok_before and ok_after):

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from segbench.bench.harness import latency_stats
 from segbench.bench.resume import ENV_FILE, NUMERICS_FILE, RESULTS_FILE
 from segbench.errors import SegbenchError
 from segbench.reports.results import SCHEMA_VERSION, read_jsonl
@@ -106,6 +108,44 @@ def _cell_row(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _pool_repeats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell measured in several passes (``timing.repeats``): the samples of every pass pooled into one
+    set of statistics, plus each pass's p50 (``repeat_p50_ms``), whose median compare judges. A pass that
+    failed makes the cell failed: a partial measurement is not reported as a whole one."""
+    first = rows[0]
+    failed = next((row for row in rows if row["status"] != "ok"), None)
+    if failed is not None:
+        return {**failed, **{key: first[key] for key in CELL_KEY}, "repeats": len(rows), "repeat_p50_ms": []}
+    samples = [value for row in rows for value in row["samples_ms"]]
+    pooled = {**first, "samples_ms": samples, "repeats": len(rows)}
+    pooled["repeat_p50_ms"] = [row["p50_ms"] for row in rows]
+    if samples:
+        pooled.update({f"{stat}_ms": value for stat, value in latency_stats(samples).items()})
+        pooled["throughput_ips"] = first["batch_size"] * 1000.0 / pooled["mean_ms"]
+    for column in PEAK_MEMORY:
+        values = [row[column] for row in rows if row[column] is not None]
+        pooled[column] = max(values) if values else None
+    for stage in STAGES:
+        values = [row[f"{stage}_p50_ms"] for row in rows if row[f"{stage}_p50_ms"] is not None]
+        pooled[f"{stage}_p50_ms"] = float(np.median(values)) if values else None
+    pooled["iterations"] = sum(row["iterations"] or 0 for row in rows)
+    return pooled
+
+
+def _cell_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per cell, in first-measured order; the passes of a repeated cell pooled."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        row = _cell_row(record)
+        groups.setdefault(tuple(row[key] for key in CELL_KEY), []).append(row)
+    return [
+        _pool_repeats(rows)
+        if len(rows) > 1
+        else {**rows[0], "repeats": 1, "repeat_p50_ms": [rows[0]["p50_ms"]]}
+        for rows in groups.values()
+    ]
+
+
 def _check_row(record: dict[str, Any]) -> dict[str, Any]:
     paired = record.get("paired") or {}
     return {
@@ -141,8 +181,9 @@ def _columns(kind: str) -> list[str]:
 
 def cells_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per benchmark cell: its key, status, flattened latency statistics (ms), throughput,
-    memory, per-stage p50s and the raw ``samples_ms``. Failed cells keep NaN measurements."""
-    frame = pd.DataFrame([_cell_row(r) for r in records], columns=_columns("cells"))
+    memory, per-stage p50s and the raw ``samples_ms``; the passes of a repeated run pooled (``repeats``,
+    ``repeat_p50_ms``). Failed cells keep NaN measurements."""
+    frame = pd.DataFrame(_cell_rows(records), columns=[*_columns("cells"), "repeats", "repeat_p50_ms"])
     # Measurements as floats: a failed cell's missing values become NaN, never 0 or a Python None.
     for column in MEASUREMENTS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")

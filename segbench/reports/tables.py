@@ -24,7 +24,9 @@ def results_table(results: Iterable[dict[str, Any]]) -> Table:
     table = Table(
         title="Benchmark (end-to-end: preprocess + forward + postprocess, ms)", title_justify="left"
     )
-    for column in ("model", "backend", "device", "prec", "size", "batch"):
+    results = list(results)
+    repeated = any(r.get("repeat", 0) > 0 for r in results)
+    for column in ("model", "backend", "device", "prec", "size", "batch", *(("pass",) if repeated else ())):
         table.add_column(column)
     for column in ("p50", "p90", "mean", "img/s", "peak host MB"):
         table.add_column(column, justify="right")
@@ -39,6 +41,7 @@ def results_table(results: Iterable[dict[str, Any]]) -> Table:
             r["precision"],
             f"{r['height']}x{r['width']}",
             str(r["batch_size"]),
+            *((str(r.get("repeat", 0) + 1),) if repeated else ()),
             _ms(latency.get("p50")),
             _ms(latency.get("p90")),
             _ms(latency.get("mean")),

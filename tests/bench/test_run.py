@@ -448,3 +448,37 @@ def test_largest_batch_search_is_recorded(tmp_path, monkeypatch):
     assert capacity["oom5"]["max_batch"] == 5 and capacity["oom5"]["fails_at"] == 6
     assert "out of memory" in capacity["oom5"]["error"] and not capacity["oom5"]["limit_reached"]
     assert capacity["unet"]["max_batch"] == 16 and capacity["unet"]["limit_reached"]
+
+
+def test_repeats_measure_the_grid_in_passes_and_reports_pool_them(tmp_path):
+    from segbench.reports.rundata import load_run
+
+    config = {**TINY, "models": TINY["models"][:1], "backends": TINY["backends"][:1]}
+    config["timing"] = {"warmup": 1, "iterations": 3, "repeats": 3}
+    code, results, numerics = run_config(tmp_path, config)
+    assert code == 0
+    # 4 cells x 3 passes, pass by pass: every cell once before any cell a second time.
+    assert [r["repeat"] for r in results] == [0] * 4 + [1] * 4 + [2] * 4
+    assert [(r["height"], r["batch_size"]) for r in results[:4]] == [
+        (r["height"], r["batch_size"]) for r in results[4:8]
+    ]
+    assert sum(r["role"] == "candidate" for r in numerics) == 0  # torch alone: only the baseline
+    assert {r["role"] for r in numerics} == {"baseline"} and len(numerics) == 3  # checked once
+    cells = load_run(tmp_path / "out").cells
+    assert len(cells) == 4 and set(cells["repeats"]) == {3}
+    first = cells.iloc[0]
+    passes = [r for r in results if (r["height"], r["batch_size"]) == (first["height"], first["batch_size"])]
+    assert first["samples_ms"] == [v for r in passes for v in r["samples_ms"]]
+    assert first["repeat_p50_ms"] == [r["latency_ms"]["p50"] for r in passes]
+    assert first["iterations"] == 9
+    assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_a_run_writes_its_report_unless_told_not_to(tmp_path):
+    config = {**TINY, "models": TINY["models"][1:], "backends": TINY["backends"][:1]}
+    config.update(sweep={"input_sizes": ["32x32"], "batch_sizes": [1]}, numerics={"enabled": False})
+    out = tmp_path / "out"
+    assert main(["run", str(write_config(tmp_path, config)), "--out", str(out), "--no-report"]) == 0
+    assert not (out / "report.md").exists() and not (out / "results.csv").exists()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").exists() and (out / "results.parquet").exists()

@@ -6,6 +6,7 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from segbench.bench.harness import latency_stats
@@ -318,3 +319,37 @@ def test_bad_threshold_and_unwritable_output_exit_2(tmp_path, capsys):
     assert "invalid threshold" in capsys.readouterr().err
     assert main(["compare", str(run), str(run), "--md", str(tmp_path / "missing" / "c.md")]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def passes(factors: list[float], seed: int, median: float = 10.0) -> list[dict]:
+    """One cell measured in len(factors) passes, each pass's samples scaled by its factor."""
+    return [
+        {**cell(samples=noisy(median, n=30, spread=0.02, seed=seed + i) * factor), "repeat": i}
+        for i, factor in enumerate(factors)
+    ]
+
+
+def test_one_pass_spoilt_by_contention_is_not_a_regression(tmp_path):
+    # A burst of contention (the whole pass 50% slower) hits one pass of three: the median of the
+    # passes' p50s does not move, though the pooled samples are significantly slower.
+    base = load_run(write_run(tmp_path / "a", passes([1.0, 1.0, 1.0], seed=10)))
+    burst = load_run(write_run(tmp_path / "b", passes([1.0, 1.5, 1.0], seed=20)))
+    (change,) = compare_runs(base, burst).cells
+    assert change.samples == (90, 90) and change.p_slower < 0.01
+    assert abs(change.p50_change) < 0.05 and change.verdict == UNCHANGED
+    # Slower in every pass: a regression.
+    slow = load_run(write_run(tmp_path / "c", passes([1.3, 1.3, 1.3], seed=30)))
+    (change,) = compare_runs(base, slow).cells
+    assert change.verdict == REGRESSION and change.p50_change == pytest.approx(0.3, abs=0.03)
+
+
+def test_passes_are_pooled_and_a_failed_pass_fails_the_cell(tmp_path):
+    rows = passes([1.0, 2.0], seed=40)
+    rows.append({**cell(batch=4, status="ok"), "repeat": 0})
+    rows.append({**cell(batch=4, status="failed"), "repeat": 1})
+    cells = load_run(write_run(tmp_path / "a", rows)).cells
+    pooled, failed = cells.iloc[0], cells.iloc[1]
+    assert pooled["repeats"] == 2 and len(pooled["samples_ms"]) == 60
+    assert pooled["repeat_p50_ms"] == [rows[0]["latency_ms"]["p50"], rows[1]["latency_ms"]["p50"]]
+    assert pooled["p50_ms"] == pytest.approx(float(np.median(rows[0]["samples_ms"] + rows[1]["samples_ms"])))
+    assert failed["status"] == "failed" and np.isnan(failed["p50_ms"]) and failed["error"]
