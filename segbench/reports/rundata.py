@@ -110,15 +110,23 @@ def _cell_row(record: dict[str, Any]) -> dict[str, Any]:
 
 def _pool_repeats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """One cell measured in several passes (``timing.repeats``): the samples of every pass pooled into one
-    set of statistics, plus each pass's p50 (``repeat_p50_ms``), whose median compare judges. A pass that
+    set of statistics, plus each pass's p50 (``repeat_p50_ms``) and sample count (``repeat_sizes``), in
+    pass order, so compare can judge the passes one by one. A pass that
     failed makes the cell failed: a partial measurement is not reported as a whole one."""
     first = rows[0]
     failed = next((row for row in rows if row["status"] != "ok"), None)
     if failed is not None:
-        return {**failed, **{key: first[key] for key in CELL_KEY}, "repeats": len(rows), "repeat_p50_ms": []}
+        return {
+            **failed,
+            **{key: first[key] for key in CELL_KEY},
+            "repeats": len(rows),
+            "repeat_p50_ms": [],
+            "repeat_sizes": [],
+        }
     samples = [value for row in rows for value in row["samples_ms"]]
     pooled = {**first, "samples_ms": samples, "repeats": len(rows)}
     pooled["repeat_p50_ms"] = [row["p50_ms"] for row in rows]
+    pooled["repeat_sizes"] = [len(row["samples_ms"]) for row in rows]
     if samples:
         pooled.update({f"{stat}_ms": value for stat, value in latency_stats(samples).items()})
         pooled["throughput_ips"] = first["batch_size"] * 1000.0 / pooled["mean_ms"]
@@ -141,7 +149,12 @@ def _cell_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         _pool_repeats(rows)
         if len(rows) > 1
-        else {**rows[0], "repeats": 1, "repeat_p50_ms": [rows[0]["p50_ms"]]}
+        else {
+            **rows[0],
+            "repeats": 1,
+            "repeat_p50_ms": [rows[0]["p50_ms"]],
+            "repeat_sizes": [len(rows[0]["samples_ms"])],
+        }
         for rows in groups.values()
     ]
 
@@ -182,8 +195,9 @@ def _columns(kind: str) -> list[str]:
 def cells_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per benchmark cell: its key, status, flattened latency statistics (ms), throughput,
     memory, per-stage p50s and the raw ``samples_ms``; the passes of a repeated run pooled (``repeats``,
-    ``repeat_p50_ms``). Failed cells keep NaN measurements."""
-    frame = pd.DataFrame(_cell_rows(records), columns=[*_columns("cells"), "repeats", "repeat_p50_ms"])
+    ``repeat_p50_ms``, ``repeat_sizes``). Failed cells keep NaN measurements."""
+    columns = [*_columns("cells"), "repeats", "repeat_p50_ms", "repeat_sizes"]
+    frame = pd.DataFrame(_cell_rows(records), columns=columns)
     # Measurements as floats: a failed cell's missing values become NaN, never 0 or a Python None.
     for column in MEASUREMENTS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
