@@ -355,3 +355,28 @@ def test_passes_are_pooled_and_a_failed_pass_fails_the_cell(tmp_path):
     assert pooled["repeat_p50_ms"] == [rows[0]["latency_ms"]["p50"], rows[1]["latency_ms"]["p50"]]
     assert pooled["p50_ms"] == pytest.approx(float(np.median(rows[0]["samples_ms"] + rows[1]["samples_ms"])))
     assert failed["status"] == "failed" and np.isnan(failed["p50_ms"]) and failed["error"]
+
+
+CI_BASELINE = REPORTS / "cpu-ci-baseline"
+CI_RERUN = REPORTS / "cpu-ci-rerun"  # the same benchmark-ci.yaml, same code and machine, run right after
+
+
+def test_a_committed_rerun_of_the_ci_benchmark_flags_nothing():
+    # Measured A/A on the 2-core CI VM: two back-to-back runs of benchmark-ci.yaml (5 passes each).
+    # Its run-to-run noise after the fastest-pass rule reaches 12% in a cell, hence the 15% threshold
+    # the example workflow uses on it.
+    comparison = compare_runs(load_run(CI_BASELINE), load_run(CI_RERUN), CompareSettings(threshold=0.15))
+    assert len(comparison.cells) == 10 and len(comparison.checks) == 19
+    assert comparison.regressions == [] and comparison.accuracy_regressions == []
+    assert comparison.exit_code == 0
+
+
+def test_the_committed_rerun_with_one_cell_30_percent_slower_flags_exactly_it(tmp_path):
+    rows = read_jsonl(CI_RERUN / RESULTS_FILE)
+    target = ("unet", "onnxruntime", 4)
+    rows = [scaled(r, 1.3) if (r["model"], r["backend"], r["batch_size"]) == target else r for r in rows]
+    env = json.loads((CI_RERUN / "env.json").read_text())
+    slow = write_run(tmp_path / "slow", rows, read_jsonl(CI_RERUN / "numerics.jsonl"), env=env)
+    comparison = compare_runs(load_run(CI_BASELINE), load_run(slow), CompareSettings(threshold=0.15))
+    assert [c.label for c in comparison.regressions] == ["unet onnxruntime cpu fp32 256x256 b4"]
+    assert comparison.exit_code == 1
