@@ -311,19 +311,17 @@ def _print_comparison(comparison: Any, console: Console) -> None:
             table.add_row(*(escape(str(difference[k])) for k in ("field", "baseline", "current")))
         console.print(table)
     shown = [c for c in comparison.cells if c.verdict in TERMINAL_VERDICTS or c.memory_regression]
-    if shown:
-        table = Table(title="Cells that changed", title_justify="left")
-        for column in CELL_CHANGE_HEADERS:
-            table.add_column(column)
-        for cells, css in cell_change_rows(shown):
-            table.add_row(*(escape(c) for c in cells), style=styles[css])
-        console.print(table)
     accuracy = [c for c in comparison.checks if c.regressed]
-    if accuracy:
-        table = Table(title="Accuracy regressions", title_justify="left")
-        for column in CHECK_CHANGE_HEADERS:
+    for title, headers, rows in (
+        ("Cells that changed", CELL_CHANGE_HEADERS, cell_change_rows(shown)),
+        ("Accuracy regressions", CHECK_CHANGE_HEADERS, check_change_rows(accuracy)),
+    ):
+        if not rows:
+            continue
+        table = Table(title=title, title_justify="left")
+        for column in headers:
             table.add_column(column)
-        for cells, css in check_change_rows(accuracy):
+        for cells, css in rows:
             table.add_row(*(escape(c) for c in cells), style=styles[css])
         console.print(table)
     for title, names in (
