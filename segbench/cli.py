@@ -311,7 +311,7 @@ def _print_comparison(comparison: Any, console: Console) -> None:
             table.add_row(*(escape(str(difference[k])) for k in ("field", "baseline", "current")))
         console.print(table)
     shown = [c for c in comparison.cells if c.verdict in TERMINAL_VERDICTS or c.memory_regression]
-    accuracy = [c for c in comparison.checks if c.regressed]
+    accuracy = comparison.accuracy_regressions
     for title, headers, rows in (
         ("Cells that changed", CELL_CHANGE_HEADERS, cell_change_rows(shown)),
         ("Accuracy regressions", CHECK_CHANGE_HEADERS, check_change_rows(accuracy)),

@@ -410,22 +410,12 @@ def comparison_markdown(comparison: Comparison) -> str:
         ]
     else:
         parts += ["Same environment (machine, versions, revision and config).", ""]
-    noteworthy = _noteworthy(comparison)
-    if noteworthy:
-        parts += [
-            "## Regressions and improvements",
-            "",
-            markdown_table(CELL_CHANGE_HEADERS, [c for c, _ in cell_change_rows(noteworthy)]),
-            "",
-        ]
-    accuracy = [c for c in comparison.checks if c.regressed]
-    if accuracy:
-        parts += [
-            "## Accuracy regressions",
-            "",
-            markdown_table(CHECK_CHANGE_HEADERS, [c for c, _ in check_change_rows(accuracy)]),
-            "",
-        ]
+    for title, headers, rows in (
+        ("Regressions and improvements", CELL_CHANGE_HEADERS, cell_change_rows(_noteworthy(comparison))),
+        ("Accuracy regressions", CHECK_CHANGE_HEADERS, check_change_rows(comparison.accuracy_regressions)),
+    ):
+        if rows:
+            parts += [f"## {title}", "", markdown_table(headers, [cells for cells, _ in rows]), ""]
     for title, names in (
         ("New cells", comparison.new_cells),
         ("Missing cells", comparison.missing_cells),

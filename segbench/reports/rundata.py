@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from segbench.bench.harness import latency_stats
 from segbench.bench.resume import ENV_FILE, NUMERICS_FILE, RESULTS_FILE
+from segbench.bench.stats import latency_stats
 from segbench.errors import SegbenchError
 from segbench.reports.results import SCHEMA_VERSION, read_jsonl
 from segbench.reports.tables import backend_label
@@ -222,11 +223,12 @@ class RunData:
     results: list[dict[str, Any]] = field(default_factory=list)
     numerics: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
+    # Built once: a report reads them for every table, plot and summary line.
+    @cached_property
     def cells(self) -> pd.DataFrame:
         return cells_frame(self.results)
 
-    @property
+    @cached_property
     def checks(self) -> pd.DataFrame:
         return checks_frame(self.numerics)
 
