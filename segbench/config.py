@@ -120,6 +120,12 @@ class NumericsConfig(_Strict):
     # Raw outputs of this many images are compared with the baseline's (cosine, argmax / detections).
     tensor_images: int = Field(default=8, ge=1)
     tensor_tolerance: dict[PrecisionName, TensorToleranceConfig] = Field(default_factory=dict)
+    # Task verdicts are equivalence tests (segbench.metrics.equivalence): the paired bootstrap interval
+    # of the deviation at this confidence must lie inside the tolerance band to pass, outside it to fail.
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    bootstrap_resamples: int = Field(default=2000, ge=100)
+    # An inconclusive verdict evaluates more images, doubling the set, up to this many.
+    max_images: int = Field(default=256, ge=1)
     # Per precision: one number for every metric, or a mapping metric -> points; unnamed metrics keep
     # their defaults.
     tolerance: dict[Literal["fp32", "fp16", "bf16"], float | dict[str, float]] = Field(default_factory=dict)

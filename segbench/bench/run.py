@@ -47,8 +47,8 @@ from segbench.errors import ConfigError, first_line
 from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.export.cache import state_dict_digest
 from segbench.export.onnx import DEFAULT_OPSET, PARITY_TOLERANCES, OnnxExport, check_parity
-from segbench.metrics.checker import compare_metrics, paired_delta
 from segbench.metrics.diagnosis import diagnose_precision
+from segbench.metrics.equivalence import INCONCLUSIVE, MetricVerdict, baseline_rows, judge
 from segbench.metrics.tasks import Evaluation, evaluate_task
 from segbench.metrics.tensors import compare_tensors, tensor_row
 from segbench.models.base import SegmentationModel
@@ -113,11 +113,18 @@ class RunSummary:
 
     @property
     def failed_checks(self) -> int:
-        return sum(row["passed"] is False for row in self.numerics)  # diagnosis rows pass no verdict
+        return sum(row.get("verdict") == "fail" for row in self.numerics)  # diagnosis rows have none
+
+    @property
+    def inconclusive_checks(self) -> int:
+        return sum(row.get("verdict") == INCONCLUSIVE for row in self.numerics)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed_cells or self.failed_checks else 0
+        """1 when a cell or a check failed; else 3 when a check stayed inconclusive; else 0."""
+        if self.failed_cells or self.failed_checks:
+            return 1
+        return 3 if self.inconclusive_checks else 0
 
 
 class TimingImages:
@@ -137,15 +144,25 @@ class TimingImages:
         return self._cache[key]
 
 
-def numerics_samples(config: BenchmarkConfig) -> Sequence:
-    dataset = config.numerics.dataset
+def numerics_dataset(config: BenchmarkConfig) -> tuple[Sequence, list[int]]:
+    """The evaluation set (lazy) and the image counts a check may use: the configured count first,
+    then doubled while a verdict is inconclusive, up to ``numerics.max_images`` (or the folder's size).
+    Image ``i`` is the same whatever the count, so a larger set extends the smaller one."""
+    numerics = config.numerics
+    dataset = numerics.dataset
     if isinstance(dataset, FolderDatasetConfig):
         samples = SemanticFolder(dataset.images, dataset.masks, ignore_index=dataset.ignore_index)
-        return [samples[i] for i in range(min(len(samples), dataset.limit or len(samples)))]
-    # The scenes themselves: they carry semantic, instance and panoptic ground truth alike.
-    return list(
-        ShapesDataset(dataset.num_images, dataset.height, dataset.width, seed=dataset.seed, split="val")
-    )
+        first = min(len(samples), dataset.limit or len(samples))
+        cap = min(len(samples), max(first, numerics.max_images))
+    else:
+        # The scenes themselves: they carry semantic, instance and panoptic ground truth alike.
+        first = dataset.num_images
+        cap = max(first, numerics.max_images)
+        samples = ShapesDataset(cap, dataset.height, dataset.width, seed=dataset.seed, split="val")
+    steps = [first]
+    while steps[-1] < cap:
+        steps.append(min(2 * steps[-1], cap))
+    return samples, steps
 
 
 def _ignore_index(config: BenchmarkConfig) -> int:
@@ -161,7 +178,7 @@ class ModelState:
     record: dict[str, Any]
     model: SegmentationModel | None = None
     error: str | None = None
-    baseline: Evaluation | None = None
+    baseline_chunks: list[Evaluation] = field(default_factory=list)  # per image-count step
     baseline_outputs: list[dict[str, Any]] = field(default_factory=list)  # raw, for the tensor check
     exports: dict[Any, OnnxExport | dict | str] = field(default_factory=dict)
     weights_sha256: str | None = None
@@ -187,7 +204,9 @@ class BenchmarkRun:
         self.console = console or Console()
         self.summary = RunSummary()
         self.images = TimingImages(config.seed)
-        self.samples: Sequence = []
+        self.dataset: Sequence = []
+        self.steps: list[int] = []
+        self._chunks: dict[int, list] = {}
 
     # -- planning -------------------------------------------------------------------------------
     def _available_backends(self) -> list[tuple[BackendConfig, type[Runner]]]:
@@ -240,7 +259,8 @@ class BenchmarkRun:
             raise ConfigError("numerics.enabled is false: there is nothing to check")
         # Read the evaluation data before writing anything: a bad dataset path is bad input (exit 2).
         if self.config.numerics.enabled:
-            self.samples = numerics_samples(self.config)
+            self.dataset, self.steps = numerics_dataset(self.config)
+            self._chunk(0)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         backends = self._available_backends()
         for skipped in self.summary.skipped_backends:
@@ -334,14 +354,36 @@ class BenchmarkRun:
         except Exception as exc:
             state.error = describe_error(exc)
         record["model_options"] = options
-        if state.model is not None and self.samples:
-            self._status(f"{entry.name}: PyTorch fp32 baseline")
-            with TorchRunner(state.model, TorchConfig(), "fp32") as runner:
-                state.baseline = self._evaluate(state.model, lambda size: runner, state.baseline_outputs)
+        if state.model is not None and self.steps:
+            baseline = self._baseline(state, 0)
             if entry.name not in self.done.baselines:
-                for verdict in compare_metrics(state.baseline.metrics, state.baseline.metrics, 0.0):
+                for verdict in baseline_rows(baseline):
                     self._write_numerics(state, TorchConfig(), "fp32", verdict.to_dict(), role="baseline")
         return state
+
+    def _chunk(self, step: int) -> list:
+        """The evaluation images added at image-count step ``step`` (generated or read once)."""
+        if step not in self._chunks:
+            start = self.steps[step - 1] if step else 0
+            self._chunks[step] = [self.dataset[i] for i in range(start, self.steps[step])]
+        return self._chunks[step]
+
+    def _baseline(self, state: ModelState, step: int) -> Evaluation:
+        """The PyTorch fp32 CPU baseline on the first ``steps[step]`` images, evaluated chunk by chunk
+        once per model and shared by every backend."""
+        while len(state.baseline_chunks) <= step:
+            index = len(state.baseline_chunks)
+            self._status(f"{state.entry.name}: PyTorch fp32 baseline, {self.steps[index]} images")
+            with TorchRunner(state.model, TorchConfig(), "fp32") as runner:
+                state.baseline_chunks.append(
+                    self._evaluate(
+                        state.model,
+                        lambda size: runner,
+                        self._chunk(index),
+                        state.baseline_outputs if not index else None,
+                    )
+                )
+        return _joined(state.baseline_chunks[: step + 1])
 
     def _export(
         self, state: ModelState, backend: BackendConfig, size: tuple[int, int] | None, precision: str
@@ -465,11 +507,11 @@ class BenchmarkRun:
                     self._find_max_batch(state, backend, precision, pool, size, sweep)
             if self.done.checked(state.entry, backend, precision):
                 pass  # checked before a resume
-            elif state.baseline is not None:
+            elif state.baseline_chunks:
                 self._check(state, backend, precision, pool)
             elif not self.timing:  # the model itself failed: say so, since there are no cells to
                 verdict = {"metric": "model", "value": None, "baseline": None, "delta": None,
-                           "tolerance": None, "passed": False}  # fmt: skip
+                           "tolerance": None, "verdict": "fail", "passed": False}  # fmt: skip
                 self._write_numerics(state, backend, precision, verdict, error=state.error)
             if not self.timing:
                 self.progress.advance(self.task)
@@ -687,9 +729,10 @@ class BenchmarkRun:
         self,
         model: SegmentationModel,
         runner_for: Callable[[tuple[int, int]], Runner],
+        samples: Sequence,
         raw_outputs: list[dict[str, Any]] | None = None,
     ) -> Evaluation:
-        """Task metrics, overall and per image, over the numerics samples through the shared pipeline;
+        """Task metrics and their per-image statistics over ``samples`` through the shared pipeline;
         ``runner_for`` gives the runner for a batch's image size (one runner for most backends, one per
         size for per-size graphs). The raw outputs (and inputs) of the first ``tensor_images`` images
         are appended to ``raw_outputs`` for the tensor-level check."""
@@ -708,12 +751,11 @@ class BenchmarkRun:
         return evaluate_task(
             model.task,
             predict,
-            self.samples,
+            samples,
             self.config.numerics.batch_size,
             model.num_classes,
             _ignore_index(self.config),
             model.category_offset,
-            per_image=True,
         )
 
     def _check(self, state: ModelState, backend: BackendConfig, precision: str, pool: RunnerPool) -> None:
@@ -727,19 +769,12 @@ class BenchmarkRun:
         if error is None:
             raw: list[dict[str, Any]] = []
             try:
-                found = self._evaluate(state.model, lambda size: pool.get(size)[0], raw)
+                verdicts = self._task_verdicts(state, backend, precision, pool, raw)
             except _StageFailed as exc:
                 error = str(exc)
             except Exception as exc:
                 error = describe_error(exc)
             else:
-                base = state.baseline
-                paired = {
-                    metric: paired_delta(found.per_image[metric], base.per_image[metric], base.names)
-                    for metric in base.metrics
-                }
-                floor = numerics.floor(precision)
-                verdicts = compare_metrics(found.metrics, base.metrics, tolerances, floor, paired)
                 for verdict in verdicts:
                     self._write_numerics(state, backend, precision, verdict.to_dict())
                 tensors = compare_tensors(
@@ -749,20 +784,57 @@ class BenchmarkRun:
                     numerics.tensor_limits(precision),
                 )
                 self._write_numerics(state, backend, precision, tensor_row(tensors), level="tensor")
-                failed = not tensors.passed or not all(v.passed for v in verdicts)
+                failed = not tensors.passed or any(v.passed is False for v in verdicts)
                 if failed and precision != "fp32" and raw:
                     self._diagnose(state, backend, precision, pool, raw[0]["feeds"])
                 return
-        for metric, base_value in state.baseline.metrics.items():
+        for metric, base_value in state.baseline_chunks[0].metrics.items():
             verdict = {
                 "metric": metric,
                 "value": None,
                 "baseline": 100 * base_value,
                 "delta": None,
                 "tolerance": tolerances[metric],
+                "verdict": "fail",
                 "passed": False,
             }
             self._write_numerics(state, backend, precision, verdict, error=error)
+
+    def _task_verdicts(
+        self, state: ModelState, backend: BackendConfig, precision: str, pool: RunnerPool, raw: list
+    ) -> list[MetricVerdict]:
+        """Judge every task metric on the first image-count step; while some are inconclusive, evaluate
+        the next chunk of images (backend and baseline) and judge those again. A metric keeps the
+        verdict of the step that decided it; one still inconclusive at the cap stays inconclusive."""
+        numerics = self.config.numerics
+
+        def evaluate(step: int) -> Evaluation:
+            samples = self._chunk(step)
+            return self._evaluate(state.model, lambda size: pool.get(size)[0], samples, None if step else raw)
+
+        found = [evaluate(0)]
+        decided: dict[str, MetricVerdict] = {}
+        for step in range(len(self.steps)):
+            if step:
+                self._status(
+                    f"{state.entry.name} · {backend.name}/{backend.device}/{precision} · inconclusive at "
+                    f"{self.steps[step - 1]} images: evaluating {self.steps[step]}"
+                )
+                found.append(evaluate(step))
+            verdicts = judge(
+                _joined(found),
+                self._baseline(state, step),
+                numerics.tolerances(precision),
+                numerics.floor(precision),
+                numerics.confidence,
+                numerics.bootstrap_resamples,
+            )
+            decided.update(
+                {v.metric: v for v in verdicts if v.metric not in decided and v.verdict != INCONCLUSIVE}
+            )
+            if len(decided) == len(verdicts):
+                break
+        return [decided.get(v.metric, v) for v in verdicts]
 
     def _diagnose(
         self,
@@ -826,6 +898,13 @@ class BenchmarkRun:
         }
         self.numerics.write(row)
         self.summary.numerics.append(row)
+
+
+def _joined(evaluations: list[Evaluation]) -> Evaluation:
+    joined = evaluations[0]
+    for more in evaluations[1:]:
+        joined = joined.extended(more)
+    return joined
 
 
 def _now() -> str:
@@ -892,9 +971,9 @@ def run_benchmark(
         console.print(results_table(summary.results))
     if summary.numerics:
         console.print(numerics_table(summary.numerics))
-    cells = f"{len(summary.results)} cells ({summary.failed_cells} failed), " if timing else ""
-    console.print(
-        f"{cells}{sum(r['role'] == 'candidate' for r in summary.numerics)} numerics checks "
-        f"({summary.failed_checks} failed) -> {out_dir}"
-    )
+    from segbench.reports.tables import outcome_line
+
+    # The counts, then each failed cell and each failed or inconclusive check by name (plain text).
+    outcome = outcome_line(summary.results if timing else [], summary.numerics, out_dir)
+    console.print(outcome, markup=False, highlight=False, soft_wrap=True)
     return summary

@@ -143,6 +143,16 @@ def evaluate_instances(
     of COCO result entries (see :func:`masks_to_coco_results`). Only the requested ``iou_types``
     appear in the output. A metric is NaN when no category has ground truth.
     """
+    return evaluate_instances_with(ground_truth, results, iou_types)[0]
+
+
+def evaluate_instances_with(
+    ground_truth: dict[str, Any],
+    results: Sequence[dict[str, Any]],
+    iou_types: Sequence[str] = IOU_TYPES,
+) -> tuple[dict[str, float], dict[str, COCOeval]]:
+    """:func:`evaluate_instances`' metrics and the evaluated ``COCOeval`` per IoU type (for the
+    per-image matches the numerics checker resamples)."""
     for iou_type in iou_types:
         if iou_type not in IOU_TYPES:
             raise ValueError(f"unknown iou type {iou_type!r}; expected one of {IOU_TYPES}")
@@ -154,6 +164,7 @@ def evaluate_instances(
             raise ValueError("segm evaluation needs 'segmentation' in every ground-truth annotation")
 
     metrics: dict[str, float] = {}
+    evaluators: dict[str, COCOeval] = {}
     # pycocotools prints progress and the 12-line summary for every call.
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = _ground_truth_coco(ground_truth)
@@ -163,7 +174,8 @@ def evaluate_instances(
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
+            evaluators[iou_type] = evaluator
             for index, name in enumerate(_STAT_NAMES):
                 value = float(evaluator.stats[index])
                 metrics[f"{iou_type}_{name}"] = math.nan if value < 0 else value
-    return metrics
+    return metrics, evaluators

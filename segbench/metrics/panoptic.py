@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -188,17 +189,25 @@ def _category_table(categories: list[dict[str, Any]]) -> dict[int, dict[str, Any
     return table
 
 
+def pq_sq_rq(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PQ, SQ and RQ per category from ``[..., 4]`` arrays of (TP, FP, FN, IoU sum); NaN where a
+    category has TP + FP + FN = 0."""
+    counts = np.asarray(counts, np.float64)
+    tp, fp, fn, iou_sum = (counts[..., i] for i in range(4))
+    denominator = tp + 0.5 * fp + 0.5 * fn
+    counted = denominator > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pq = np.where(counted, iou_sum / np.where(counted, denominator, 1), np.nan)
+        rq = np.where(counted, tp / np.where(counted, denominator, 1), np.nan)
+        sq = np.where(counted, np.where(tp > 0, iou_sum / np.where(tp > 0, tp, 1), 0.0), np.nan)
+    return pq, sq, rq
+
+
 def _summarise(categories: dict[int, dict[str, Any]], counts: dict[int, _CategoryCounts]) -> dict[str, Any]:
     per_category: dict[int, dict[str, Any]] = {}
     for category_id, category in categories.items():
         c = counts[category_id]
-        denominator = c.tp + 0.5 * c.fp + 0.5 * c.fn
-        if denominator == 0:
-            pq = sq = rq = math.nan
-        else:
-            pq = c.iou_sum / denominator
-            sq = c.iou_sum / c.tp if c.tp else 0.0
-            rq = c.tp / denominator
+        pq, sq, rq = (float(v) for v in pq_sq_rq(np.array([c.tp, c.fp, c.fn, c.iou_sum])))
         per_category[category_id] = {
             "name": category.get("name", str(category_id)),
             "isthing": bool(category["isthing"]),
@@ -234,6 +243,42 @@ def _pq_from_pairs(
     for gt, pred in pairs:
         _accumulate_image(gt, pred, table, counts)
     return _summarise(table, counts)
+
+
+def panoptic_counts(
+    pairs: Iterable[tuple[PanopticImage, PanopticImage]], categories: list[dict[str, Any]]
+) -> np.ndarray:
+    """Per image, per category (in ``categories``' order): TP, FP, FN and IoU sum, ``[N, K, 4]``."""
+    table = _category_table(categories)
+    rows = []
+    for gt, pred in pairs:
+        counts: dict[int, _CategoryCounts] = defaultdict(_CategoryCounts)
+        _accumulate_image(gt, pred, table, counts)
+        rows.append([[c.tp, c.fp, c.fn, c.iou_sum] for c in (counts[k] for k in table)])
+    return np.asarray(rows, np.float64).reshape(len(rows), len(table), 4)
+
+
+class PanopticStats:
+    """Per-image TP/FP/FN/IoU sums per category: PQ, SQ, RQ ("all", the mean over counted
+    categories) of any weighting of the images are those of the weighted sums."""
+
+    def __init__(self, counts: np.ndarray, names: list[str]) -> None:
+        self.counts = np.asarray(counts, np.float64)
+        self.names = list(names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def metrics(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """``pq``, ``sq``, ``rq`` per row of ``weights`` (``[R, N]`` image multiplicities)."""
+        totals = np.einsum("rn,nkc->rkc", np.asarray(weights, np.float64), self.counts)
+        values = pq_sq_rq(totals)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no counted category: NaN
+            return {name: np.nanmean(v, axis=-1) for name, v in zip(("pq", "sq", "rq"), values, strict=True)}
+
+    def concat(self, other: PanopticStats) -> PanopticStats:
+        return PanopticStats(np.concatenate([self.counts, other.counts]), self.names + other.names)
 
 
 def pq_compute(

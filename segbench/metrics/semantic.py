@@ -33,21 +33,49 @@ def confusion_matrix(
     return counts.reshape(num_classes, num_classes)
 
 
-def semantic_metrics(cm: np.ndarray) -> dict[str, float]:
-    """mIoU, pixel accuracy and mean Dice, as fractions in [0, 1], from a confusion matrix."""
-    cm = cm.astype(np.float64)
-    true_positive = np.diag(cm)
-    gt_count = cm.sum(axis=1)
-    pred_count = cm.sum(axis=0)
+def semantic_metrics_batch(cms: np.ndarray) -> dict[str, np.ndarray]:
+    """mIoU, pixel accuracy and mean Dice of a stack of confusion matrices ``[..., C, C]``, one value
+    per matrix (fractions; NaN where there is nothing to measure). The bootstrap evaluates thousands of
+    resampled confusion matrices at once through this."""
+    cms = np.asarray(cms, np.float64)
+    true_positive = np.diagonal(cms, axis1=-2, axis2=-1)
+    gt_count = cms.sum(axis=-1)
+    pred_count = cms.sum(axis=-2)
     union = gt_count + pred_count - true_positive
     present = union > 0
-    total = cm.sum()
-    if total == 0 or not present.any():
-        return {"miou": float("nan"), "pixel_accuracy": float("nan"), "mean_dice": float("nan")}
-    iou = true_positive[present] / union[present]
-    dice = 2 * true_positive[present] / (gt_count[present] + pred_count[present])
+    counted = present.sum(axis=-1)
+    total = cms.sum(axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(present, true_positive / np.where(present, union, 1), 0.0).sum(axis=-1) / counted
+        dice_terms = 2 * true_positive / np.where(present, gt_count + pred_count, 1)
+        dice = np.where(present, dice_terms, 0.0).sum(axis=-1) / counted
+        accuracy = true_positive.sum(axis=-1) / total
+    empty = (total == 0) | (counted == 0)
     return {
-        "miou": float(iou.mean()),
-        "pixel_accuracy": float(true_positive.sum() / total),
-        "mean_dice": float(dice.mean()),
+        name: np.where(empty, np.nan, values)
+        for name, values in (("miou", iou), ("pixel_accuracy", accuracy), ("mean_dice", dice))
     }
+
+
+def semantic_metrics(cm: np.ndarray) -> dict[str, float]:
+    """mIoU, pixel accuracy and mean Dice, as fractions in [0, 1], from a confusion matrix."""
+    return {name: float(value) for name, value in semantic_metrics_batch(cm).items()}
+
+
+class SemanticStats:
+    """Per-image confusion matrices: the dataset-level metrics of any weighting of the images (a
+    bootstrap resample, one image alone) are those of the weighted sum of the matrices."""
+
+    def __init__(self, cms: np.ndarray, names: list[str]) -> None:
+        self.cms = np.asarray(cms, np.int64).reshape(len(names), *np.shape(cms)[-2:])
+        self.names = list(names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def metrics(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Metrics per row of ``weights`` (``[R, N]`` image multiplicities)."""
+        return semantic_metrics_batch(np.einsum("rn,nij->rij", np.asarray(weights, np.float64), self.cms))
+
+    def concat(self, other: SemanticStats) -> SemanticStats:
+        return SemanticStats(np.concatenate([self.cms, other.cms]), self.names + other.names)

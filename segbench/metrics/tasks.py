@@ -15,16 +15,17 @@ predict category ids, with 0 for background).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 from segbench.data.readers import SemanticSample
 from segbench.metrics.checker import sample_batches, semantic_batches
-from segbench.metrics.instance import evaluate_instances, masks_to_coco_results
-from segbench.metrics.panoptic import PanopticImage, pq_compute
-from segbench.metrics.semantic import confusion_matrix, semantic_metrics
+from segbench.metrics.coco_ap import CocoApStats
+from segbench.metrics.instance import evaluate_instances_with, masks_to_coco_results
+from segbench.metrics.panoptic import PanopticImage, PanopticStats, panoptic_counts, pq_compute
+from segbench.metrics.semantic import SemanticStats, confusion_matrix
 
 TASK_METRICS = {
     "semantic": ("miou", "pixel_accuracy", "mean_dice"),
@@ -44,13 +45,65 @@ def _boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     return boxes
 
 
+class TaskStats(Protocol):
+    """Per-image sufficient statistics of a task's metrics: the dataset-level metrics of any weighting
+    of the images (a bootstrap resample, one image alone) without running the models again."""
+
+    names: list[str]
+
+    def __len__(self) -> int: ...
+
+    def metrics(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Metric (fraction) per row of ``weights``, ``[R, N]`` image multiplicities."""
+        ...
+
+    def concat(self, other: Any) -> TaskStats:
+        """These images followed by ``other``'s."""
+        ...
+
+
+class InstanceStats:
+    """Box and mask AP from pycocotools' per-image matches (see :mod:`segbench.metrics.coco_ap`)."""
+
+    def __init__(self, parts: dict[str, CocoApStats]) -> None:
+        self.parts = parts  # metric name -> its IoU type's matches
+        self.names = next(iter(parts.values())).names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def metrics(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        return {metric: stats.metrics(weights) for metric, stats in self.parts.items()}
+
+    def concat(self, other: InstanceStats) -> InstanceStats:
+        return InstanceStats(
+            {metric: self.parts[metric].concat(other.parts[metric]) for metric in self.parts}
+        )
+
+
 @dataclass
 class Evaluation:
-    """Task metrics over the whole set, and the same metrics per image (for the paired view)."""
+    """Task metrics over the whole set (fractions) and the per-image statistics behind them."""
 
     metrics: dict[str, float]
-    per_image: dict[str, list[float]] = field(default_factory=dict)
-    names: list[str] = field(default_factory=list)
+    stats: TaskStats
+
+    @property
+    def names(self) -> list[str]:
+        return self.stats.names
+
+    def per_image(self) -> dict[str, np.ndarray]:
+        """Each metric of each image alone (NaN where an image has nothing to measure)."""
+        return self.stats.metrics(np.eye(len(self.stats)))
+
+    def extended(self, more: Evaluation) -> Evaluation:
+        """This evaluation followed by ``more`` on further images: the metrics of the union."""
+        stats = self.stats.concat(more.stats)
+        return Evaluation(_unit_metrics(stats), stats)
+
+
+def _unit_metrics(stats: TaskStats) -> dict[str, float]:
+    return {name: float(values[0]) for name, values in stats.metrics(np.ones((1, len(stats)))).items()}
 
 
 def _name(sample: Any) -> str:
@@ -58,27 +111,20 @@ def _name(sample: Any) -> str:
 
 
 def _semantic(
-    predict: Predict, samples: Sequence, batch_size: int, num_classes: int, ignore_index: int, per_image: bool
+    predict: Predict, samples: Sequence, batch_size: int, num_classes: int, ignore_index: int
 ) -> Evaluation:
     if samples and not hasattr(samples[0], "label"):  # synthetic scenes: the label is .semantic
         samples = [SemanticSample(s.name, s.image, s.semantic) for s in samples]
-    total = np.zeros((num_classes, num_classes), dtype=np.int64)
-    rows: dict[str, list[float]] = {name: [] for name in TASK_METRICS["semantic"]}
-    for images, labels in semantic_batches(samples, batch_size):
-        predictions = predict(images)
-        for pred, label in zip(predictions, labels, strict=True):
-            cm = confusion_matrix(pred, label, num_classes, ignore_index)
-            total += cm
-            if per_image:
-                for name, value in semantic_metrics(cm).items():
-                    rows[name].append(value)
-    names = [_name(s) for s in samples] if per_image else []
-    return Evaluation(semantic_metrics(total), rows if per_image else {}, names)
+    cms = [
+        confusion_matrix(pred, label, num_classes, ignore_index)
+        for images, labels in semantic_batches(samples, batch_size)
+        for pred, label in zip(predict(images), labels, strict=True)
+    ]
+    stats = SemanticStats(np.reshape(cms, (len(cms), num_classes, num_classes)), [_name(s) for s in samples])
+    return Evaluation(_unit_metrics(stats), stats)
 
 
-def _instance(
-    predict: Predict, samples: Sequence, batch_size: int, category_offset: int, per_image: bool
-) -> Evaluation:
+def _instance(predict: Predict, samples: Sequence, batch_size: int, category_offset: int) -> Evaluation:
     from segbench.data.coco import coco_instances
 
     results: list[dict[str, Any]] = []
@@ -91,23 +137,15 @@ def _instance(
             results += masks_to_coco_results(
                 sample.index + 1, np.asarray(boxes), out["scores"], labels, masks
             )
-    truth = coco_instances(samples)
-    metrics = evaluate_instances(truth, results)
-    rows: dict[str, list[float]] = {name: [] for name in TASK_METRICS["instance"]}
-    if per_image:
-        for image in truth["images"]:
-            one = {
-                **truth,
-                "images": [image],
-                "annotations": [a for a in truth["annotations"] if a["image_id"] == image["id"]],
-            }
-            found = evaluate_instances(one, [r for r in results if r["image_id"] == image["id"]])
-            for name in rows:
-                rows[name].append(found[name])
-    names = [_name(s) for s in samples] if per_image else []
-    return Evaluation(
-        {name: metrics[name] for name in TASK_METRICS["instance"]}, rows if per_image else {}, names
+    metrics, evaluators = evaluate_instances_with(coco_instances(samples), results)
+    image_ids, names = [s.index + 1 for s in samples], [_name(s) for s in samples]
+    stats = InstanceStats(
+        {
+            f"{iou_type}_ap": CocoApStats.from_evaluator(evaluator, image_ids, names)
+            for iou_type, evaluator in evaluators.items()
+        }
     )
+    return Evaluation({name: metrics[name] for name in TASK_METRICS["instance"]}, stats)
 
 
 def _panoptic_pairs(
@@ -144,29 +182,17 @@ def panoptic_quality(
     return pq_compute([gt for gt, _ in pairs], [pred for _, pred in pairs], _panoptic_categories())
 
 
-def _panoptic(
-    predict: Predict, samples: Sequence, batch_size: int, category_offset: int, per_image: bool
-) -> Evaluation:
+def _panoptic(predict: Predict, samples: Sequence, batch_size: int, category_offset: int) -> Evaluation:
     pairs = _panoptic_pairs(predict, samples, batch_size, category_offset)
-    categories = _panoptic_categories()
-    summary = pq_compute([gt for gt, _ in pairs], [pred for _, pred in pairs], categories)["all"]
-    rows: dict[str, list[float]] = {name: [] for name in TASK_METRICS["panoptic"]}
-    if per_image:
-        for gt, pred in pairs:
-            one = pq_compute([gt], [pred], categories)["all"]
-            for name in rows:
-                rows[name].append(one[name])
-    names = [_name(s) for s in samples] if per_image else []
-    return Evaluation(
-        {name: summary[name] for name in TASK_METRICS["panoptic"]}, rows if per_image else {}, names
-    )
+    stats = PanopticStats(panoptic_counts(pairs, _panoptic_categories()), [_name(s) for s in samples])
+    return Evaluation(_unit_metrics(stats), stats)
 
 
 def evaluate_instance_task(
     predict: Predict, samples: Sequence, batch_size: int, category_offset: int = 0
 ) -> dict[str, float]:
     """Box and mask AP of ``predict`` on synthetic scenes (fractions)."""
-    return _instance(predict, samples, batch_size, category_offset, per_image=False).metrics
+    return _instance(predict, samples, batch_size, category_offset).metrics
 
 
 def evaluate_task(
@@ -177,14 +203,13 @@ def evaluate_task(
     num_classes: int,
     ignore_index: int = 255,
     category_offset: int = 0,
-    per_image: bool = False,
 ) -> Evaluation:
-    """Metrics of ``predict`` on ``samples`` for ``task`` (fractions in [0, 1]), and per image when
-    ``per_image`` is set (NaN where an image has nothing to measure, e.g. no instances)."""
+    """Metrics of ``predict`` on ``samples`` for ``task`` (fractions in [0, 1]), with the per-image
+    statistics the numerics checker resamples."""
     if task == "semantic":
-        return _semantic(predict, samples, batch_size, num_classes, ignore_index, per_image)
+        return _semantic(predict, samples, batch_size, num_classes, ignore_index)
     if task == "instance":
-        return _instance(predict, samples, batch_size, category_offset, per_image)
+        return _instance(predict, samples, batch_size, category_offset)
     if task == "panoptic":
-        return _panoptic(predict, samples, batch_size, category_offset, per_image)
+        return _panoptic(predict, samples, batch_size, category_offset)
     raise ValueError(f"no evaluation for task {task!r}")

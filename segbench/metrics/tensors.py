@@ -227,6 +227,7 @@ def tensor_row(verdict: TensorVerdict) -> dict[str, Any]:
         "tolerance": limit,
         # Errors have an upper limit, similarities and agreements a lower one.
         "bound": "max" if headline and headline.startswith("max_") else "min",
+        "verdict": "pass" if verdict.passed else "fail",
         "passed": verdict.passed,
         "tensors": verdict.to_dict(),
     }

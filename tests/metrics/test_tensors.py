@@ -1,59 +1,11 @@
-"""Verdict rules of the numerics checker: absolute points and relative floor, the paired view with its
-bootstrap interval, and the tensor-level checks."""
+"""The numerics checker's tensor-level checks (task-level verdicts: test_equivalence.py)."""
 
 import math
 
 import numpy as np
 import pytest
 
-from segbench.metrics.checker import bootstrap_mean_ci, compare_metrics, paired_delta
 from segbench.metrics.tensors import TENSOR_TOLERANCES, compare_output, compare_tensors, tensor_row
-
-
-def verdict(candidate, baseline, tolerance, floor):
-    return compare_metrics({"m": candidate}, {"m": baseline}, tolerance, floor)[0]
-
-
-def test_both_the_absolute_tolerance_and_the_relative_floor_must_hold():
-    # 40.0 -> 39.7: within 0.5 points, but under 99% of the baseline (39.6 is the floor: passes).
-    assert verdict(0.397, 0.400, 0.5, 0.99).passed
-    # 20.0 -> 19.7: within 0.5 points, but 98.5% of the baseline: the floor fails it.
-    low = verdict(0.197, 0.200, 0.5, 0.99)
-    assert not low.passed and low.relative_floor == 0.99 and low.delta == pytest.approx(-0.3)
-    # 80.0 -> 79.3: above 99% (79.2), but 0.7 points away: the absolute tolerance fails it.
-    assert not verdict(0.793, 0.800, 0.5, 0.99).passed
-    # Better than the baseline never fails the floor, but may fail the absolute tolerance (a change).
-    assert verdict(0.803, 0.800, 0.5, 0.99).passed
-    assert not verdict(0.81, 0.800, 0.5, 0.99).passed
-    assert not verdict(math.nan, 0.800, 0.5, 0.0).passed
-
-
-def test_bootstrap_interval_on_known_data():
-    assert bootstrap_mean_ci(np.full(20, 0.25)) == (0.25, 0.25)
-    rng = np.random.default_rng(1)
-    values = rng.normal(1.0, 2.0, size=400)
-    low, high = bootstrap_mean_ci(values)
-    # The normal-theory 95% interval is mean +- 1.96 * sd / sqrt(n); the bootstrap agrees to ~10%.
-    half = 1.96 * values.std(ddof=1) / np.sqrt(values.size)
-    assert low < values.mean() < high
-    assert (high - low) / 2 == pytest.approx(half, rel=0.1)
-    assert low > 0.5  # a shift of 1 with this spread and n is clearly systematic
-    assert bootstrap_mean_ci(values) == (low, high)  # seeded: reproducible reports
-
-
-def test_paired_delta_separates_systematic_from_noise():
-    base = np.linspace(0.5, 0.9, 30)
-    names = [f"img{i}" for i in range(30)]
-    shifted = paired_delta(base - 0.01, base, names)  # every image 1 point worse
-    assert shifted.mean == pytest.approx(-1.0) and shifted.ci_high < 0 and shifted.changed == 30
-    noise = np.where(np.arange(30) % 2, 0.01, -0.01)  # images up and down alike: no shift
-    noisy = paired_delta(base + noise, base, names)
-    assert noisy.ci_low < 0 < noisy.ci_high
-    worst = paired_delta(np.where(np.arange(30) == 7, base - 0.2, base), base, names)
-    assert worst.worst == [("img7", pytest.approx(-20.0))] and worst.changed == 1
-    # Images with nothing to measure (NaN) are left out of the pairs.
-    with_nan = paired_delta([np.nan, 0.5, 0.6], [0.4, 0.5, 0.6], ["a", "b", "c"])
-    assert with_nan.images == 2 and with_nan.mean == 0.0
 
 
 def logits(seed, shape=(2, 3, 8, 8)):
