@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.markup import escape
-from rich.table import Table
+
+from segbench.reports.termtable import NOTE, TEXT, VALUE, WORDS, Col, FitTable
+from segbench.reports.verdicts import (
+    FAIL,
+    INCONCLUSIVE,
+    band_of,
+    images_of,
+    interval_of,
+    missing,
+    number,
+    verdict_of,
+)
 
 
 def _ms(value: float | None) -> str:
@@ -20,23 +31,33 @@ def backend_label(row: dict[str, Any]) -> str:
     return f"{row['backend']} ({suffix})" if suffix else row["backend"]
 
 
-def results_table(results: Iterable[dict[str, Any]]) -> Table:
-    table = Table(
-        title="Benchmark (end-to-end: preprocess + forward + postprocess, ms)", title_justify="left"
-    )
+def results_table(results: Iterable[dict[str, Any]]) -> FitTable:
     results = list(results)
     repeated = any(r.get("repeat", 0) > 0 for r in results)
-    for column in ("model", "backend", "device", "prec", "size", "batch", *(("pass",) if repeated else ())):
-        table.add_column(column)
-    for column in ("p50", "p90", "mean", "img/s", "peak host MB"):
-        table.add_column(column, justify="right")
-    table.add_column("status")
+    errors = any(r["status"] != "ok" and r.get("error") for r in results)
+    columns = [
+        Col("model"),
+        Col("backend", WORDS),
+        Col("device", VALUE, drop=4),
+        Col("prec"),
+        Col("size"),
+        Col("batch", justify="right"),
+        *((Col("pass", VALUE, drop=5, justify="right"),) if repeated else ()),
+        Col("p50", VALUE, drop=8, justify="right"),
+        Col("p90", VALUE, drop=2, justify="right"),
+        Col("mean", VALUE, drop=1, justify="right"),
+        Col("img/s", VALUE, drop=6, justify="right"),
+        Col("host MB", VALUE, drop=3, justify="right"),
+        Col("status"),
+        *((Col("error", TEXT, drop=7),) if errors else ()),
+    ]
+    table = FitTable("Benchmark (end-to-end: preprocess + forward + postprocess, ms)", columns)
     for r in results:
         latency = r.get("latency_ms") or {}
         ok = r["status"] == "ok"
         table.add_row(
-            r["model"],
-            backend_label(r),
+            escape(r["model"]),
+            escape(backend_label(r)),
             r["device"],
             r["precision"],
             f"{r['height']}x{r['width']}",
@@ -47,100 +68,202 @@ def results_table(results: Iterable[dict[str, Any]]) -> Table:
             _ms(latency.get("mean")),
             "-" if r.get("throughput_ips") is None else f"{r['throughput_ips']:.1f}",
             "-" if r.get("peak_host_mb") is None else f"{r['peak_host_mb']:.0f}",
-            "[green]ok[/]" if ok else f"[red]failed[/] {escape(r.get('error') or '')}",
+            "[green]ok[/]" if ok else f"[red]{escape(r['status'])}[/]",
+            *((escape(r.get("error") or "") if not ok else "",) if errors else ()),
         )
     return table
 
 
-def _paired(row: dict[str, Any]) -> str:
-    paired = row.get("paired")
-    if not paired or paired.get("mean") is None:
+def _points(value: float | None, digits: int = 2, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def interval_text(low: float | None, high: float | None, digits: int = 2) -> str:
+    """``[-0.12, +0.30]``; empty when there is no interval."""
+    if low is None or high is None:
         return ""
-    return f"{paired['mean']:+.3f} [{paired['ci_low']:+.3f}, {paired['ci_high']:+.3f}]"
+    return f"[{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
-def numerics_table(rows: Iterable[dict[str, Any]]) -> Table:
-    """Task-level rows (metric points against the baseline, with the per-image paired mean delta and its
-    95% bootstrap interval) and tensor-level rows (the judged raw-output check, as a fraction)."""
-    table = Table(title="Numerics against the PyTorch fp32 baseline (points)", title_justify="left")
-    for column in ("model", "backend", "device", "prec", "metric"):
-        table.add_column(column)
-    for column in ("value", "baseline", "delta", "tol", "paired Δ [95% CI]"):
-        table.add_column(column, justify="right")
-    table.add_column("verdict")
-    for row in rows:
-        if row["role"] == "baseline":
-            verdict = "[cyan]baseline[/]"
-        elif row["passed"] is None:
-            verdict = "[cyan]info[/]" + (f" {escape(row['error'])}" if row.get("error") else "")
-        elif row["passed"]:
-            verdict = "[green]pass[/]"
-        else:
-            verdict = "[red]FAIL[/]" + (f" {escape(row['error'])}" if row.get("error") else "")
+def verdict_word(row: dict[str, Any]) -> str:
+    """What a numerics row says, as one word: ``baseline``, ``pass``, ``FAIL``, ``inconclusive`` or
+    ``info`` (a row without a verdict: a diagnosis, or an old row whose check did not run)."""
+    if row["role"] == "baseline":
+        return "baseline"
+    verdict = verdict_of(row)
+    if verdict is None:
+        return "info"
+    return "FAIL" if verdict == FAIL else verdict
+
+
+def verdict_note(row: dict[str, Any]) -> str:
+    """The error of a row, or for an inconclusive verdict how many images would decide it."""
+    if not missing(row.get("error")):
+        return str(row["error"])
+    if verdict_of(row) == INCONCLUSIVE:
+        _, needed, _ = images_of(row)
+        return f"~{needed} images would decide" if needed else "too few images to decide"
+    return ""
+
+
+def tolerance_text(row: dict[str, Any]) -> str:
+    """A task row's band ``[-0.50, +0.50]`` (points); a tensor row's bound ``<=0.00100``."""
+    if row["role"] == "baseline":
+        return ""
+    if row.get("level") == "tensor":
+        tolerance = number(row.get("tolerance"))
+        if tolerance is None:
+            return ""
+        return f"{'<=' if row.get('bound') == 'max' else '>='}{tolerance:.5f}"
+    return interval_text(*band_of(row))
+
+
+_VERDICT_MARKUP = {
+    "pass": "[green]pass[/]",
+    "FAIL": "[bold red]FAIL[/]",
+    "inconclusive": "[yellow]inconclusive[/]",
+    "baseline": "[cyan]baseline[/]",
+    "info": "[cyan]info[/]",
+}
+
+
+def numerics_table(rows: Iterable[dict[str, Any]]) -> FitTable:
+    """Task-level rows (metric points against the baseline: the deviation, its confidence interval and
+    the band it must lie in) and tensor-level rows (the judged raw-output statistic and its bound)."""
+    rows = list(rows)
+    notes = [verdict_note(row) for row in rows]
+    columns = [
+        Col("model"),
+        Col("backend", WORDS),
+        Col("device", VALUE, drop=3),
+        Col("prec"),
+        Col("metric", WORDS),
+        Col("value", VALUE, drop=2, justify="right"),
+        Col("baseline", VALUE, drop=1, justify="right"),
+        Col("delta", VALUE, drop=8, justify="right"),
+        Col("CI", VALUE, drop=6, justify="right"),
+        Col("band", VALUE, drop=5, justify="right"),
+        Col("images", VALUE, drop=4, justify="right"),
+        Col("verdict"),
+        *((Col("note", TEXT, drop=7),) if any(notes) else ()),
+    ]
+    table = FitTable("Numerics against the PyTorch fp32 baseline (points)", columns)
+    for row, note in zip(rows, notes, strict=True):
         tensor = row.get("level") == "tensor"
-        value = row["value"]
+        value, baseline = number(row.get("value")), number(row.get("baseline"))
+        images, _, _ = images_of(row)
         table.add_row(
-            row["model"],
-            backend_label(row),
+            escape(row["model"]),
+            escape(backend_label(row)),
             row["device"],
             row["precision"],
             escape(row["metric"]),
             "-" if value is None else (f"{value:.5f}" if tensor else f"{value:.2f}"),
-            "-" if row["baseline"] is None else f"{row['baseline']:.2f}",
-            "-" if row["delta"] is None else f"{row['delta']:+.3f}",
-            ""
-            if row["role"] == "baseline" or row["tolerance"] is None
-            else (
-                f"{'<=' if row.get('bound') == 'max' else '>='}{row['tolerance']:.5f}"
-                if tensor
-                else f"{row['tolerance']:.2f}"
-            ),
-            _paired(row),
-            verdict,
+            _points(baseline),
+            _points(number(row.get("delta")), 3, signed=True),
+            interval_text(*interval_of(row), digits=3),
+            tolerance_text(row),
+            "" if images is None else str(images),
+            _VERDICT_MARKUP[verdict_word(row)],
+            *((escape(note),) if any(notes) else ()),
         )
     return table
 
 
-def models_table(rows: Iterable[dict[str, Any]], height: int, width: int) -> Table:
-    table = Table(title=f"Models (GFLOPs at 1x3x{height}x{width})", title_justify="left")
-    for column in ("name", "task", "weights", "options"):
-        table.add_column(column)
-    for column in ("params (M)", "GFLOPs", "validation"):
-        table.add_column(column, justify="right")
-    table.add_column("description")
+def models_table(rows: Iterable[dict[str, Any]], height: int, width: int) -> FitTable:
+    columns = [
+        Col("name"),
+        Col("task"),
+        Col("weights"),
+        Col("options", TEXT, drop=3),
+        Col("params (M)", VALUE, drop=5, justify="right"),
+        Col("GFLOPs", VALUE, drop=4, justify="right"),
+        Col("validation", TEXT, drop=2),
+        Col("description", TEXT, drop=1),
+    ]
+    table = FitTable(f"Models (GFLOPs at 1x3x{height}x{width})", columns)
     for row in rows:
         table.add_row(
-            row["name"],
+            escape(row["name"]),
             row["task"],
             row["weights"],
-            row["options"],
+            escape(row["options"]),
             f"{row['params'] / 1e6:.2f}",
             "-" if row["gflops"] is None else f"{row['gflops']:.2f}",
-            row["validation"] or "-",
-            row["description"],
+            escape(row["validation"] or "-"),
+            escape(row["description"]),
         )
     return table
 
 
-def readiness_table(report: Any) -> Table:
+# How the columns of the other terminal tables (compare's, the environment) fit 80 columns: the cell or
+# check and the verdict stay whole; numbers go before they would be cut.
+_COLUMNS_BY_HEADER = {
+    "cell": Col("cell", WORDS),
+    "check": Col("check", WORDS),
+    "verdict": Col("verdict", NOTE),
+    "baseline p50 ms": Col("baseline p50 ms", VALUE, drop=6, justify="right"),
+    "current p50 ms": Col("current p50 ms", VALUE, drop=7, justify="right"),
+    "p50 change": Col("p50 change", VALUE, drop=8, justify="right"),
+    "throughput change": Col("throughput change", VALUE, drop=2, justify="right"),
+    "p (slower)": Col("p (slower)", VALUE, drop=3, justify="right"),
+    "p (faster)": Col("p (faster)", VALUE, drop=1, justify="right"),
+    "samples": Col("samples", VALUE, drop=4, justify="right"),
+    "memory": Col("memory", TEXT, drop=5),
+    "baseline": Col("baseline", VALUE, drop=4, justify="right"),
+    "current": Col("current", VALUE, drop=5, justify="right"),
+    "change": Col("change", VALUE, drop=7, justify="right"),
+    "interval": Col("interval", VALUE, drop=3, justify="right"),
+    "allowed": Col("allowed", VALUE, drop=2, justify="right"),
+    "verdicts": Col("verdicts", VALUE, drop=6),
+    "field": Col("field", WORDS),
+    "what": Col("what", WORDS),
+    "value": Col("value", TEXT, drop=1),
+}
+
+
+def text_table(
+    title: str,
+    headers: Sequence[str | Col],
+    rows: Iterable[Sequence[str]],
+    styles: Iterable[str | None] = (),
+) -> FitTable:
+    """A terminal table of plain-text rows (escaped here). A header given as a name fits as that name
+    says (``cell``, ``verdict``, ``p50 change``...; an unknown one folds like text)."""
+    columns = [
+        h if isinstance(h, Col) else _COLUMNS_BY_HEADER.get(h, Col(h, TEXT, drop=i + 1))
+        for i, h in enumerate(headers)
+    ]
+    table = FitTable(title, columns)
+    styles = iter(styles)
+    for cells in rows:
+        table.add_row(*(escape(str(cell)) for cell in cells), style=next(styles, None))
+    return table
+
+
+def readiness_table(report: Any) -> FitTable:
     """A TensorRT readiness report: the ops the graph uses, then each finding."""
     ops = ", ".join(f"{op} x{count}" for op, count in sorted(report.op_counts.items()))
-    table = Table(title=f"TensorRT readiness of {report.path} (opset {report.opset})", caption=ops)
-    for column in ("severity", "where", "finding"):
-        table.add_column(column)
+    columns = [Col("severity"), Col("where", WORDS), Col("finding", TEXT, drop=1)]
+    table = FitTable(f"TensorRT readiness of {report.path} (opset {report.opset})", columns, caption=ops)
     for finding in report.findings:
         style = {"error": "red", "warning": "yellow"}.get(finding.severity, "cyan")
         table.add_row(f"[{style}]{finding.severity}[/]", escape(finding.where), escape(finding.message))
     return table
 
 
-def parity_table(export: Any) -> Table:
+def parity_table(export: Any) -> FitTable:
     """An export's raw-output parity against PyTorch, one row per checked input shape."""
-    table = Table(
-        title=f"{export.precision} ONNX vs PyTorch at shapes other than the traced one", title_justify="left"
-    )
-    for column in ("input", "max abs err", "max rel err", "agreement", "verdict"):
-        table.add_column(column, justify="left" if column == "input" else "right")
+    columns = [
+        Col("input"),
+        Col("max abs err", VALUE, drop=2, justify="right"),
+        Col("max rel err", VALUE, drop=3, justify="right"),
+        Col("agreement", VALUE, drop=1, justify="right"),
+        Col("verdict", justify="right"),
+    ]
+    table = FitTable(f"{export.precision} ONNX vs PyTorch at shapes other than the traced one", columns)
     for report in export.parity:
         if report.detection_agreement is not None:
             agreement = f"{100 * report.detection_agreement:.1f}% detections"
@@ -156,3 +279,84 @@ def parity_table(export: Any) -> Table:
             "[green]pass[/]" if report.passed else "[red]FAIL[/]",
         )
     return table
+
+
+# -- the run's last words -----------------------------------------------------------------------------
+
+# Failed cells and failed or inconclusive checks named one per line; past these many, a count.
+OUTCOME_NAMED = 10
+
+
+def _first_line(text: Any, limit: int = 120) -> str:
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def cell_name(row: dict[str, Any]) -> str:
+    """``unet onnxruntime/cpu/fp32 256x256 b4``."""
+    return (
+        f"{row['model']} {backend_label(row)}/{row['device']}/{row['precision']} "
+        f"{row['height']}x{row['width']} b{row['batch_size']}"
+    )
+
+
+def check_name(row: dict[str, Any]) -> str:
+    """``unet onnxruntime/cpu/fp16 miou``."""
+    return f"{row['model']} {backend_label(row)}/{row['device']}/{row['precision']} {row['metric']}"
+
+
+def check_detail(row: dict[str, Any]) -> str:
+    """Why a check failed or is inconclusive, in one phrase: the deviation, its interval and the band
+    (``-0.640 [-1.127, -0.043] vs band [-0.61, +1.50]``), a tensor statistic against its bound, or
+    the error that kept the check from running."""
+    if not missing(row.get("error")):
+        return _first_line(row["error"])
+    if row.get("level") == "tensor":
+        value, bound = number(row.get("value")), number(row.get("tolerance"))
+        if value is None or bound is None:
+            return "no value"
+        return f"{value:.5g} vs {'<=' if row.get('bound') == 'max' else '>='}{bound:.5g}"
+    delta = number(row.get("delta"))
+    text = "no value" if delta is None else f"{delta:+.3f}"
+    interval = interval_text(*interval_of(row), digits=3)
+    band = interval_text(*band_of(row))
+    text += f" {interval}" if interval else ""
+    text += f" vs band {band}" if band else ""
+    if verdict_of(row) == INCONCLUSIVE:
+        images, needed, _ = images_of(row)
+        on = f"on {images} images" if images else "too few images"
+        text += f", {on}" + (f"; ~{needed} would decide" if needed else "")
+    return text
+
+
+def outcome_line(results: Iterable[dict[str, Any]], numerics: Iterable[dict[str, Any]], out_dir: Any) -> str:
+    """What a run came to, for its last words on the terminal: the counts and where the results are,
+    then each failed cell and each failed or inconclusive check by name (plain text, no markup):
+
+        46 cells (1 failed), 47 numerics checks (1 failed, 1 inconclusive) -> runs/x
+          failed cell   unet onnxruntime/cuda/fp16 256x256 b4: failed (RuntimeError: out of memory)
+          FAIL          mask_rcnn onnxruntime/cpu/fp16 segm_ap: -0.640 [-1.127, -0.043] vs band [...]
+          inconclusive  unet onnxruntime/cpu/fp32 miou: -0.120 [-0.600, +0.300] vs band [...], ...
+    """
+    results = list(results)
+    checks = [r for r in numerics if r.get("role") == "candidate" and r.get("level") != "diagnosis"]
+    failed_cells = [r for r in results if r["status"] != "ok"]
+    failed = [r for r in checks if verdict_of(r) == FAIL]
+    inconclusive = [r for r in checks if verdict_of(r) == INCONCLUSIVE]
+    cells = f"{len(results)} cells ({len(failed_cells)} failed), " if results else ""
+    head = (
+        f"{cells}{len(checks)} numerics checks ({len(failed)} failed, {len(inconclusive)} inconclusive) "
+        f"-> {out_dir}"
+    )
+    named = []
+    for r in failed_cells:
+        error = f" ({_first_line(r['error'])})" if r.get("error") else ""
+        named.append(("failed cell", f"{cell_name(r)}: {r['status']}{error}"))
+    named += [("FAIL", f"{check_name(r)}: {check_detail(r)}") for r in failed]
+    named += [("inconclusive", f"{check_name(r)}: {check_detail(r)}") for r in inconclusive]
+    lines = [head, *(f"  {kind:<13} {text}" for kind, text in named[:OUTCOME_NAMED])]
+    if len(named) > OUTCOME_NAMED:
+        lines.append(
+            f"  ... and {len(named) - OUTCOME_NAMED} more (results.jsonl, numerics.jsonl in {out_dir})"
+        )
+    return "\n".join(lines)

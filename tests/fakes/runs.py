@@ -87,8 +87,20 @@ def check(
     level: str = "task",
     tolerance: float | None = 0.5,
     precision: str = "fp32",
+    verdict: str | None = None,
+    ci: tuple[float, float] | None = None,
+    images: int = 32,
+    images_needed: int | None = None,
+    changed: int = 0,
+    paired: dict[str, Any] | None = None,
+    error: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    """A numerics row. Without ``verdict``, as rows were written before the three-valued verdict
+    (``passed`` and an optional ``paired`` dict); with ``verdict`` ("pass" | "fail" | "inconclusive"),
+    as they are now: ``passed`` follows the verdict (None when inconclusive), the deviation's interval
+    ``ci`` (default: the deviation itself), the band, image counts, and no ``paired``."""
+    delta = None if value is None or baseline is None else value - baseline
+    row = {
         "model": model,
         "task": "semantic",
         "backend": backend,
@@ -100,14 +112,33 @@ def check(
         "metric": metric,
         "value": value,
         "baseline": baseline,
-        "delta": None if value is None or baseline is None else value - baseline,
+        "delta": delta,
         "tolerance": 0.0 if role == "baseline" else tolerance,
         "bound": "max" if level == "tensor" else None,
         "passed": passed,
         "relative_floor": 0.99,
-        "paired": None,
-        "error": None,
+        "paired": paired,
+        "error": error,
     }
+    if verdict is None:
+        return row
+    del row["paired"]
+    row.update(verdict=verdict, passed={"pass": True, "fail": False}.get(verdict))
+    if level == "task" and role == "candidate":
+        low, high = ci if ci is not None else (delta, delta)
+        band_low = -tolerance if baseline is None else max(-tolerance, -(1 - 0.99) * baseline)
+        row.update(
+            ci_low=low,
+            ci_high=high,
+            confidence=0.95,
+            band_low=band_low,
+            band_high=tolerance,
+            images=images,
+            images_needed=images_needed if verdict == "inconclusive" else None,
+            changed=changed,
+            worst=[],
+        )
+    return row
 
 
 def write_run(
