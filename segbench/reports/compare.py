@@ -21,9 +21,8 @@ that nobody cares about. Improvements are judged the same way in the other direc
 number per cell (no samples), so it regresses when it grows by more than ``threshold`` and by more than
 an absolute floor (see CompareSettings), which keeps allocator and RSS jitter out.
 
-Accuracy. Numerics rows match on model, backend, device, precision, level and metric. A check regresses
-when it passed in the baseline run and fails now, or when a task metric dropped against the baseline
-run's value by more than the tolerance that check is judged with (numerics tolerances, in points).
+Accuracy: the two runs' numerics checks, matched and judged by :mod:`segbench.reports.accuracy` (a
+check that passed and fails now, or a task metric that surely fell by more than its band allows).
 """
 
 from __future__ import annotations
@@ -38,17 +37,16 @@ import pandas as pd
 from scipy.stats import false_discovery_control, mannwhitneyu
 
 from segbench.env import fingerprint_fields
-from segbench.reports.rundata import CELL_KEY, CHECK_KEY, RunData, RunDataError
+from segbench.reports.accuracy import CheckChange, compare_checks
+from segbench.reports.rundata import CELL_KEY, RunData, RunDataError
+from segbench.reports.verdicts import FIXED, INCONCLUSIVE, REGRESSION, STILL_FAILING, UNCHANGED
 
-# Verdicts of a matched cell. Only the first two (and accuracy regressions) make compare exit 1.
-REGRESSION = "regression"
+# Verdicts of a matched cell: REGRESSION, NOW_FAILING, IMPROVEMENT, FIXED, WITHIN_NOISE (past the
+# threshold but not significant), INCONCLUSIVE (past the threshold, too few samples to test), UNCHANGED,
+# STILL_FAILING. Only the first two (and accuracy regressions) make compare exit 1.
 NOW_FAILING = "now failing"
 IMPROVEMENT = "improvement"
-FIXED = "fixed"
-WITHIN_NOISE = "within noise"  # past the threshold but not significant
-INCONCLUSIVE = "inconclusive"  # past the threshold, but too few samples to test
-UNCHANGED = "unchanged"
-STILL_FAILING = "still failing"
+WITHIN_NOISE = "within noise"
 REGRESSING = frozenset({REGRESSION, NOW_FAILING})
 
 
@@ -87,22 +85,6 @@ class CellChange:
 
 
 @dataclass
-class CheckChange:
-    """One numerics check present in both runs (diagnosis rows are left out: they carry no verdict)."""
-
-    check: dict[str, Any]
-    label: str
-    baseline_value: float | None
-    current_value: float | None
-    change: float | None
-    tolerance: float | None
-    baseline_passed: bool | None
-    current_passed: bool | None
-    regressed: bool
-    note: str = ""
-
-
-@dataclass
 class Comparison:
     baseline: str
     current: str
@@ -124,6 +106,10 @@ class Comparison:
         return [c for c in self.checks if c.regressed]
 
     @property
+    def inconclusive_checks(self) -> list[CheckChange]:
+        return [c for c in self.checks if c.verdict == INCONCLUSIVE]
+
+    @property
     def improvements(self) -> list[CellChange]:
         return [c for c in self.cells if c.verdict in (IMPROVEMENT, FIXED)]
 
@@ -136,6 +122,7 @@ class Comparison:
         data["summary"] = {
             "regressions": len(self.regressions),
             "accuracy_regressions": len(self.accuracy_regressions),
+            "inconclusive_checks": len(self.inconclusive_checks),
             "improvements": len(self.improvements),
             "matched_cells": len(self.cells),
             "new_cells": len(self.new_cells),
@@ -342,72 +329,6 @@ def _adjust_and_judge(
             change.note = f"past the threshold, not significant (p={p_value:.2g})"
 
 
-# -- numerics ---------------------------------------------------------------------------------------
-
-
-def _check_label(row: pd.Series) -> str:
-    return f"{row['model']} {row['backend_label']} {row['device']} {row['precision']} {row['metric']}"
-
-
-def _passed(value: Any) -> bool | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else bool(value)
-
-
-def _judging_tolerance(row: pd.Series, checks: pd.DataFrame) -> float | None:
-    """The tolerance a check is judged with. A PyTorch baseline row has none of its own (it is the
-    reference): it takes the tightest tolerance its run applies to that model's metric."""
-    if row["role"] != "baseline":
-        return _number(row["tolerance"])
-    peers = checks[
-        (checks["model"] == row["model"])
-        & (checks["metric"] == row["metric"])
-        & (checks["role"] == "candidate")
-        & checks["tolerance"].notna()
-    ]
-    return float(peers["tolerance"].min()) if len(peers) else None
-
-
-def _compare_checks(
-    baseline: pd.DataFrame, current: pd.DataFrame
-) -> tuple[list[CheckChange], list[str], list[str]]:
-    judged = lambda frame: frame[frame["level"] != "diagnosis"]  # noqa: E731
-    old = {_key(row, CHECK_KEY): row for _, row in judged(baseline).iterrows()}
-    new = {_key(row, CHECK_KEY): row for _, row in judged(current).iterrows()}
-    missing = [_check_label(old[k]) for k in old if k not in new]
-    added = [_check_label(new[k]) for k in new if k not in old]
-    changes = []
-    for key, before in old.items():
-        if key not in new:
-            continue
-        after = new[key]
-        value_before, value_after = _number(before["value"]), _number(after["value"])
-        delta = None if value_before is None or value_after is None else value_after - value_before
-        tolerance = _judging_tolerance(after, current) if after["level"] == "task" else None
-        passed_before, passed_after = _passed(before["passed"]), _passed(after["passed"])
-        newly_failing = passed_before is True and passed_after is False
-        dropped = delta is not None and tolerance is not None and delta < -tolerance
-        note = ""
-        if newly_failing:
-            note = "passed in the baseline run, fails now"
-        elif dropped:
-            note = f"fell {-delta:.3f} points against the baseline run (tolerance {tolerance:g})"
-        changes.append(
-            CheckChange(
-                check=dict(zip(CHECK_KEY, key, strict=True)),
-                label=_check_label(after),
-                baseline_value=value_before,
-                current_value=value_after,
-                change=delta,
-                tolerance=tolerance,
-                baseline_passed=passed_before,
-                current_passed=passed_after,
-                regressed=newly_failing or dropped,
-                note=note,
-            )
-        )
-    return changes, added, missing
-
-
 def compare_runs(baseline: RunData, current: RunData, settings: CompareSettings | None = None) -> Comparison:
     """Match the two runs' cells and checks and judge every change (see the module docstring)."""
     settings = settings or CompareSettings()
@@ -419,7 +340,7 @@ def compare_runs(baseline: RunData, current: RunData, settings: CompareSettings 
     if not baseline.results and not baseline.numerics:
         raise RunDataError(f"{baseline.path} holds no results to compare")
     cells, new_cells, missing_cells = _compare_cells(baseline.cells, current.cells, settings)
-    checks, new_checks, missing_checks = _compare_checks(baseline.checks, current.checks)
+    checks, new_checks, missing_checks = compare_checks(baseline.checks, current.checks)
     return Comparison(
         baseline=str(baseline.path),
         current=str(current.path),

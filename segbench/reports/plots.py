@@ -22,23 +22,22 @@ import matplotlib
 import matplotlib.style
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 from matplotlib.transforms import blended_transform_factory
 
-DPI = 100
+from segbench.reports.figures import CAPTION_IN, DPI
+from segbench.reports.figures import decorate as _decorate
+from segbench.reports.figures import literal as _literal
+from segbench.reports.figures import new_figure as _figure
+from segbench.reports.figures import text_width_in as _text_width_in
+from segbench.reports.verdict_figure import NUMERICS_TITLE, numerics_figure
+
 # Pinned for the duration of a render (and restored after): the figures look the same, byte for byte,
 # whatever the caller's matplotlibrc or style says; unhinted text also draws about a fifth faster.
 _STYLE: list[Any] = ["default", {"text.hinting": "no_hinting"}]
-# Inches between a table cell's border and its text (matplotlib pads by a fraction of the cell's width,
-# which crowds narrow columns and indents wide ones).
-_CELL_PAD_IN = 0.05
 FAILED_COLOR = "tab:red"
-# Inches kept free at the bottom of every figure for the environment caption.
-CAPTION_IN = 0.3
 # Sample spread (slowest / fastest iteration over all cells) above which latency is shown on a log axis.
 LOG_SPREAD = 20.0
 PLOT_NAMES = (
@@ -53,7 +52,7 @@ TITLES = {
     "throughput_vs_size": "Throughput vs input size",
     "speedup_vs_torch": "Speed-up over PyTorch (baseline: PyTorch fp32, same device, size and batch)",
     "latency_distribution": "End-to-end latency of every timed iteration, per cell",
-    "numerics_verdicts": "Numerics verdicts against the PyTorch fp32 baseline",
+    "numerics_verdicts": NUMERICS_TITLE,
 }
 # boxplot's ``vert`` gave way to ``orientation`` in matplotlib 3.10 (and is deprecated there).
 _HORIZONTAL: dict[str, Any] = (
@@ -63,26 +62,6 @@ _HORIZONTAL: dict[str, Any] = (
 )
 _LINESTYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v")
-# Light row tint and stronger verdict-cell colour per verdict kind.
-_VERDICT_COLOURS = {
-    "pass": ("#eef7ee", "#a5d6a7"),
-    "FAIL": ("#fdecea", "#ef9a9a"),
-    "grey": ("#f4f4f4", "#d0d0d0"),
-}
-# The leading table columns that identify a group of verdict rows.
-_GROUP_COLUMNS = 4
-_TABLE_COLUMNS = (
-    "model",
-    "backend",
-    "device",
-    "precision",
-    "metric",
-    "value",
-    "baseline",
-    "delta",
-    "tolerance",
-    "verdict",
-)
 
 
 @dataclass(frozen=True)
@@ -337,95 +316,9 @@ def speedups(cells: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns, index=[row["_order"] for row in rows])
 
 
-def _number(value: Any, spec: str) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if math.isnan(number) else format(number, spec)
-
-
-def _verdict(row: Mapping[str, Any]) -> str:
-    passed = row["passed"]
-    if row["role"] == "baseline":
-        return "baseline"
-    if passed is None or (isinstance(passed, float) and math.isnan(passed)):
-        verdict = "info"
-    else:
-        verdict = "pass" if bool(passed) else "FAIL"
-    error = row.get("error")
-    if verdict != "pass" and isinstance(error, str) and error:
-        # Keep the table readable; the full text is in numerics.jsonl and the HTML table.
-        verdict += f": {error[:40]}{'…' if len(error) > 40 else ''}"
-    return verdict
-
-
-def verdict_table(checks: pd.DataFrame) -> pd.DataFrame:
-    """Figure 5's rows as display strings (diagnosis rows left out), columns as in the figure."""
-    rows = []
-    for row in checks.to_dict("records") if len(checks) else []:
-        if row.get("level") == "diagnosis":
-            continue
-        tensor = row.get("level") == "tensor"
-        if row["role"] == "baseline":
-            tolerance = ""
-        elif tensor:
-            bound = "≤" if row.get("bound") == "max" else "≥"
-            tolerance = _number(row["tolerance"], ".4g")
-            tolerance = tolerance if tolerance == "-" else bound + tolerance
-        else:
-            tolerance = _number(row["tolerance"], ".2f")
-        rows.append(
-            {
-                "model": row["model"],
-                "backend": row["backend_label"],
-                "device": row["device"],
-                "precision": row["precision"],
-                "metric": row["metric"],
-                # Tensor errors are tiny fractions: fixed decimals would print them as 0.
-                "value": _number(row["value"], ".4g" if tensor else ".2f"),
-                "baseline": _number(row["baseline"], ".2f"),
-                "delta": _number(row["delta"], "+.3f"),
-                "tolerance": tolerance,
-                "verdict": _verdict(row),
-            }
-        )
-    return pd.DataFrame(rows, columns=list(_TABLE_COLUMNS))
-
-
 # ---------------------------------------------------------------------------------------------- drawing
 # Layouts are fixed in inches (margins sized from the measured label widths) rather than left to a layout
 # engine: constrained layout draws every figure twice, doubling the render time for no visible gain.
-
-
-def _literal(text: str) -> str:
-    # A pair of "$" in an error message or option would otherwise be parsed as mathtext.
-    return text.replace("$", r"\$")
-
-
-def _text_width_in(texts: Sequence[str], size: float) -> float:
-    """The width in inches of the widest of ``texts`` at ``size`` points, as Agg will draw it."""
-    longest = max((len(t) for t in texts), default=0)
-    # Measuring is not free (a table has hundreds of cells): only strings near the longest can be widest.
-    candidates = {t for t in texts if len(t) >= 0.7 * longest}
-    renderer = RendererAgg(1, 1, DPI)
-    font = FontProperties(size=size)
-    widths = [renderer.get_text_width_height_descent(t, font, ismath=False)[0] for t in sorted(candidates)]
-    return max(widths, default=0.0) / DPI
-
-
-def _figure(width_in: float, height_in: float) -> Figure:
-    """A pyplot-free figure on an Agg canvas: no global state, garbage-collected like any object."""
-    fig = Figure(figsize=(width_in, height_in), dpi=DPI)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _decorate(fig: Figure, title: str, caption: str, top_in: float) -> None:
-    """Title centred in the top margin, environment caption in the strip kept free at the bottom."""
-    height_in = fig.get_figheight()
-    fig.suptitle(title, fontsize=11, y=1 - top_in / 2 / height_in, va="center")
-    fig.text(0.005, 0.08 / height_in, _literal(caption), fontsize=7, color="0.35", ha="left", va="bottom")
 
 
 def _failed_marker(
@@ -721,59 +614,6 @@ def _distribution_figure(cells: pd.DataFrame, caption: str) -> Figure | None:
     return fig
 
 
-def _verdict_kind(verdict: str) -> str:
-    head = verdict.split(":", 1)[0]
-    return head if head in ("pass", "FAIL") else "grey"
-
-
-def _numerics_figure(checks: pd.DataFrame, caption: str) -> Figure | None:
-    table = verdict_table(checks)
-    if table.empty:
-        return None
-    body = [[_literal(v) for v in row] for row in table.astype(str).values.tolist()]
-    # Column widths from the measured text: the table fills an axes placed in inches.
-    widths = [
-        _text_width_in([column, *(r[c] for r in body)], 7) + 3 * _CELL_PAD_IN
-        for c, column in enumerate(_TABLE_COLUMNS)
-    ]
-    # Show model, backend, device and precision only where they change: the rows read as groups, and the
-    # table draws a third fewer texts (text is most of its render time).
-    shown = [list(row) for row in body]
-    for i in range(len(body) - 1, 0, -1):
-        for c in range(_GROUP_COLUMNS):
-            if body[i][: c + 1] == body[i - 1][: c + 1]:
-                shown[i][c] = ""
-    text = [list(_TABLE_COLUMNS), *shown]
-    row_in, top, bottom = 0.2, 0.6, CAPTION_IN + 0.05
-    table_w, table_h = sum(widths), row_in * len(text)
-    width, height = max(8.0, table_w + 0.4), top + table_h + bottom
-    fig = _figure(width, height)
-    left = (width - table_w) / 2
-    ax = fig.add_axes((left / width, bottom / height, table_w / width, table_h / height))
-    ax.axis("off")
-    colours = []
-    for verdict in table["verdict"]:
-        row_tint, verdict_colour = _VERDICT_COLOURS[_verdict_kind(verdict)]
-        colours.append([row_tint] * (len(_TABLE_COLUMNS) - 1) + [verdict_colour])
-    drawn = ax.table(
-        cellText=text[1:],
-        colLabels=text[0],
-        cellColours=colours,
-        colColours=["#dddddd"] * len(_TABLE_COLUMNS),
-        colWidths=[w / table_w for w in widths],
-        bbox=(0, 0, 1, 1),
-        cellLoc="left",
-    )
-    drawn.auto_set_font_size(False)
-    drawn.set_fontsize(7)
-    for (_, column), table_cell in drawn.get_celld().items():
-        table_cell.PAD = _CELL_PAD_IN / widths[column]
-    failed = int((table["verdict"].map(_verdict_kind) == "FAIL").sum())
-    title = f"{TITLES['numerics_verdicts']} ({len(table)} checks, {failed} FAIL)"
-    _decorate(fig, title, caption, top)
-    return fig
-
-
 def build_figures(
     cells: pd.DataFrame, checks: pd.DataFrame, env: Mapping[str, Any]
 ) -> list[tuple[str, str, Figure]]:
@@ -789,7 +629,7 @@ def _build_figures(cells: pd.DataFrame, checks: pd.DataFrame, caption: str) -> l
         "throughput_vs_size": lambda: _throughput_vs_size(cells, caption),
         "speedup_vs_torch": lambda: _speedup_figure(cells, caption),
         "latency_distribution": lambda: _distribution_figure(cells, caption),
-        "numerics_verdicts": lambda: _numerics_figure(checks, caption),
+        "numerics_verdicts": lambda: numerics_figure(checks, caption),
     }
     built = [(name, TITLES[name], builders[name]()) for name in PLOT_NAMES]
     return [(name, title, fig) for name, title, fig in built if fig is not None]

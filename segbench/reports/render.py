@@ -28,8 +28,10 @@ from segbench.reports.compare import (
     Comparison,
 )
 from segbench.reports.rundata import RunData
+from segbench.reports.tables import interval_text, tolerance_text, verdict_note, verdict_word
+from segbench.reports.verdicts import FAIL, counts, number
 
-Rows = list[tuple[list[str], str]]  # (cells, css class: "ok" | "fail" | "info" | "")
+Rows = list[tuple[list[str], str]]  # (cells, css class: "ok" | "fail" | "inconclusive" | "info" | "")
 
 
 # -- formatting -------------------------------------------------------------------------------------
@@ -79,7 +81,7 @@ RESULT_HEADERS = (
 )  # fmt: skip
 CHECK_HEADERS = (
     "model", "backend", "device", "precision", "level", "metric", "value", "baseline", "delta",
-    "tolerance", "paired Δ [95% CI]", "verdict",
+    "interval", "band", "images", "verdict",
 )  # fmt: skip
 
 
@@ -120,12 +122,24 @@ def result_rows(run: RunData, speedup: dict[int, float] | None = None) -> Rows:
 
 
 def _verdict(check: Any) -> tuple[str, str]:
-    error = f" ({check['error']})" if check["error"] else ""
-    if check["role"] == "baseline":
-        return "baseline", "info"
-    if _missing(check["passed"]):
-        return f"info{error}", "info"
-    return ("pass", "ok") if check["passed"] else (f"FAIL{error}", "fail")
+    """The verdict cell and the row's css class: pass (ok), FAIL (fail), inconclusive (inconclusive),
+    baseline / info (info); the error, or the images an inconclusive verdict would need, after it."""
+    word = verdict_word(check)
+    note = verdict_note(check)
+    text = f"{word} ({note})" if note else word
+    return text, {"pass": "ok", "FAIL": "fail", "inconclusive": "inconclusive"}.get(word, "info")
+
+
+def checks_note(run: RunData) -> str:
+    """What the numerics table's columns mean."""
+    levels = {float(c) for c in run.checks["confidence"].dropna()}
+    level = f"{100 * levels.pop():g}% " if len(levels) == 1 else ""
+    return (
+        "Task metrics in points. delta = backend - PyTorch baseline on the same images; interval = its "
+        f"{level}confidence interval (paired bootstrap over the images); band = the deviation allowed. "
+        "pass: the interval lies inside the band; FAIL: it lies outside (a confident shift); "
+        "inconclusive: too few images to tell. Tensor rows are the judged raw-output statistic and its bound."
+    )
 
 
 def check_rows(run: RunData) -> Rows:
@@ -133,15 +147,10 @@ def check_rows(run: RunData) -> Rows:
     for _, check in run.checks.iterrows():
         tensor = check["level"] == "tensor"
         verdict, css = _verdict(check)
-        tolerance = check["tolerance"]
-        if check["role"] == "baseline" or _missing(tolerance):
-            tolerance_text = ""
-        elif tensor:
-            tolerance_text = f"{'<=' if check['bound'] == 'max' else '>='}{tolerance:.5f}"
-        else:
-            tolerance_text = f"{tolerance:.2f}"
-        mean, low, high = check["paired_mean"], check["paired_ci_low"], check["paired_ci_high"]
-        paired = "" if _missing(mean) else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+        images, changed = number(check["images"]), number(check["changed"])
+        counted = "" if images is None else f"{images:.0f}"
+        if counted and changed is not None and check["role"] != "baseline":
+            counted += f" ({changed:.0f} moved)"
         rows.append(
             (
                 [
@@ -154,8 +163,9 @@ def check_rows(run: RunData) -> Rows:
                     _fixed(check["value"], 5 if tensor else 2),
                     _fixed(check["baseline"]),
                     _fixed(check["delta"], 3, signed=True),
-                    tolerance_text,
-                    paired,
+                    interval_text(number(check["ci_low"]), number(check["ci_high"]), digits=3),
+                    tolerance_text(check),
+                    counted,
                     verdict,
                 ],
                 css,
@@ -165,14 +175,16 @@ def check_rows(run: RunData) -> Rows:
 
 
 def run_summary(run: RunData) -> str:
+    """``4 cells (1 failed), 3 numerics checks (1 failed, 1 inconclusive): FAILURES``."""
     cells, checks = run.cells, run.checks
     failed_cells = int((cells["status"] != "ok").sum())
-    candidates = checks[checks["role"] == "candidate"]
-    failed_checks = int((candidates["passed"] == False).sum())  # noqa: E712 (None means info)
-    verdict = "all passed" if not failed_cells and not failed_checks else "FAILURES"
+    judged = checks[(checks["role"] == "candidate") & (checks["level"] != "diagnosis")]
+    found = counts(judged.to_dict("records"))
+    failed, inconclusive = found[FAIL], found[INCONCLUSIVE]
+    verdict = "FAILURES" if failed_cells or failed else "INCONCLUSIVE" if inconclusive else "all passed"
     return (
-        f"{len(cells)} cells ({failed_cells} failed), {len(candidates)} numerics checks "
-        f"({failed_checks} failed): {verdict}"
+        f"{len(cells)} cells ({failed_cells} failed), {len(judged)} numerics checks "
+        f"({failed} failed, {inconclusive} inconclusive): {verdict}"
     )
 
 
@@ -216,7 +228,7 @@ def report_markdown(run: RunData, plots: Sequence[Any], speedup: dict[int, float
         parts += [
             "## Numerics against the PyTorch fp32 baseline",
             "",
-            "Task metrics in points; tensor rows are the judged raw-output statistic.",
+            checks_note(run),
             "",
             markdown_table(CHECK_HEADERS, [cells for cells, _ in check_rows(run)]),
             "",
@@ -245,6 +257,8 @@ tr.ok td:last-child { color: #176b2c; }
 tr.fail td { background: #fde8e8; }
 tr.fail td:last-child { color: #a11; font-weight: bold; }
 tr.info td:last-child { color: #555; }
+tr.inconclusive td { background: #fff6e0; }
+tr.inconclusive td:last-child { color: #8a5a00; font-weight: bold; }
 figure { margin: 1.5em 0; }
 img { max-width: 100%; border: 1px solid #ddd; }
 .summary { font-size: 1.1em; font-weight: bold; }
@@ -280,7 +294,7 @@ def report_html(run: RunData, plots: Sequence[Any], speedup: dict[int, float] | 
     if len(run.checks):
         body += [
             "<h2>Numerics against the PyTorch fp32 baseline</h2>",
-            "<p>Task metrics in points; tensor rows are the judged raw-output statistic.</p>",
+            f"<p>{html.escape(checks_note(run))}</p>",
             html_table(CHECK_HEADERS, check_rows(run)),
         ]
     if plots:
@@ -304,7 +318,16 @@ CELL_CHANGE_HEADERS = (
     "cell", "baseline p50 ms", "current p50 ms", "p50 change", "throughput change", "p (slower)",
     "p (faster)", "samples", "memory", "verdict",
 )  # fmt: skip
-CHECK_CHANGE_HEADERS = ("check", "baseline", "current", "change", "tolerance", "passed", "verdict")
+CHECK_CHANGE_HEADERS = (
+    "check",
+    "baseline",
+    "current",
+    "change",
+    "interval",
+    "allowed",
+    "verdicts",
+    "verdict",
+)
 
 
 def _memory_text(change: Any) -> str:
@@ -346,9 +369,18 @@ def cell_change_rows(changes: Sequence[Any]) -> Rows:
     return rows
 
 
+def _check_css(change: Any) -> str:
+    if change.regressed:
+        return "fail"
+    return {INCONCLUSIVE: "inconclusive", FIXED: "ok"}.get(change.verdict, "")
+
+
 def check_change_rows(changes: Sequence[Any]) -> Rows:
-    def passed(value: bool | None) -> str:
-        return "-" if value is None else "pass" if value else "FAIL"
+    """One row per matched check: the values, the change and its interval, the fall the check allows,
+    each run's verdict, and what compare makes of it."""
+
+    def word(verdict: str | None) -> str:
+        return "-" if verdict is None else "FAIL" if verdict == FAIL else verdict
 
     return [
         (
@@ -357,11 +389,13 @@ def check_change_rows(changes: Sequence[Any]) -> Rows:
                 _fixed(change.baseline_value, 4),
                 _fixed(change.current_value, 4),
                 _fixed(change.change, 4, signed=True),
-                _fixed(change.tolerance),
-                f"{passed(change.baseline_passed)} -> {passed(change.current_passed)}",
-                f"REGRESSION: {change.note}" if change.regressed else (change.note or "ok"),
+                "" if change.change_low is None else f"[{change.change_low:+.3f}, {change.change_high:+.3f}]",
+                "" if change.limit is None else f">= {change.limit:+.3f}",
+                f"{word(change.baseline_verdict)} -> {word(change.current_verdict)}",
+                (change.verdict.upper() if change.regressed else change.verdict)
+                + (f": {change.note}" if change.note else ""),
             ],
-            "fail" if change.regressed else "",
+            _check_css(change),
         )
         for change in changes
     ]
@@ -375,10 +409,13 @@ def comparison_headline(comparison: Comparison) -> str:
         if performance or accuracy
         else "no regressions"
     )
+    inconclusive = len(comparison.inconclusive_checks)
+    checks = f", {inconclusive} numerics check(s) inconclusive" if inconclusive else ""
     return (
-        f"{verdict}; {len(comparison.improvements)} improvement(s), {len(comparison.cells)} matched cells "
-        f"(a regression: p50 slower by more than {100 * settings.threshold:g}% and significant at "
-        f"{settings.alpha:g}, one-sided Mann-Whitney U on the raw samples, Benjamini-Hochberg adjusted)"
+        f"{verdict}; {len(comparison.improvements)} improvement(s){checks}, {len(comparison.cells)} "
+        f"matched cells (a regression: p50 slower by more than {100 * settings.threshold:g}% and "
+        f"significant at {settings.alpha:g}, one-sided Mann-Whitney U on the raw samples, "
+        "Benjamini-Hochberg adjusted)"
     )
 
 
@@ -413,6 +450,7 @@ def comparison_markdown(comparison: Comparison) -> str:
     for title, headers, rows in (
         ("Regressions and improvements", CELL_CHANGE_HEADERS, cell_change_rows(_noteworthy(comparison))),
         ("Accuracy regressions", CHECK_CHANGE_HEADERS, check_change_rows(comparison.accuracy_regressions)),
+        ("Inconclusive checks", CHECK_CHANGE_HEADERS, check_change_rows(comparison.inconclusive_checks)),
     ):
         if rows:
             parts += [f"## {title}", "", markdown_table(headers, [cells for cells, _ in rows]), ""]

@@ -21,6 +21,7 @@ from segbench.bench.stats import latency_stats
 from segbench.errors import SegbenchError
 from segbench.reports.results import SCHEMA_VERSION, read_jsonl
 from segbench.reports.tables import backend_label
+from segbench.reports.verdicts import band_of, images_of, interval_of, verdict_of
 
 # What identifies a cell across runs (compare matches on it) and how a row is shown.
 CELL_KEY = (
@@ -161,7 +162,11 @@ def _cell_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _check_row(record: dict[str, Any]) -> dict[str, Any]:
-    paired = record.get("paired") or {}
+    """One numerics row, new or old: ``verdict`` (pass | fail | inconclusive; None for a diagnosis),
+    the deviation's interval ``ci_low``/``ci_high``, the band and the image counts, read from an old row's
+    ``passed`` and ``paired`` where it predates them (see :mod:`segbench.reports.verdicts`)."""
+    (ci_low, ci_high), (band_low, band_high) = interval_of(record), band_of(record)
+    images, images_needed, changed = images_of(record)
     return {
         "model": record["model"],
         "task": record.get("task"),
@@ -179,9 +184,15 @@ def _check_row(record: dict[str, Any]) -> dict[str, Any]:
         "bound": record.get("bound"),
         "relative_floor": record.get("relative_floor"),
         "passed": record["passed"],
-        "paired_mean": paired.get("mean"),
-        "paired_ci_low": paired.get("ci_low"),
-        "paired_ci_high": paired.get("ci_high"),
+        "verdict": verdict_of(record),
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "confidence": record.get("confidence"),
+        "band_low": band_low,
+        "band_high": band_high,
+        "images": images,
+        "images_needed": images_needed,
+        "changed": changed,
         "error": record.get("error"),
     }
 
@@ -210,6 +221,9 @@ def cells_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 def checks_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per numerics verdict (task, tensor and diagnosis levels, baselines included)."""
     frame = pd.DataFrame([_check_row(r) for r in records], columns=_columns("checks"))
+    # Counts as nullable integers: a row without them is <NA>, never a float or a 0.
+    for column in ("images", "images_needed", "changed"):
+        frame[column] = frame[column].astype("Int64")
     frame["backend_label"] = _labels(frame)
     return frame
 

@@ -227,6 +227,91 @@ def test_accuracy_regressions_use_the_numerics_tolerances(tmp_path):
     assert len(comparison.checks) == 5  # the diagnosis row carries no verdict and is left out
 
 
+def _accuracy(tmp_path, before: list[dict], after: list[dict]):
+    base = load_run(write_run(tmp_path / "a", [cell()], before))
+    current = load_run(write_run(tmp_path / "b", [cell()], after))
+    return compare_runs(base, current)
+
+
+def box_ap(value: float, **kwargs) -> dict:
+    return check(model="mask_rcnn", metric="bbox_ap", value=value, baseline=52.52, tolerance=0.2, **kwargs)
+
+
+def test_box_ap_going_up_is_never_an_accuracy_regression(tmp_path):
+    # Mask R-CNN's box AP rose 52.65 -> 52.76; its check failed in the baseline run and fails now
+    # (a shift away from PyTorch, upwards). Not a regression: it did not pass before, and it did not fall.
+    comparison = _accuracy(
+        tmp_path,
+        [box_ap(52.65, verdict="fail", ci=(0.05, 0.21))],
+        [box_ap(52.76, verdict="fail", ci=(0.21, 0.27))],
+    )
+    (change,) = comparison.checks
+    assert change.change == pytest.approx(0.11) and change.verdict == STILL_FAILING
+    assert comparison.accuracy_regressions == [] and comparison.exit_code == 0
+    # The committed run's row (old format: passed, a paired interval), now inconclusive: reported so.
+    paired = {"mean": 0.002, "ci_low": -0.17, "ci_high": 0.18, "images": 29, "changed": 2, "worst": []}
+    comparison = _accuracy(
+        tmp_path,
+        [box_ap(52.65, passed=True, paired=paired)],
+        [box_ap(52.76, verdict="inconclusive", ci=(-0.05, 0.5), images_needed=90)],
+    )
+    (change,) = comparison.checks
+    assert change.verdict == INCONCLUSIVE and not change.regressed
+    assert "~90 images would decide" in change.note
+    assert comparison.inconclusive_checks == [change] and comparison.exit_code == 0
+
+
+def test_a_check_that_passed_and_fails_now_is_a_regression(tmp_path):
+    for before in (box_ap(52.60, verdict="pass", ci=(-0.05, 0.2)), box_ap(52.60, passed=True)):
+        comparison = _accuracy(tmp_path, [before], [box_ap(52.10, verdict="fail", ci=(-0.6, -0.25))])
+        (change,) = comparison.accuracy_regressions
+        assert change.verdict == REGRESSION and change.note == "passed in the baseline run, fails now"
+        assert comparison.exit_code == 1
+    # Inconclusive before, fail now: a regression too.
+    comparison = _accuracy(
+        tmp_path,
+        [box_ap(52.45, verdict="inconclusive", ci=(-0.4, 0.2))],
+        [box_ap(52.10, verdict="fail", ci=(-0.6, -0.25))],
+    )
+    assert [c.verdict for c in comparison.checks] == [REGRESSION]
+
+
+def test_a_fall_is_judged_with_both_runs_intervals(tmp_path):
+    def miou(value, low, high, verdict="pass"):
+        return check(
+            value=value, baseline=75.0, verdict=verdict, ci=(value - 75.0 + low, value - 75.0 + high)
+        )
+
+    # Both runs still pass against their own PyTorch baselines; between the runs miou fell 0.8 points,
+    # past the band's lower edge (-0.5). Narrow intervals: surely past it, a regression.
+    sure = _accuracy(tmp_path, [miou(75.4, -0.05, 0.05)], [miou(74.6, -0.05, 0.05)])
+    (change,) = sure.checks
+    assert change.verdict == REGRESSION and change.change_high < change.limit == -0.5
+    assert change.note.startswith("fell 0.800 points against the baseline run (interval [")
+    # Wide intervals: the fall may be inside the band, so it is inconclusive, not a regression.
+    unsure = _accuracy(tmp_path, [miou(75.4, -0.4, 0.4)], [miou(74.6, -0.4, 0.4)])
+    (change,) = unsure.checks
+    assert change.verdict == INCONCLUSIVE and change.change_low < -0.5 < change.change_high
+    assert unsure.exit_code == 0
+    # A fall inside the band, and a rise past it, are no regressions.
+    inside = _accuracy(tmp_path, [miou(75.2, -0.05, 0.05)], [miou(74.9, -0.05, 0.05)])
+    rise = _accuracy(tmp_path, [miou(74.6, -0.05, 0.05)], [miou(75.4, -0.05, 0.05)])
+    assert [c.verdict for c in inside.checks + rise.checks] == [UNCHANGED, UNCHANGED]
+
+
+def test_compare_prints_and_writes_inconclusive_checks(tmp_path, capsys):
+    base = write_run(tmp_path / "a", [cell()], [box_ap(52.65, verdict="pass", ci=(-0.1, 0.3))])
+    now = write_run(tmp_path / "b", [cell()], [box_ap(52.76, verdict="inconclusive", ci=(-0.05, 0.5))])
+    md, js = tmp_path / "c.md", tmp_path / "c.json"
+    assert main(["compare", str(base), str(now), "--md", str(md), "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "Inconclusive checks" in out and "Accuracy regressions" not in out
+    assert "1 numerics check(s) inconclusive" in out
+    assert "## Inconclusive checks" in md.read_text()
+    summary = json.loads(js.read_text())["summary"]
+    assert summary["inconclusive_checks"] == 1 and summary["accuracy_regressions"] == 0
+
+
 # -- environment and input --------------------------------------------------------------------------
 
 

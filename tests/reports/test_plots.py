@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from segbench.reports import plots
+from segbench.reports import plots, verdict_figure
 from segbench.reports.rundata import cells_frame, checks_frame, load_run
 
 RUN = Path(__file__).parents[2] / "reports" / "cpu-default"
@@ -95,6 +95,24 @@ def checks():
             ),
             check("onnxruntime", "fp16 diagnosis", None, None, level="diagnosis", precision="fp16"),
             check("onnxruntime", "miou", None, None, precision="fp16", error="export failed"),
+            # A row as written now: three-valued verdict, interval, band, images.
+            check(
+                "onnxruntime",
+                "miou",
+                39.9,
+                None,
+                precision="bf16",
+                baseline=40.0,
+                delta=-0.1,
+                tolerance=0.5,
+                verdict="inconclusive",
+                ci_low=-0.6,
+                ci_high=0.3,
+                band_low=-0.4,
+                band_high=0.5,
+                images=64,
+                images_needed=120,
+            ),
         ]
     )
 
@@ -273,7 +291,7 @@ def test_distribution_lists_failed_cells_without_a_box(cells, checks):
 
 
 def test_verdict_table_skips_diagnosis_and_names_each_verdict(checks):
-    table = plots.verdict_table(checks)
+    table = verdict_figure.verdict_table(checks)
     assert list(table.columns) == [
         "model",
         "backend",
@@ -283,29 +301,44 @@ def test_verdict_table_skips_diagnosis_and_names_each_verdict(checks):
         "value",
         "baseline",
         "delta",
-        "tolerance",
+        "interval",
+        "band",
         "verdict",
     ]
     assert "fp16 diagnosis" not in set(table["metric"])
-    assert list(table["verdict"]) == ["baseline", "FAIL", "pass", "info: export failed"]
+    assert list(table["verdict"]) == [
+        "baseline",
+        "FAIL",
+        "pass",
+        "info: export failed",
+        "inconclusive: ~120 images needed",
+    ]
     tensor = table.iloc[2]
-    assert tensor["value"] == "3e-07" and tensor["tolerance"] == "≤0.001"
+    assert tensor["value"] == "3e-07" and tensor["band"] == "≤0.001"
+    # An old row (no band of its own): the band rebuilt from the tolerance and the 99% floor.
+    assert table.iloc[1]["band"] == "[-0.50, +0.50]"
+    new = table.iloc[4]
+    assert new["interval"] == "[-0.600, +0.300]" and new["band"] == "[-0.40, +0.50]"
 
 
-def test_numerics_figure_colours_verdict_cells(cells, checks):
+def test_numerics_figure_colours_three_verdicts_apart(cells, checks):
     fig = _figure(cells, checks, "numerics_verdicts")
     (table,) = fig.axes[0].tables
     cells_by_pos = table.get_celld()
-    verdict_column = len(plots.verdict_table(checks).columns) - 1
+    verdict_column = len(verdict_figure.verdict_table(checks).columns) - 1
     colours = {
         cells_by_pos[row, verdict_column].get_text().get_text(): cells_by_pos[
             row, verdict_column
         ].get_facecolor()
-        for row in range(1, 5)
+        for row in range(1, 6)
     }
     red, green, grey = colours["FAIL"], colours["pass"], colours["baseline"]
+    amber = colours["inconclusive: ~120 images needed"]
     assert red[0] > red[1] and green[1] > green[0] and grey[0] == grey[1] == grey[2]
+    assert amber[0] > amber[1] > amber[2]  # orange: neither the pass green nor the FAIL red
+    assert len({red, green, grey, amber}) == 4
     assert colours["info: export failed"] == grey
+    assert "1 FAIL, 1 inconclusive" in fig.get_suptitle()
 
 
 def test_every_figure_has_labelled_axes_and_the_caption(cells, checks):

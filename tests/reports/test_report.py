@@ -101,7 +101,7 @@ def test_every_file_is_written_and_parses_back(run_dir):
 def test_markdown_shows_failures_as_failures(run_dir):
     write_report(load_run(run_dir))
     markdown = (run_dir / REPORT_MD).read_text()
-    assert "**4 cells (1 failed), 2 numerics checks (1 failed): FAILURES**" in markdown
+    assert "**4 cells (1 failed), 2 numerics checks (1 failed, 0 inconclusive): FAILURES**" in markdown
     failed_line = next(line for line in markdown.splitlines() if "failed: RuntimeError" in line)
     assert failed_line.startswith("| unet | onnxruntime | cpu | fp32 | 256x256 | 4 | - | - | - | - |")
     # The speed-up column: PyTorch fp32 p50 / onnxruntime p50 at batch 1.
@@ -148,4 +148,63 @@ def test_a_run_with_numerics_only_still_reports(tmp_path):
     (run / "results.jsonl").unlink()
     written = write_report(load_run(run))
     assert (run / REPORT_HTML) in written
-    assert "0 cells (0 failed), 1 numerics checks (0 failed): all passed" in (run / REPORT_MD).read_text()
+    summary = "0 cells (0 failed), 1 numerics checks (0 failed, 0 inconclusive): all passed"
+    assert summary in (run / REPORT_MD).read_text()
+
+
+def _three_verdicts(tmp_path):
+    """A run whose checks are written the new way: one pass, one confident fail, one inconclusive."""
+    numerics = [
+        check(role="baseline", backend="torch", verdict="pass"),
+        check(metric="miou", value=75.1, verdict="pass", ci=(-0.1, 0.3)),
+        check(metric="pixel_accuracy", value=92.0, baseline=93.0, verdict="fail", ci=(-1.4, -0.7)),
+        check(metric="mean_dice", value=74.8, verdict="inconclusive", ci=(-0.7, 0.3), images_needed=140),
+    ]
+    return write_run(tmp_path / "three", [cell()], numerics)
+
+
+def test_report_counts_inconclusive_apart_from_pass_and_fail(tmp_path):
+    run_dir = _three_verdicts(tmp_path)
+    write_report(load_run(run_dir))
+    markdown = (run_dir / REPORT_MD).read_text()
+    assert "**1 cells (0 failed), 3 numerics checks (1 failed, 1 inconclusive): FAILURES**" in markdown
+    lines = markdown.splitlines()
+    dice = next(line for line in lines if "| mean_dice |" in line)
+    assert (
+        "| [-0.700, +0.300] | [-0.50, +0.50] | 32 (0 moved) | inconclusive (~140 images would decide) |"
+        in dice
+    )
+    accuracy = next(line for line in lines if "| pixel_accuracy |" in line)
+    assert "| [-1.400, -0.700] |" in accuracy and accuracy.endswith("| FAIL |")
+    parser = _Resources()
+    parser.feed((run_dir / REPORT_HTML).read_text())
+    # Each verdict its own row class (and colour): pass, FAIL, inconclusive, and the baseline.
+    classes = [css for css, cells in parser.rows if "task" in cells]
+    assert classes == ["info", "ok", "fail", "inconclusive"]
+    numerics = pd.read_csv(run_dir / NUMERICS_CSV)
+    assert numerics["verdict"].tolist() == ["pass", "pass", "fail", "inconclusive"]
+    assert numerics["passed"].isna().tolist() == [False, False, False, True]
+    # Only a run with nothing failed but something inconclusive says so.
+    only = write_run(tmp_path / "only", [cell()], [check(verdict="inconclusive", ci=(-0.7, 0.3))])
+    write_report(load_run(only))
+    assert "1 numerics checks (0 failed, 1 inconclusive): INCONCLUSIVE**" in (only / REPORT_MD).read_text()
+
+
+def test_old_rows_with_paired_and_no_verdict_still_load(tmp_path):
+    paired = {"mean": -0.05, "ci_low": -0.13, "ci_high": 0.0, "images": 29, "changed": 2, "worst": []}
+    rows = [
+        check(role="baseline", backend="torch"),
+        check(metric="segm_ap", value=60.2, baseline=60.9, passed=False, tolerance=1.5, paired=paired),
+        {**check(level="diagnosis", metric="fp16 diagnosis", value=None, baseline=None), "passed": None},
+    ]
+    checks = load_run(write_run(tmp_path / "old", [cell()], rows)).checks
+    old = checks.iloc[1]
+    assert old["verdict"] == "fail" and (old["ci_low"], old["ci_high"]) == (-0.13, 0.0)
+    assert (old["images"], old["changed"]) == (29, 2)
+    # The band rebuilt from the tolerance and the 99% floor: max(-1.5, -0.01 x 60.9).
+    assert old["band_low"] == pytest.approx(-0.609) and old["band_high"] == 1.5
+    assert checks.iloc[0]["verdict"] == "pass" and pd.isna(checks.iloc[2]["verdict"])
+    # The committed runs are such old runs: every candidate task row gets a verdict and an interval.
+    committed = load_run(DEFAULT_RUN).checks
+    tasks = committed[(committed["role"] == "candidate") & (committed["level"] == "task")]
+    assert set(tasks["verdict"]) == {"pass", "fail"} and tasks["ci_low"].notna().all()
