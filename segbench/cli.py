@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the registered models")
     models.add_argument("--size", type=_size, default=(512, 512), help="input size for GFLOPs (HxW)")
+    models.add_argument("--json", action="store_true", help="print the registry as JSON instead of a table")
 
     trtcheck = commands.add_parser("trtcheck", help="check an ONNX file against TensorRT's parser rules")
     trtcheck.add_argument("onnx", type=Path, help="the ONNX file")
@@ -291,8 +292,6 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 
 def _print_comparison(comparison: Any, console: Console) -> None:
-    from rich.table import Table
-
     from segbench.reports.render import (
         CELL_CHANGE_HEADERS,
         CHECK_CHANGE_HEADERS,
@@ -301,29 +300,24 @@ def _print_comparison(comparison: Any, console: Console) -> None:
         check_change_rows,
         comparison_headline,
     )
+    from segbench.reports.tables import text_table
+    from segbench.reports.termtable import TEXT, WORDS, Col
 
-    styles = {"fail": "red", "ok": "green", "info": "", "": ""}
+    styles = {"fail": "red", "ok": "green", "inconclusive": "yellow", "info": None, "": None}
     if comparison.env_differences:
-        table = Table(title="Environment differences (performance changes may come from these)")
-        for column in ("field", "baseline", "current"):
-            table.add_column(column)
-        for difference in comparison.env_differences:
-            table.add_row(*(escape(str(difference[k])) for k in ("field", "baseline", "current")))
-        console.print(table)
+        keys = ("field", "baseline", "current")
+        differences = [[str(d[k]) for k in keys] for d in comparison.env_differences]
+        title = "Environment differences (performance changes may come from these)"
+        columns = [Col("field", WORDS), Col("baseline", TEXT, drop=1), Col("current", TEXT, drop=2)]
+        console.print(text_table(title, columns, differences))
     shown = [c for c in comparison.cells if c.verdict in TERMINAL_VERDICTS or c.memory_regression]
-    accuracy = comparison.accuracy_regressions
     for title, headers, rows in (
         ("Cells that changed", CELL_CHANGE_HEADERS, cell_change_rows(shown)),
-        ("Accuracy regressions", CHECK_CHANGE_HEADERS, check_change_rows(accuracy)),
+        ("Accuracy regressions", CHECK_CHANGE_HEADERS, check_change_rows(comparison.accuracy_regressions)),
+        ("Inconclusive checks", CHECK_CHANGE_HEADERS, check_change_rows(comparison.inconclusive_checks)),
     ):
-        if not rows:
-            continue
-        table = Table(title=title, title_justify="left")
-        for column in headers:
-            table.add_column(column)
-        for cells, css in rows:
-            table.add_row(*(escape(c) for c in cells), style=styles[css])
-        console.print(table)
+        if rows:
+            console.print(text_table(title, headers, [c for c, _ in rows], [styles[css] for _, css in rows]))
     for title, names in (
         ("new cells", comparison.new_cells),
         ("missing cells", comparison.missing_cells),
@@ -394,20 +388,15 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_env(args: argparse.Namespace, console: Console) -> int:
-    from rich.table import Table
-
     from segbench.env import collect_env, environment_rows
+    from segbench.reports.tables import text_table
 
     env = collect_env()
     if args.json:
         print(json.dumps(env, indent=2, default=str))
         return 0
-    table = Table(title=f"Environment (fingerprint {env['fingerprint']})", title_justify="left")
-    table.add_column("what")
-    table.add_column("value")
-    for key, value in environment_rows(env):
-        table.add_row(escape(key), escape(value))
-    console.print(table)
+    title = f"Environment (fingerprint {env['fingerprint']})"
+    console.print(text_table(title, ("what", "value"), environment_rows(env)))
     return 0
 
 
@@ -419,30 +408,83 @@ def _validation_figure(meta: dict) -> str | None:
     return None
 
 
-def cmd_models(args: argparse.Namespace, console: Console) -> int:
-    from segbench.models.registry import MODELS, model_stats, resolve_options
-    from segbench.models.weights import RANDOM, TRAINED, checkpoint_metadata, trained_checkpoint_path
-    from segbench.reports.tables import models_table
+def _validation_metrics(meta: dict) -> dict[str, Any]:
+    """Every validation figure a packaged checkpoint records (fractions, as ``segbench eval`` prints
+    them), keyed without the ``val_`` prefix; ``size`` and ``images`` when it says what it was validated
+    on."""
+    found = {key[4:]: value for key, value in meta.items() if key.startswith("val_")}
+    if isinstance(found.get("size"), int):
+        found["size"] = [found["size"], found["size"]]
+    return found
 
-    height, width = args.size
-    rows = []
+
+def model_registry(height: int, width: int) -> list[dict[str, Any]]:
+    """Every registered model: the full architecture at its defaults (parameters, GFLOPs at 1 x 3 x
+    height x width) and, where the package ships one, the trained checkpoint with its own figures."""
+    from segbench.models.registry import MODELS, model_stats, resolve_options
+    from segbench.models.weights import TRAINED, checkpoint_metadata, trained_checkpoint_path
+
+    entries = []
     for spec in MODELS.values():
-        # The full architecture at its defaults, then the shipped checkpoint's (reduced) variant.
-        variants = [(RANDOM, {}, None)]
+        entry: dict[str, Any] = {
+            "name": spec.name,
+            "task": spec.task,
+            "description": spec.description,
+            "size": [height, width],
+            "options": {},
+            **model_stats(spec.name, {}, height, width),
+            "checkpoint": None,
+        }
         path = trained_checkpoint_path(spec.name)
         if path.is_file():
             meta = checkpoint_metadata(path)
-            variants.append((TRAINED, resolve_options(spec.name, TRAINED), _validation_figure(meta)))
-        for weights, options, figure in variants:
+            options = resolve_options(spec.name, TRAINED)
+            entry["checkpoint"] = {
+                "weights": TRAINED,
+                "path": str(path),
+                "options": options,
+                **model_stats(spec.name, options, height, width),
+                "validation": _validation_metrics(meta),
+                "validation_headline": _validation_figure(meta),
+            }
+        entries.append(entry)
+    return entries
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+
+
+def cmd_models(args: argparse.Namespace, console: Console) -> int:
+    """The registry as a table, or with ``--json`` as JSON (one object per model)."""
+    from segbench.models.weights import RANDOM
+    from segbench.reports.tables import models_table
+
+    height, width = args.size
+    entries = model_registry(height, width)
+    if args.json:
+        try:
+            print(json.dumps({"size": [height, width], "models": entries}, indent=2, default=str), flush=True)
+        except BrokenPipeError:  # `segbench models --json | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    rows = []
+    for entry in entries:
+        # The full architecture at its defaults, then the shipped checkpoint's (reduced) variant.
+        variants = [{**entry, "weights": RANDOM, "validation_headline": None}]
+        if entry["checkpoint"] is not None:
+            variants.append(entry["checkpoint"])
+        for variant in variants:
             rows.append(
                 {
-                    **model_stats(spec.name, options, height, width),
-                    "name": spec.name,
-                    "task": spec.task,
-                    "weights": weights,
-                    "options": ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults",
-                    "validation": figure,
-                    "description": spec.description,
+                    "name": entry["name"],
+                    "task": entry["task"],
+                    "weights": variant["weights"],
+                    "options": _options_text(variant["options"]),
+                    "params": variant["params"],
+                    "gflops": variant["gflops"],
+                    "validation": variant["validation_headline"],
+                    "description": entry["description"],
                 }
             )
     console.print(models_table(rows, height, width))

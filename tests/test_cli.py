@@ -1,5 +1,8 @@
 """Bad input: one line naming the problem, exit code 2, never a traceback."""
 
+import json
+import os
+import shlex
 import subprocess
 import sys
 
@@ -7,6 +10,7 @@ import pytest
 import yaml
 
 from segbench.cli import main
+from segbench.models.registry import MODELS
 
 GOOD = {"models": [{"name": "unet", "options": {"base_channels": 4}}], "backends": [{"name": "torch"}]}
 
@@ -96,8 +100,41 @@ def test_data_command_writes_a_dataset(tmp_path, capsys):
 def test_models_command_lists_the_registry(capsys):
     assert main(["models", "--size", "256x256"]) == 0
     out = capsys.readouterr().out
-    for name in ("fcn32s", "fcn16s", "fcn8s", "unet"):
+    for name in MODELS:
         assert name in out
+
+
+def test_models_json_lists_every_model_with_its_checkpoint(capsys):
+    assert main(["models", "--json", "--size", "256x256"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["size"] == [256, 256]
+    assert [entry["name"] for entry in data["models"]] == list(MODELS)
+    for entry in data["models"]:
+        assert entry["task"] == MODELS[entry["name"]].task and entry["params"] > 0 and "gflops" in entry
+        shipped = entry["checkpoint"]
+        assert shipped is not None and shipped["weights"] == "trained"
+        assert shipped["path"].endswith(f"{entry['name']}.safetensors") and shipped["params"] > 0
+        assert shipped["validation"] and shipped["validation_headline"]
+    by_name = {entry["name"]: entry for entry in data["models"]}
+    # The figures the table and the README quote: unet's shipped checkpoint, mIoU 76.2 at 0.49 M params.
+    assert by_name["unet"]["checkpoint"]["validation"]["miou"] == pytest.approx(0.762, abs=5e-4)
+    assert round(by_name["unet"]["checkpoint"]["params"] / 1e6, 2) == 0.49
+    assert by_name["unet"]["gflops"] > by_name["unet"]["checkpoint"]["gflops"] > 0
+    assert by_name["mask_rcnn"]["checkpoint"]["validation"]["size"] == [128, 128]
+
+
+def test_models_piped_keeps_every_name_whole():
+    # Piped, rich lays tables out for 80 columns; `segbench models | grep mask_rcnn` must find them.
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE")}
+    command = f"{shlex.quote(sys.executable)} -m segbench models | cat"
+    proc = subprocess.run(command, shell=True, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines and max(len(line) for line in lines) <= 80
+    assert "…" not in proc.stdout
+    for name in MODELS:
+        rows = [line.split() for line in lines if line.startswith(f"{name} ")]
+        assert [row[2] for row in rows] == ["random", "trained"], name  # grep finds both variants
 
 
 def test_real_process_prints_no_traceback(tmp_path):
@@ -109,8 +146,6 @@ def test_real_process_prints_no_traceback(tmp_path):
 
 
 def test_env_command_prints_the_fingerprint(capsys):
-    import json
-
     assert main(["env", "--json"]) == 0
     env = json.loads(capsys.readouterr().out)
     assert len(env["fingerprint"]) == 12 and env["cpu_cores_logical"] >= 1 and "torch" in env["packages"]
