@@ -21,6 +21,7 @@ from typing import Any
 from segbench import __version__
 from segbench.export import fp16 as fp16_module
 from segbench.export import onnx as onnx_module
+from segbench.export import parity as parity_module
 from segbench.export.cache import (
     atomic_directory,
     atomic_write_bytes,
@@ -108,7 +109,8 @@ def export_key(
         "simplify": request.simplify,
         "precision": request.precision,
         "versions": {"segbench": __version__, **{lib: _version(lib) for lib in GRAPH_LIBRARIES}},
-        "code": _code_digest(type(model), onnx_module, fp16_module),
+        # The parity module too: the cache stores the parity reports with the graph.
+        "code": _code_digest(type(model), onnx_module, parity_module, fp16_module),
     }
 
 

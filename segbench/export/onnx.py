@@ -2,25 +2,38 @@
 
 The graph is checked with ``onnx.checker`` (full check) and its raw outputs are compared with PyTorch's on
 inputs whose batch and spatial sizes differ from the traced ones, so a graph that silently baked the traced
-shape into a Reshape or Slice is caught here rather than in a benchmark result.
+shape into a Reshape or Slice is caught here rather than in a benchmark result (the comparison itself is
+``segbench.export.parity``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 
 from segbench.errors import first_line
-from segbench.metrics.tensors import detection_agreement
+from segbench.export.cache import new_file_mode
+from segbench.export.parity import (  # noqa: F401 (the parity check moved there; still importable here)
+    PARITY_TOLERANCES,
+    ParityReport,
+    ParityTolerance,
+    check_parity,
+    cpu_session,
+    parity_failure,
+    parity_inputs,
+    parity_shapes,
+)
 from segbench.models.base import SegmentationModel
 
 DEFAULT_OPSET = 18
@@ -31,43 +44,13 @@ TRACE_BATCH = 2
 DYNAMIC_DIMS = {0: "batch", 2: "height", 3: "width"}
 # Protobuf cannot serialise a message over 2 GB; larger graphs keep their weights in a side file.
 EXTERNAL_DATA_LIMIT = 2**31 - 2**24
+# Loggers of the exporter and its optimiser: their warnings are about their own passes (onnxscript's
+# "Skipping constant folding for op Split with multiple outputs", once per op), not the user's model.
+EXPORTER_LOGGERS = ("onnxscript", "torch.onnx")
 
 
 class ExportError(RuntimeError):
     """The model could not be exported, or the exported graph is not faithful to PyTorch."""
-
-
-@dataclass(frozen=True)
-class ParityTolerance:
-    """How close a graph's raw outputs must stay to PyTorch's: ``max|err| <= atol + rtol * max|torch|``
-    for float outputs, and the share of argmax pixels (semantic) or confident detections (instance)
-    that must agree."""
-
-    atol: float
-    rtol: float
-    argmax_agreement: float
-    detection_agreement: float
-
-
-# fp16 graphs round every activation to 11 significant bits: errors of about 1e-3 relative per layer add
-# up, so their bound is looser; the task metrics (the numerics check) judge whether that matters.
-PARITY_TOLERANCES = {
-    "fp32": ParityTolerance(atol=1e-4, rtol=1e-3, argmax_agreement=0.999, detection_agreement=0.99),
-    "fp16": ParityTolerance(atol=1e-2, rtol=2e-2, argmax_agreement=0.99, detection_agreement=0.95),
-}
-
-
-@dataclass(frozen=True)
-class ParityReport:
-    """Raw-output agreement between PyTorch and ONNX Runtime on one input shape."""
-
-    shape: tuple[int, ...]
-    max_abs_err: float
-    max_rel_err: float
-    argmax_agreement: float | None  # semantic models: share of pixels with the same argmax class
-    passed: bool
-    # Instance models: share of confident PyTorch detections that ONNX Runtime reproduces.
-    detection_agreement: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,13 +75,30 @@ class OnnxExport:
     def from_dict(cls, data: dict) -> OnnxExport:
         fields = dict(data)
         fields["path"] = Path(fields["path"])
-        fields["parity"] = [
-            ParityReport(**{**report, "shape": tuple(report["shape"])}) for report in fields["parity"]
-        ]
+        fields["parity"] = [ParityReport.from_dict(report) for report in fields["parity"]]
         for key in ("static_size",):
             if fields.get(key) is not None:
                 fields[key] = tuple(fields[key])
         return cls(**fields)
+
+
+@contextmanager
+def quiet_exporter_logs(level: int = logging.ERROR) -> Iterator[None]:
+    """Drop the exporters' log records below ``level`` during the block.
+
+    Errors they log still print, and a failed export still raises with its message (export_onnx turns it
+    into an ExportError). A logger whose level the user set (e.g. to debug the exporter) is left alone.
+    """
+    raised = [
+        logger for name in EXPORTER_LOGGERS if (logger := logging.getLogger(name)).level == logging.NOTSET
+    ]
+    for logger in raised:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger in raised:
+            logger.setLevel(logging.NOTSET)
 
 
 def _initializer_bytes(model: onnx.ModelProto) -> int:
@@ -111,6 +111,7 @@ def save_onnx(model: onnx.ModelProto, path: str | Path, external_data: bool | No
     Weights go to ``PATH.data`` beside the graph when ``external_data`` is True, or (None) when the
     file would pass protobuf's 2 GB limit. Both files are written and checked in a temporary directory
     and moved into place data first, graph last: a graph file under the final name is always complete.
+    Both get the permissions the umask gives a new file.
     Note that saving with external data rewrites ``model``'s initializers as references in place.
     """
     path = Path(path)
@@ -132,6 +133,11 @@ def save_onnx(model: onnx.ModelProto, path: str | Path, external_data: bool | No
         else:
             onnx.save(model, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
+        # onnx writes the data file 0600: both files get a new file's normal mode before the rename.
+        mode = new_file_mode(tmp_dir)
+        for written in (tmp, Path(tmp_dir) / data_name):
+            if written.exists():
+                os.chmod(written, mode)
         if external_data:
             os.replace(Path(tmp_dir) / data_name, path.parent / data_name)
         else:
@@ -193,7 +199,7 @@ def export_onnx(
     try:
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-export-") as tmp_dir:
             tmp = Path(tmp_dir) / "model.onnx"
-            with warnings.catch_warnings(), torch.no_grad():
+            with warnings.catch_warnings(), torch.no_grad(), quiet_exporter_logs():
                 # Exporters warn about tracer internals that say nothing about the user's model.
                 warnings.simplefilter("ignore")
                 traced = model(example)
@@ -259,116 +265,6 @@ def _name_output_dims(
                 proven = known.type.tensor_type.shape.dim[index]
                 if proven.HasField("dim_value") and not dim.HasField("dim_value"):
                     dim.dim_value = proven.dim_value
-
-
-def parity_inputs(model: SegmentationModel, batch: int, height: int, width: int, seed: int) -> np.ndarray:
-    """Preprocessed synthetic scenes: realistic inputs, so detectors see objects rather than noise."""
-    from segbench.data.shapes import scene_images
-
-    return model.preprocess(scene_images(batch, height, width, seed))[model.input_names[0]]
-
-
-def cpu_session(path: str | Path, emulate_low_precision: bool = False, options: Any = None) -> Any:
-    """An onnxruntime CPU session for the graph at ``path``.
-
-    With ``emulate_low_precision``, an fp16 graph runs as its emulation (``segbench.metrics.diagnosis.
-    emulate_low_precision``): onnxruntime's CPU provider would run whole fp16 regions in fp32 from
-    fp16 weights, hiding activation rounding and overflow; the emulation rounds every fp16 tensor after
-    the node that produces it, as fp16 storage on a GPU does.
-    """
-    import onnxruntime as ort
-
-    if not emulate_low_precision or Path(f"{path}.data").is_file():  # (a >2 GB graph is run as it is)
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    from segbench.metrics.diagnosis import emulate_low_precision as emulate
-
-    graph = emulate(onnx.load(str(path)))
-    return ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def check_parity(
-    model: SegmentationModel,
-    onnx_path: str | Path,
-    shapes: list[tuple[int, int, int]],
-    seed: int = 0,
-    tolerance: ParityTolerance = PARITY_TOLERANCES["fp32"],
-    emulate_low_precision: bool = False,
-) -> list[ParityReport]:
-    """Compare raw outputs of PyTorch and ONNX Runtime (CPU) for each ``(batch, height, width)``.
-
-    Dense outputs must satisfy ``max|onnx - torch| <= atol + rtol * max|torch|`` for every float output,
-    and for semantic models a share of pixels (99.9% in fp32) must keep their argmax class. Instance
-    models are compared as detections (see ``detection_agreement``). A graph that cannot run at a shape
-    (e.g. one specialised to its traced size) fails that shape.
-    """
-
-    session = cpu_session(onnx_path, emulate_low_precision)
-    names = list(model.output_names)
-    reports = []
-    for index, (batch, height, width) in enumerate(shapes):
-        shape = (batch, 3, height, width)
-        x = parity_inputs(model, batch, height, width, seed + index)
-        with torch.no_grad():
-            raw = model(torch.from_numpy(x))
-        expected = [t.numpy() for t in (raw if isinstance(raw, tuple) else (raw,))]
-        try:
-            actual = session.run(names, {model.input_names[0]: x})
-        except Exception:
-            reports.append(ParityReport(shape, float("inf"), float("inf"), None, False))
-            continue
-        if any(a.shape != b.shape for a, b in zip(actual, expected, strict=True)):
-            reports.append(ParityReport(shape, float("inf"), float("inf"), None, False))
-            continue
-        if model.task == "instance":
-            by_name = [dict(zip(names, outputs, strict=True)) for outputs in (expected, actual)]
-            agreement, worst = detection_agreement(*by_name)
-            passed = agreement >= tolerance.detection_agreement
-            reports.append(ParityReport(shape, worst, 0.0, None, passed, agreement))
-            continue
-        max_abs = max_rel = 0.0
-        passed = True
-        for got, want in zip(actual, expected, strict=True):
-            if not np.issubdtype(want.dtype, np.floating):
-                passed &= bool(np.array_equal(got, want))
-                continue
-            abs_err = np.abs(got - want)
-            worst = float(abs_err.max()) if abs_err.size else 0.0
-            max_abs = max(max_abs, worst)
-            if abs_err.size:
-                max_rel = max(max_rel, float((abs_err / np.maximum(np.abs(want), 1e-6)).max()))
-            scale = float(np.abs(want).max()) if want.size else 0.0
-            passed &= worst <= tolerance.atol + tolerance.rtol * scale
-        agreement = None
-        if model.task == "semantic":
-            agreement = float((actual[0].argmax(1) == expected[0].argmax(1)).mean())
-            passed &= agreement >= tolerance.argmax_agreement
-        reports.append(ParityReport(shape, max_abs, max_rel, agreement, bool(passed)))
-    return reports
-
-
-def parity_shapes(
-    model: SegmentationModel, static_size: tuple[int, int] | None = None, static_batch: int | None = None
-) -> list[tuple[int, int, int]]:
-    """Shapes for the parity check: batch 1 and 3 (the trace used 2) unless the batch is static; for
-    dynamic graphs, sizes off the traced one and off the size divisor too."""
-    batches = (static_batch, static_batch) if static_batch else (1, 3)
-    if static_size:
-        return [(batches[0], *static_size), (batches[1], *static_size)][: 1 if static_batch else 2]
-    divisor = max(model.size_divisor, 8)
-    return [(batches[0], 2 * divisor + 5, 3 * divisor - 3), (batches[1], 5 * divisor, 2 * divisor)]
-
-
-def parity_failure(reports: list[ParityReport], precision: str) -> str | None:
-    """One line naming the first failing shape of ``reports``, or None when all passed."""
-    failed = [r for r in reports if not r.passed]
-    if not failed:
-        return None
-    worst = failed[0]
-    agreement = "" if worst.argmax_agreement is None else f", argmax agreement {worst.argmax_agreement:.4f}"
-    if worst.detection_agreement is not None:
-        agreement = f", detection agreement {worst.detection_agreement:.3f}"
-    error = f"max abs err {worst.max_abs_err:.3g}{agreement}"
-    return f"{precision} ONNX parity failed at input {worst.shape}: {error}"
 
 
 def verify_parity(

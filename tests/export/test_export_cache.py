@@ -1,6 +1,10 @@
 """The content-addressed export cache: keys, reuse, rebuilds and atomic writes."""
 
 import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 
 import onnx
 import pytest
@@ -159,3 +163,41 @@ def test_simplified_export_keeps_parity(tmp_path):
     assert all(report.passed for report in slim.parity)
     count = len(onnx.load(str(slim.path)).graph.node)
     assert count <= len(onnx.load(str(plain.path)).graph.node)
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize(("mask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_atomic_writes_get_the_permissions_the_umask_gives(tmp_path, mask, file_mode, dir_mode):
+    # Not tempfile's private 0600 / 0700, which a rename would keep; not a fixed 0644 either.
+    with umask(mask):
+        written = atomic_write_bytes(tmp_path / "engine.bin", b"x")
+        with atomic_directory(tmp_path / "entry") as tmp:
+            (tmp / META_FILE).write_text("{}")
+        plain = tmp_path / "plain"
+        plain.write_bytes(b"x")
+    assert mode(written) == mode(plain) == file_mode
+    assert mode(tmp_path / "entry") == dir_mode
+
+
+def test_exported_graphs_and_their_data_get_normal_permissions(unet, tmp_path):
+    with umask(0o022):
+        export = cached_export(unet, "unet", ExportRequest(exporter="torchscript"), tmp_path / "cache")
+        copied = copy_graph(export, tmp_path / "out" / "unet.onnx")
+        big = save_onnx(onnx.load(str(export.path)), tmp_path / "big" / "unet.onnx", external_data=True)
+        big_copy = copy_graph(replace(export, path=big), tmp_path / "out" / "big.onnx")
+    files = [export.path, export.path.parent / META_FILE, copied, big, big_copy]
+    files += [path.with_name(f"{path.name}.data") for path in (big, big_copy)]
+    assert {str(path): mode(path) for path in files} == {str(path): 0o644 for path in files}
+    assert mode(export.path.parent) == 0o755

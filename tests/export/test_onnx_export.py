@@ -1,10 +1,19 @@
+import logging
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
 
-from segbench.export.onnx import ExportError, check_parity, export_and_verify, export_onnx
+from segbench.export.onnx import (
+    ExportError,
+    check_parity,
+    export_and_verify,
+    export_onnx,
+    parity_failure,
+    quiet_exporter_logs,
+)
 from segbench.models import build_model
 from segbench.models.base import SegmentationModel
 
@@ -106,6 +115,39 @@ def test_parity_fails_a_graph_that_cannot_run_at_a_shape(tmp_path):
     path = export_onnx(model, tmp_path / "static.onnx", static_size=(32, 32))
     (report,) = check_parity(model, path, [(1, 64, 64)])
     assert not report.passed and report.max_abs_err == float("inf")
+    # The failure says why, instead of an "inf" error that looks like a numeric blow-up.
+    assert report.error.startswith("onnxruntime cannot run the graph: ") and not report.checks
+    assert parity_failure([report], "fp32").startswith("fp32 ONNX parity failed at input 1x3x64x64: onnxrun")
+
+
+def test_exporter_chatter_is_dropped_but_its_errors_are_kept(caplog, capsys):
+    # onnxscript's logger has no handler (its warnings reach the root's, or Python's last-resort stderr
+    # one); torch's has its own stderr handler and does not propagate: check both routes.
+    folding = logging.getLogger("onnxscript.optimizer._constant_folding")
+    core = logging.getLogger("torch.onnx._internal.exporter._core")
+    with quiet_exporter_logs():
+        folding.warning("Skipping constant folding for op Split with multiple outputs.")
+        core.warning("Skipping constant argument x")
+        folding.error("onnxscript went wrong")
+        core.error("torch.onnx went wrong")
+    assert [r.getMessage() for r in caplog.records] == ["onnxscript went wrong"]
+    (line,) = capsys.readouterr().err.splitlines()  # torch prefixes its own level, time and place
+    assert line.endswith("] torch.onnx went wrong")
+    # Only during the block: the levels are restored afterwards.
+    folding.warning("after the export")
+    assert [r.getMessage() for r in caplog.records][-1] == "after the export"
+    assert logging.getLogger("onnxscript").level == logging.getLogger("torch.onnx").level == logging.NOTSET
+
+
+def test_a_logger_level_the_user_set_is_left_alone(caplog):
+    logging.getLogger("onnxscript").setLevel(logging.INFO)
+    try:
+        with quiet_exporter_logs():
+            logging.getLogger("onnxscript.optimizer").info("the user asked for this")
+        assert [r.getMessage() for r in caplog.records] == ["the user asked for this"]
+        assert logging.getLogger("onnxscript").level == logging.INFO
+    finally:
+        logging.getLogger("onnxscript").setLevel(logging.NOTSET)
 
 
 def test_detection_agreement_ignores_row_order_but_not_lost_detections():
