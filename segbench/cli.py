@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--artifact", type=Path, help="without a config: a pre-exported .onnx / .engine file")
     _add_weights_and_options(check, "without a config: ")
     check.add_argument("--images", type=_positive, default=16, help="without a config: evaluation scenes")
+    check.add_argument(
+        "--max-images",
+        type=_positive,
+        default=256,
+        help="without a config: the most scenes to grow to while a verdict is inconclusive (default 256)",
+    )
     check.add_argument("--size", type=_size, default=(256, 256), help="without a config: scene size HxW")
 
     evaluate = commands.add_parser("eval", help="evaluate prediction files against ground truth (JSON out)")
@@ -347,14 +353,16 @@ def _adhoc_check_config(args: argparse.Namespace) -> Any:
         "models": [{"name": args.model, "weights": args.weights, "options": dict(args.options)}],
         "backends": [backend],
         "numerics": {
-            "dataset": {"kind": "shapes", "num_images": args.images, "height": height, "width": width}
+            "dataset": {"kind": "shapes", "num_images": args.images, "height": height, "width": width},
+            "max_images": max(args.images, args.max_images),
         },
     }
     return validate_config(data, source="command line")
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    """Exit 0 when every verdict passes, 1 when one fails (for CI), 2 on bad input."""
+    """Exit 0 when every verdict passes, 1 when one fails (for CI), 3 when one stays inconclusive at the
+    image cap, 2 on bad input."""
     from segbench.bench.run import filter_config, run_benchmark
     from segbench.config import load_config
 
@@ -400,64 +408,9 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _validation_figure(meta: dict) -> str | None:
-    """The headline validation metric a packaged checkpoint records, e.g. ``mIoU 79.1``."""
-    for key, label in (("val_miou", "mIoU"), ("val_segm_ap", "mask AP"), ("val_pq", "PQ")):
-        if meta.get(key) is not None:
-            return f"{label} {100 * meta[key]:.1f}"
-    return None
-
-
-def _validation_metrics(meta: dict) -> dict[str, Any]:
-    """Every validation figure a packaged checkpoint records (fractions, as ``segbench eval`` prints
-    them), keyed without the ``val_`` prefix; ``size`` and ``images`` when it says what it was validated
-    on."""
-    found = {key[4:]: value for key, value in meta.items() if key.startswith("val_")}
-    if isinstance(found.get("size"), int):
-        found["size"] = [found["size"], found["size"]]
-    return found
-
-
-def model_registry(height: int, width: int) -> list[dict[str, Any]]:
-    """Every registered model: the full architecture at its defaults (parameters, GFLOPs at 1 x 3 x
-    height x width) and, where the package ships one, the trained checkpoint with its own figures."""
-    from segbench.models.registry import MODELS, model_stats, resolve_options
-    from segbench.models.weights import TRAINED, checkpoint_metadata, trained_checkpoint_path
-
-    entries = []
-    for spec in MODELS.values():
-        entry: dict[str, Any] = {
-            "name": spec.name,
-            "task": spec.task,
-            "description": spec.description,
-            "size": [height, width],
-            "options": {},
-            **model_stats(spec.name, {}, height, width),
-            "checkpoint": None,
-        }
-        path = trained_checkpoint_path(spec.name)
-        if path.is_file():
-            meta = checkpoint_metadata(path)
-            options = resolve_options(spec.name, TRAINED)
-            entry["checkpoint"] = {
-                "weights": TRAINED,
-                "path": str(path),
-                "options": options,
-                **model_stats(spec.name, options, height, width),
-                "validation": _validation_metrics(meta),
-                "validation_headline": _validation_figure(meta),
-            }
-        entries.append(entry)
-    return entries
-
-
-def _options_text(options: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
-
-
 def cmd_models(args: argparse.Namespace, console: Console) -> int:
     """The registry as a table, or with ``--json`` as JSON (one object per model)."""
-    from segbench.models.weights import RANDOM
+    from segbench.reports.models import model_registry, registry_rows
     from segbench.reports.tables import models_table
 
     height, width = args.size
@@ -468,26 +421,7 @@ def cmd_models(args: argparse.Namespace, console: Console) -> int:
         except BrokenPipeError:  # `segbench models --json | head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    rows = []
-    for entry in entries:
-        # The full architecture at its defaults, then the shipped checkpoint's (reduced) variant.
-        variants = [{**entry, "weights": RANDOM, "validation_headline": None}]
-        if entry["checkpoint"] is not None:
-            variants.append(entry["checkpoint"])
-        for variant in variants:
-            rows.append(
-                {
-                    "name": entry["name"],
-                    "task": entry["task"],
-                    "weights": variant["weights"],
-                    "options": _options_text(variant["options"]),
-                    "params": variant["params"],
-                    "gflops": variant["gflops"],
-                    "validation": variant["validation_headline"],
-                    "description": entry["description"],
-                }
-            )
-    console.print(models_table(rows, height, width))
+    console.print(models_table(registry_rows(entries), height, width))
     return 0
 
 

@@ -84,10 +84,10 @@ def test_run_writes_every_cell_and_numerics(tmp_path):
     assert len(candidates) == 6 and all(row["passed"] for row in candidates)
     assert all(abs(row["delta"]) < 0.5 and row["tolerance"] == 0.5 for row in candidates)
     assert all(row["relative_floor"] == 0.99 for row in candidates)
-    # The paired view: per-image deltas over the 4 scenes, with an interval around their mean.
+    # The equivalence test: the deviation's interval over the 4 scenes lies inside the band.
     for row in candidates:
-        paired = row["paired"]
-        assert paired["images"] == 4 and paired["ci_low"] <= paired["mean"] <= paired["ci_high"]
+        assert row["verdict"] == "pass" and row["images"] == 4 and row["images_needed"] is None
+        assert row["band_low"] <= row["ci_low"] <= row["delta"] <= row["ci_high"] <= row["band_high"]
     # The tensor-level check, one per backend: argmax agreement and cosine of the logits.
     tensors = [row for row in numerics if row["level"] == "tensor"]
     assert len(tensors) == 2 and all(row["passed"] for row in tensors)

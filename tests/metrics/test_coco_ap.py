@@ -12,7 +12,9 @@ from segbench.metrics.coco_ap import CocoApStats
 from segbench.metrics.instance import evaluate_instances_with, masks_to_coco_results
 from segbench.metrics.panoptic import PanopticImage, PanopticStats, panoptic_counts, pq_compute
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools decode
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning"
+)  # pycocotools decode
 
 CATEGORIES = [{"id": 1, "isthing": 1}, {"id": 2, "isthing": 0}]
 
