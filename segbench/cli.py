@@ -502,11 +502,10 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from segbench.export.artifacts import ExportRequest, cached_export, copy_graph
     from segbench.export.cache import cache_root
     from segbench.export.onnx import ExportError
-    from segbench.export.parity import parity_table
     from segbench.export.tensorrt_readiness import TENSORRT_VERSION, check_tensorrt_readiness
     from segbench.models.registry import build_model, get_spec
     from segbench.reports.results import write_json
-    from segbench.reports.tables import readiness_table
+    from segbench.reports.tables import parity_table, readiness_table
 
     get_spec(args.model)  # an unknown name lists the valid ones
     if args.check_only and not args.trt:

@@ -195,7 +195,7 @@ def parity_shapes(
     return [(batches[0], 2 * divisor + 5, 3 * divisor - 3), (batches[1], 5 * divisor, 2 * divisor)]
 
 
-def _shape_text(shape: tuple[int, ...]) -> str:
+def shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(d) for d in shape)
 
 
@@ -235,7 +235,7 @@ def parity_failure(reports: list[ParityReport], precision: str) -> str | None:
             if not check.passed
             for value, bound in [check_text(check)]
         )
-    return f"{precision} ONNX parity failed at input {_shape_text(worst.shape)}: {reason}"
+    return f"{precision} ONNX parity failed at input {shape_text(worst.shape)}: {reason}"
 
 
 def parity_notes(reports: list[ParityReport], tolerance: ParityTolerance | None) -> list[str]:
@@ -255,40 +255,12 @@ def parity_notes(reports: list[ParityReport], tolerance: ParityTolerance | None)
     detections = [r for r in compared if r.detection_agreement is not None]
     dense = [r for r in compared if r.detection_agreement is None and r.checks]
     if dense:
-        values = ", ".join(f"{r.max_rel_err:.3g} at {_shape_text(r.shape)}" for r in dense)
+        values = ", ".join(f"{r.max_rel_err:.3g} at {shape_text(r.shape)}" for r in dense)
         notes.append(
             f"Not judged: max elementwise relative error {values} (|err| / |PyTorch|, large wherever "
             "PyTorch's output is near zero)."
         )
     if detections:
-        values = ", ".join(f"{r.max_abs_err:.3g} at {_shape_text(r.shape)}" for r in detections)
+        values = ", ".join(f"{r.max_abs_err:.3g} at {shape_text(r.shape)}" for r in detections)
         notes.append(f"Not judged: largest box coordinate error (pixels) of reproduced detections {values}.")
     return notes
-
-
-def parity_table(export: Any) -> Any:
-    """An export's parity against PyTorch as a rich Table: per input shape, each judged quantity with
-    its value, bound and verdict; the informational numbers in the caption, away from the verdicts."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]"}
-    overall = verdict[all(report.passed for report in export.parity)]
-    table = Table(
-        title=f"{export.precision} ONNX vs PyTorch at shapes other than the traced one: {overall}",
-        title_justify="left",
-        caption="\n".join(parity_notes(export.parity, PARITY_TOLERANCES.get(export.precision))) or None,
-        caption_justify="left",
-    )
-    for column in ("input", "judged on", "value", "bound", "verdict"):
-        table.add_column(column, justify="right" if column in ("value", "verdict") else "left")
-    for report in export.parity:
-        rows = [(escape(c.name), *check_text(c), verdict[c.passed]) for c in report.checks]
-        if report.error:
-            rows.append((escape(report.error), "", "", verdict[False]))
-        if not rows:  # nothing was judged (a report from before checks were recorded)
-            rows.append(("-", "", "", verdict[report.passed]))
-        for position, row in enumerate(rows):
-            shape = _shape_text(report.shape) if position == 0 else ""
-            table.add_row(shape, *row, end_section=position == len(rows) - 1)
-    return table

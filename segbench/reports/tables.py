@@ -255,29 +255,26 @@ def readiness_table(report: Any) -> FitTable:
 
 
 def parity_table(export: Any) -> FitTable:
-    """An export's raw-output parity against PyTorch, one row per checked input shape."""
-    columns = [
-        Col("input"),
-        Col("max abs err", VALUE, drop=2, justify="right"),
-        Col("max rel err", VALUE, drop=3, justify="right"),
-        Col("agreement", VALUE, drop=1, justify="right"),
-        Col("verdict", justify="right"),
-    ]
-    table = FitTable(f"{export.precision} ONNX vs PyTorch at shapes other than the traced one", columns)
+    """An export's parity against PyTorch: per input shape, each judged quantity with its value, bound
+    and verdict; the informational numbers in the caption, away from the verdicts."""
+    from segbench.export.parity import PARITY_TOLERANCES, check_text, parity_notes, shape_text
+
+    verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]"}
+    overall = verdict[all(report.passed for report in export.parity)]
+    columns = [Col("input"), Col("judged on", WORDS), Col("value", VALUE, drop=1, justify="right"),
+               Col("bound", VALUE, drop=2), Col("verdict", justify="right")]  # fmt: skip
+    caption = "\n".join(parity_notes(export.parity, PARITY_TOLERANCES.get(export.precision))) or None
+    table = FitTable(
+        f"{export.precision} ONNX vs PyTorch at shapes other than the traced one: {overall}", columns, caption
+    )
     for report in export.parity:
-        if report.detection_agreement is not None:
-            agreement = f"{100 * report.detection_agreement:.1f}% detections"
-        elif report.argmax_agreement is not None:
-            agreement = f"{100 * report.argmax_agreement:.3f}% argmax"
-        else:
-            agreement = "-"
-        table.add_row(
-            "x".join(str(d) for d in report.shape),
-            f"{report.max_abs_err:.3g}",
-            f"{report.max_rel_err:.3g}",
-            agreement,
-            "[green]pass[/]" if report.passed else "[red]FAIL[/]",
-        )
+        rows = [(escape(c.name), *check_text(c), verdict[c.passed]) for c in report.checks]
+        if report.error:
+            rows.append((escape(report.error), "", "", verdict[False]))
+        if not rows:  # nothing was judged (a report from before checks were recorded)
+            rows.append(("-", "", "", verdict[report.passed]))
+        for position, row in enumerate(rows):
+            table.add_row(shape_text(report.shape) if position == 0 else "", *row)
     return table
 
 

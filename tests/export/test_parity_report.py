@@ -12,9 +12,9 @@ from segbench.export.parity import (
     check_parity,
     check_text,
     parity_failure,
-    parity_table,
 )
 from segbench.models import build_model
+from segbench.reports.tables import parity_table
 
 UNET = {"base_channels": 4, "num_classes": 3}
 
