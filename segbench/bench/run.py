@@ -48,7 +48,7 @@ from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.export.cache import state_dict_digest
 from segbench.export.onnx import DEFAULT_OPSET, PARITY_TOLERANCES, OnnxExport, check_parity
 from segbench.metrics.diagnosis import diagnose_precision
-from segbench.metrics.equivalence import INCONCLUSIVE, MetricVerdict, baseline_rows, judge
+from segbench.metrics.equivalence import INCONCLUSIVE, MetricVerdict, baseline_rows, judge, next_image_count
 from segbench.metrics.tasks import Evaluation, evaluate_task
 from segbench.metrics.tensors import compare_tensors, tensor_row
 from segbench.models.base import SegmentationModel
@@ -160,8 +160,8 @@ def numerics_dataset(config: BenchmarkConfig) -> tuple[Sequence, list[int]]:
         cap = max(first, numerics.max_images)
         samples = ShapesDataset(cap, dataset.height, dataset.width, seed=dataset.seed, split="val")
     steps = [first]
-    while steps[-1] < cap:
-        steps.append(min(2 * steps[-1], cap))
+    while (grown := next_image_count(steps[-1], cap)) is not None:
+        steps.append(grown)
     return samples, steps
 
 
