@@ -5,10 +5,14 @@ are equivalence tests against that run's own PyTorch baseline, with three verdic
 confident shift out of the band) and inconclusive (too few images to tell). A check regresses when
 
 - it passed (or was inconclusive) in the baseline run and fails now, or
-- its task metric fell against the baseline run's value by more than the check allows (the lower edge of
-  its band: ``-tolerance``, or the relative floor where that binds; points). Where both runs carry
-  confidence intervals, only a fall whose whole interval lies past that edge counts; one whose interval
-  reaches back into the band is reported as inconclusive.
+- it fell by more than the check allows (the lower edge of its band: ``-tolerance``, or the relative
+  floor where that binds; points). A backend's row is judged on its *deviation from its own run's PyTorch
+  baseline* (``delta``), which is what its verdict is about and stays comparable when the two runs
+  evaluated different numbers of images (segbench grows the set while a verdict is inconclusive, so two
+  runs of one config may stop at different sizes; AP on 128 images is not AP on 32). A PyTorch baseline
+  row is judged on its value, when both runs evaluated the same images. Where both runs carry confidence
+  intervals, only a fall whose whole interval lies past that edge counts; one whose interval reaches back
+  into the band is reported as inconclusive.
 
 A metric that rose, or moved inside the band, never regresses. A check that is inconclusive now is
 reported as inconclusive: not a regression, and not silently ok either.
@@ -40,9 +44,11 @@ from segbench.reports.verdicts import (
 class CheckChange:
     """One numerics check present in both runs (diagnosis rows are left out: they carry no verdict).
 
-    ``verdict`` is REGRESSION, INCONCLUSIVE, STILL_FAILING, FIXED or UNCHANGED; ``change`` the current
-    value minus the baseline run's (points), ``change_low``/``change_high`` its interval where both runs
-    carry one, ``limit`` the fall the check allows (the lower edge of its band, negative)."""
+    ``verdict`` is REGRESSION, INCONCLUSIVE, STILL_FAILING, FIXED or UNCHANGED; ``change`` what the
+    check moved by (points): a backend's deviation from its run's PyTorch baseline now minus then, or a
+    baseline row's value (None where the runs evaluated different images); ``change_low``/``change_high``
+    its interval where both runs carry one; ``limit`` the fall the check allows (the lower edge of its
+    band, negative)."""
 
     check: dict[str, Any]
     label: str
@@ -126,14 +132,15 @@ def _verdict_and_note(
         if change is not None and change > 0:
             note += f" (the metric rose {change:.3f} points: a confident shift up fails the check too)"
         return REGRESSION, note
+    what = "its deviation from PyTorch fell" if row["role"] != "baseline" else "fell"
     if fell and (high is None or high < limit):
-        return REGRESSION, f"fell {-change:.3f} points against the baseline run{around}, past {limit:+.3f}"
+        return REGRESSION, f"{what} {-change:.3f} points against the baseline run{around}, past {limit:+.3f}"
     if after == INCONCLUSIVE:
         needed = number(row["images_needed"])
         more = f" (~{needed:.0f} images would decide)" if needed is not None else ""
         return INCONCLUSIVE, f"too few images to tell against PyTorch in this run{more}"
     if fell:
-        return INCONCLUSIVE, f"fell {-change:.3f} points{around}, past {limit:+.3f}, but not surely"
+        return INCONCLUSIVE, f"{what} {-change:.3f} points{around}, past {limit:+.3f}, but not surely"
     if after == FAIL:
         return STILL_FAILING, "failed in the baseline run too"
     if before == FAIL and after == PASS:
@@ -141,15 +148,29 @@ def _verdict_and_note(
     return UNCHANGED, ""
 
 
+def _change(before: pd.Series, after: pd.Series) -> tuple[float | None, str]:
+    """What a check moved by between the runs (points), and why it is not compared when it is not: a
+    backend's deviation from PyTorch, or a baseline row's value on the same images."""
+    key = "delta" if after["role"] != "baseline" and after["level"] == "task" else "value"
+    old, new = number(before[key]), number(after[key])
+    if old is None or new is None:
+        return None, ""
+    images = number(before["images"]), number(after["images"])
+    if key == "value" and after["level"] == "task" and None not in images and images[0] != images[1]:
+        return None, f"evaluated on {images[0]:.0f} and {images[1]:.0f} images: values not compared"
+    return new - old, ""
+
+
 def judge_check(before: pd.Series, after: pd.Series, current: pd.DataFrame) -> CheckChange:
-    """One matched check: the change of its value between the runs and what it amounts to."""
+    """One matched check: its change between the runs and what it amounts to."""
     value_before, value_after = number(before["value"]), number(after["value"])
-    change = None if value_before is None or value_after is None else value_after - value_before
+    change, skipped = _change(before, after)
     tolerance = judging_tolerance(after, current) if after["level"] == "task" else None
     limit = allowed_fall(after, tolerance)
     verdict_before, verdict_after = _row_verdict(before), _row_verdict(after)
     interval = (None, None) if change is None else change_interval(before, after, change)
     verdict, note = _verdict_and_note(verdict_before, verdict_after, change, interval, limit, after)
+    note = note or skipped
     return CheckChange(
         check={key: after[key] for key in CHECK_KEY},
         label=check_label(after),

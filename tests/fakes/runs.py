@@ -138,6 +138,8 @@ def check(
             changed=changed,
             worst=[],
         )
+    elif level == "task":  # the PyTorch baseline's own row: the images it was evaluated on
+        row.update(images=images)
     return row
 
 

@@ -205,7 +205,9 @@ def test_accuracy_regressions_use_the_numerics_tolerances(tmp_path):
     current_checks = [
         # -1.0: past the fp32 tolerance of 0.5.
         check(role="baseline", backend="torch", value=74.0, baseline=74.0),
-        check(metric="miou", value=74.0, baseline=74.0),  # -1.0 too (still equal to its own baseline)
+        # -1.0 too, but still equal to its own PyTorch baseline: the model fell (the torch row says so),
+        # not this backend against PyTorch.
+        check(metric="miou", value=74.0, baseline=74.0),
         check(metric="pixel_accuracy", value=89.8, baseline=90.0),  # -0.2: inside the tolerance
         check(metric="mean_dice", value=79.0, baseline=80.0, passed=False),  # fails its check now
         check(level="tensor", metric="tensors", value=0.02, baseline=None, tolerance=0.01, passed=False),
@@ -216,12 +218,11 @@ def test_accuracy_regressions_use_the_numerics_tolerances(tmp_path):
     regressed = {c.label: c for c in comparison.accuracy_regressions}
     assert sorted(regressed) == [
         "unet onnxruntime cpu fp32 mean_dice",
-        "unet onnxruntime cpu fp32 miou",
         "unet onnxruntime cpu fp32 tensors",
         "unet torch cpu fp32 miou",
     ]
     assert regressed["unet torch cpu fp32 miou"].tolerance == 0.5  # a baseline row takes its run's tolerance
-    assert "fell 1.000 points" in regressed["unet onnxruntime cpu fp32 miou"].note
+    assert regressed["unet torch cpu fp32 miou"].note.startswith("fell 1.000 points against the baseline run")
     assert regressed["unet onnxruntime cpu fp32 mean_dice"].note == "passed in the baseline run, fails now"
     assert comparison.regressions == [] and comparison.exit_code == 1
     assert len(comparison.checks) == 5  # the diagnosis row carries no verdict and is left out
@@ -276,6 +277,29 @@ def test_a_check_that_passed_and_fails_now_is_a_regression(tmp_path):
     assert [c.verdict for c in comparison.checks] == [REGRESSION]
 
 
+def test_runs_that_evaluated_different_image_counts_compare_deviations(tmp_path):
+    """A run that grew its evaluation set to 128 images reports box AP on other images than one that
+    stopped at 32: the values differ by points, the deviations from each run's PyTorch do not."""
+
+    def torch_box_ap(value: float, images: int) -> dict:
+        return check(model="mask_rcnn", backend="torch", metric="bbox_ap", role="baseline", value=value,
+                     baseline=value, verdict="pass", images=images)  # fmt: skip
+
+    before = [
+        box_ap(52.65, verdict="pass", ci=(-0.07, 0.18), images=32) | {"delta": 0.13},
+        torch_box_ap(52.52, images=32),
+    ]
+    after = [
+        box_ap(49.39, verdict="pass", ci=(-0.11, 0.11), images=128) | {"baseline": 49.38, "delta": 0.001},
+        torch_box_ap(50.0, images=16),
+    ]
+    comparison = _accuracy(tmp_path, before, after)
+    assert not comparison.accuracy_regressions
+    changes = {c.check["backend"]: c for c in comparison.checks}
+    assert changes["onnxruntime"].change == pytest.approx(0.001 - 0.13)
+    assert changes["torch"].change is None and "32 and 16 images" in changes["torch"].note
+
+
 def test_a_fall_is_judged_with_both_runs_intervals(tmp_path):
     def miou(value, low, high, verdict="pass"):
         return check(
@@ -287,7 +311,9 @@ def test_a_fall_is_judged_with_both_runs_intervals(tmp_path):
     sure = _accuracy(tmp_path, [miou(75.4, -0.05, 0.05)], [miou(74.6, -0.05, 0.05)])
     (change,) = sure.checks
     assert change.verdict == REGRESSION and change.change_high < change.limit == -0.5
-    assert change.note.startswith("fell 0.800 points against the baseline run (interval [")
+    assert change.note.startswith(
+        "its deviation from PyTorch fell 0.800 points against the baseline run (interval ["
+    )
     # Wide intervals: the fall may be inside the band, so it is inconclusive, not a regression.
     unsure = _accuracy(tmp_path, [miou(75.4, -0.4, 0.4)], [miou(74.6, -0.4, 0.4)])
     (change,) = unsure.checks
