@@ -46,8 +46,8 @@ from segbench.env import collect_env
 from segbench.errors import ConfigError, first_line
 from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.export.cache import state_dict_digest
+from segbench.export.fp16_diagnosis import diagnose_precision
 from segbench.export.onnx import DEFAULT_OPSET, PARITY_TOLERANCES, OnnxExport, check_parity
-from segbench.metrics.diagnosis import diagnose_precision
 from segbench.metrics.equivalence import INCONCLUSIVE, MetricVerdict, baseline_rows, judge, next_image_count
 from segbench.metrics.tasks import Evaluation, evaluate_task
 from segbench.metrics.tensors import compare_tensors, tensor_row

@@ -103,7 +103,7 @@ def parity_inputs(model: SegmentationModel, batch: int, height: int, width: int,
 def cpu_session(path: str | Path, emulate_low_precision: bool = False, options: Any = None) -> Any:
     """An onnxruntime CPU session for the graph at ``path``.
 
-    With ``emulate_low_precision``, an fp16 graph runs as its emulation (``segbench.metrics.diagnosis.
+    With ``emulate_low_precision``, an fp16 graph runs as its emulation (``segbench.export.fp16_diagnosis.
     emulate_low_precision``): onnxruntime's CPU provider would run whole fp16 regions in fp32 from
     fp16 weights, hiding activation rounding and overflow; the emulation rounds every fp16 tensor after
     the node that produces it, as fp16 storage on a GPU does.
@@ -113,7 +113,7 @@ def cpu_session(path: str | Path, emulate_low_precision: bool = False, options: 
 
     if not emulate_low_precision or Path(f"{path}.data").is_file():  # (a >2 GB graph is run as it is)
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    from segbench.metrics.diagnosis import emulate_low_precision as emulate
+    from segbench.export.fp16_emulation import emulate_low_precision as emulate
 
     graph = emulate(onnx.load(str(path)))
     return ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])

@@ -12,13 +12,9 @@ import torch
 from onnx import TensorProto, helper
 
 from segbench.export.fp16 import convert_to_fp16
+from segbench.export.fp16_diagnosis import FP16_MAX, diagnose_model, diagnose_precision
+from segbench.export.fp16_emulation import emulate_low_precision
 from segbench.export.onnx import export_onnx, parity_inputs
-from segbench.metrics.diagnosis import (
-    FP16_MAX,
-    diagnose_model,
-    diagnose_precision,
-    emulate_low_precision,
-)
 from segbench.models import build_model
 
 
