@@ -362,9 +362,14 @@ def test_environment_caption_names_machine_software_and_fingerprint():
     assert "\n" not in caption
 
 
+# The env.json of a run from before the fingerprint (an earlier reports/cpu-default): cpu_count instead of
+# cpu_cores_logical, no gpus, no fingerprint.
+OLD_ENV = {"python": "3.11.7", "cpu": "AMD EPYC", "cpu_count": 2, "torch_threads": 2,
+           "cuda_available": False, "packages": {"torch": "2.14.1"}, "git_sha": "b33fc116a70c8f"}  # fmt: skip
+
+
 def test_environment_caption_of_an_old_or_empty_env():
-    old = load_run(RUN).env  # cpu_count instead of cpu_cores_logical, no gpus, no fingerprint
-    caption = plots.environment_caption(old)
+    caption = plots.environment_caption(OLD_ENV)
     assert "AMD EPYC (2 cores)" in caption and "no GPU" in caption and "fingerprint ?" in caption
     empty = plots.environment_caption({})
     assert isinstance(empty, str) and "fingerprint ?" in empty and "\n" not in empty

@@ -24,6 +24,7 @@ from segbench.reports.rundata import load_run
 from tests.fakes.runs import cell, check, write_run
 
 DEFAULT_RUN = Path(__file__).parents[2] / "reports" / "cpu-default"
+CI_BASELINE = Path(__file__).parents[2] / "reports" / "cpu-ci-baseline"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -204,7 +205,13 @@ def test_old_rows_with_paired_and_no_verdict_still_load(tmp_path):
     # The band rebuilt from the tolerance and the 99% floor: max(-1.5, -0.01 x 60.9).
     assert old["band_low"] == pytest.approx(-0.609) and old["band_high"] == 1.5
     assert checks.iloc[0]["verdict"] == "pass" and pd.isna(checks.iloc[2]["verdict"])
-    # The committed runs are such old runs: every candidate task row gets a verdict and an interval.
-    committed = load_run(DEFAULT_RUN).checks
+    # The committed CI baseline is such an old run: every candidate task row gets a verdict and an interval.
+    committed = load_run(CI_BASELINE).checks
     tasks = committed[(committed["role"] == "candidate") & (committed["level"] == "task")]
-    assert set(tasks["verdict"]) == {"pass", "fail"} and tasks["ci_low"].notna().all()
+    assert len(tasks) and set(tasks["verdict"]) == {"pass"} and tasks["ci_low"].notna().all()
+    assert not (CI_BASELINE / "numerics.jsonl").read_text().count('"verdict"')  # really old rows
+    # The committed default run has new rows: the same columns, read as written.
+    current = load_run(DEFAULT_RUN).checks
+    tasks = current[(current["role"] == "candidate") & (current["level"] == "task")]
+    assert set(tasks["verdict"]) == {"pass"} and (tasks["ci_low"] <= tasks["delta"]).all()
+    assert (tasks["band_low"] <= tasks["ci_low"]).all() and (tasks["ci_high"] <= tasks["band_high"]).all()
