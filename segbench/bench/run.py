@@ -38,17 +38,17 @@ from segbench.bench.backends import RUNNERS, BackendConfig, Runner
 from segbench.bench.backends.torch_backend import TorchConfig, TorchRunner
 from segbench.bench.harness import measure_cell
 from segbench.bench.memory import PeakDeviceMemory, PeakHostMemory
+from segbench.bench.numerics import EvaluationSet, grown_verdicts, joined
 from segbench.bench.resume import ENV_FILE, NUMERICS_FILE, RESULTS_FILE, FinishedWork
 from segbench.config import BenchmarkConfig, FolderDatasetConfig, ModelEntry
-from segbench.data.readers import SemanticFolder
-from segbench.data.shapes import IGNORE_INDEX, ShapesDataset, scene_images
+from segbench.data.shapes import IGNORE_INDEX, scene_images
 from segbench.env import collect_env
 from segbench.errors import ConfigError, first_line
 from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.export.cache import state_dict_digest
 from segbench.export.fp16_diagnosis import diagnose_precision
 from segbench.export.onnx import DEFAULT_OPSET, PARITY_TOLERANCES, OnnxExport, check_parity
-from segbench.metrics.equivalence import INCONCLUSIVE, MetricVerdict, baseline_rows, judge, next_image_count
+from segbench.metrics.equivalence import INCONCLUSIVE, MetricVerdict, baseline_rows, judge
 from segbench.metrics.tasks import Evaluation, evaluate_task
 from segbench.metrics.tensors import compare_tensors, tensor_row
 from segbench.models.base import SegmentationModel
@@ -144,27 +144,6 @@ class TimingImages:
         return self._cache[key]
 
 
-def numerics_dataset(config: BenchmarkConfig) -> tuple[Sequence, list[int]]:
-    """The evaluation set (lazy) and the image counts a check may use: the configured count first,
-    then doubled while a verdict is inconclusive, up to ``numerics.max_images`` (or the folder's size).
-    Image ``i`` is the same whatever the count, so a larger set extends the smaller one."""
-    numerics = config.numerics
-    dataset = numerics.dataset
-    if isinstance(dataset, FolderDatasetConfig):
-        samples = SemanticFolder(dataset.images, dataset.masks, ignore_index=dataset.ignore_index)
-        first = min(len(samples), dataset.limit or len(samples))
-        cap = min(len(samples), max(first, numerics.max_images))
-    else:
-        # The scenes themselves: they carry semantic, instance and panoptic ground truth alike.
-        first = dataset.num_images
-        cap = max(first, numerics.max_images)
-        samples = ShapesDataset(cap, dataset.height, dataset.width, seed=dataset.seed, split="val")
-    steps = [first]
-    while (grown := next_image_count(steps[-1], cap)) is not None:
-        steps.append(grown)
-    return samples, steps
-
-
 def _ignore_index(config: BenchmarkConfig) -> int:
     dataset = config.numerics.dataset
     return dataset.ignore_index if isinstance(dataset, FolderDatasetConfig) else IGNORE_INDEX
@@ -204,9 +183,7 @@ class BenchmarkRun:
         self.console = console or Console()
         self.summary = RunSummary()
         self.images = TimingImages(config.seed)
-        self.dataset: Sequence = []
-        self.steps: list[int] = []
-        self._chunks: dict[int, list] = {}
+        self.evaluation_set: EvaluationSet | None = None
 
     # -- planning -------------------------------------------------------------------------------
     def _available_backends(self) -> list[tuple[BackendConfig, type[Runner]]]:
@@ -259,8 +236,8 @@ class BenchmarkRun:
             raise ConfigError("numerics.enabled is false: there is nothing to check")
         # Read the evaluation data before writing anything: a bad dataset path is bad input (exit 2).
         if self.config.numerics.enabled:
-            self.dataset, self.steps = numerics_dataset(self.config)
-            self._chunk(0)
+            self.evaluation_set = EvaluationSet.from_config(self.config)
+            self.evaluation_set.chunk(0)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         backends = self._available_backends()
         for skipped in self.summary.skipped_backends:
@@ -354,36 +331,31 @@ class BenchmarkRun:
         except Exception as exc:
             state.error = describe_error(exc)
         record["model_options"] = options
-        if state.model is not None and self.steps:
+        if state.model is not None and self.evaluation_set is not None:
             baseline = self._baseline(state, 0)
             if entry.name not in self.done.baselines:
                 for verdict in baseline_rows(baseline):
                     self._write_numerics(state, TorchConfig(), "fp32", verdict.to_dict(), role="baseline")
         return state
 
-    def _chunk(self, step: int) -> list:
-        """The evaluation images added at image-count step ``step`` (generated or read once)."""
-        if step not in self._chunks:
-            start = self.steps[step - 1] if step else 0
-            self._chunks[step] = [self.dataset[i] for i in range(start, self.steps[step])]
-        return self._chunks[step]
-
     def _baseline(self, state: ModelState, step: int) -> Evaluation:
         """The PyTorch fp32 CPU baseline on the first ``steps[step]`` images, evaluated chunk by chunk
         once per model and shared by every backend."""
         while len(state.baseline_chunks) <= step:
             index = len(state.baseline_chunks)
-            self._status(f"{state.entry.name}: PyTorch fp32 baseline, {self.steps[index]} images")
+            self._status(
+                f"{state.entry.name}: PyTorch fp32 baseline, {self.evaluation_set.steps[index]} images"
+            )
             with TorchRunner(state.model, TorchConfig(), "fp32") as runner:
                 state.baseline_chunks.append(
                     self._evaluate(
                         state.model,
                         lambda size: runner,
-                        self._chunk(index),
+                        self.evaluation_set.chunk(index),
                         state.baseline_outputs if not index else None,
                     )
                 )
-        return _joined(state.baseline_chunks[: step + 1])
+        return joined(state.baseline_chunks[: step + 1])
 
     def _export(
         self, state: ModelState, backend: BackendConfig, size: tuple[int, int] | None, precision: str
@@ -803,38 +775,25 @@ class BenchmarkRun:
     def _task_verdicts(
         self, state: ModelState, backend: BackendConfig, precision: str, pool: RunnerPool, raw: list
     ) -> list[MetricVerdict]:
-        """Judge every task metric on the first image-count step; while some are inconclusive, evaluate
-        the next chunk of images (backend and baseline) and judge those again. A metric keeps the
-        verdict of the step that decided it; one still inconclusive at the cap stays inconclusive."""
+        """The task verdicts, the evaluation set grown while one is inconclusive (see ``grown_verdicts``)."""
         numerics = self.config.numerics
+        steps = self.evaluation_set.steps
 
         def evaluate(step: int) -> Evaluation:
-            samples = self._chunk(step)
+            samples = self.evaluation_set.chunk(step)
             return self._evaluate(state.model, lambda size: pool.get(size)[0], samples, None if step else raw)
 
-        found = [evaluate(0)]
-        decided: dict[str, MetricVerdict] = {}
-        for step in range(len(self.steps)):
-            if step:
-                self._status(
-                    f"{state.entry.name} · {backend.name}/{backend.device}/{precision} · inconclusive at "
-                    f"{self.steps[step - 1]} images: evaluating {self.steps[step]}"
-                )
-                found.append(evaluate(step))
-            verdicts = judge(
-                _joined(found),
-                self._baseline(state, step),
-                numerics.tolerances(precision),
-                numerics.floor(precision),
-                numerics.confidence,
-                numerics.bootstrap_resamples,
+        def judged(found: Evaluation, baseline: Evaluation) -> list[MetricVerdict]:
+            return judge(found, baseline, numerics.tolerances(precision), numerics.floor(precision),
+                         numerics.confidence, numerics.bootstrap_resamples)  # fmt: skip
+
+        def growing(step: int) -> None:
+            self._status(
+                f"{state.entry.name} · {backend.name}/{backend.device}/{precision} · inconclusive at "
+                f"{steps[step - 1]} images: evaluating {steps[step]}"
             )
-            decided.update(
-                {v.metric: v for v in verdicts if v.metric not in decided and v.verdict != INCONCLUSIVE}
-            )
-            if len(decided) == len(verdicts):
-                break
-        return [decided.get(v.metric, v) for v in verdicts]
+
+        return grown_verdicts(len(steps), evaluate, lambda step: self._baseline(state, step), judged, growing)
 
     def _diagnose(
         self,
@@ -898,13 +857,6 @@ class BenchmarkRun:
         }
         self.numerics.write(row)
         self.summary.numerics.append(row)
-
-
-def _joined(evaluations: list[Evaluation]) -> Evaluation:
-    joined = evaluations[0]
-    for more in evaluations[1:]:
-        joined = joined.extended(more)
-    return joined
 
 
 def _now() -> str:
