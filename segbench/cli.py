@@ -279,9 +279,9 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     """Exit 1 when a cell or a numerics check regressed, 0 otherwise, 2 on bad input."""
+    from segbench.files import atomic_write_text
     from segbench.reports.compare import CompareSettings, compare_runs, comparison_json
     from segbench.reports.render import comparison_markdown
-    from segbench.reports.results import atomic_write_text
     from segbench.reports.rundata import load_run
 
     settings = CompareSettings(threshold=args.threshold, alpha=args.alpha)
@@ -578,8 +578,8 @@ def _build_engine(
     console: Console,
 ) -> dict[str, Any]:
     """Build (or reuse) the engine and copy it to ``engine_path``; what happened, for the manifest."""
-    from segbench.export.cache import atomic_write_bytes
     from segbench.export.tensorrt import EngineBuildError, load_or_build_engine
+    from segbench.files import atomic_write_bytes
 
     try:
         engine = load_or_build_engine(

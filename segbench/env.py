@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import torch
 
 PACKAGES = (
     "segbench",
@@ -128,7 +127,13 @@ def _onnxruntime_providers() -> list[str] | None:
         return None
 
 
+# torch is imported where facts are collected, not at import: reading a run's env.json (reports,
+# compare) must not pay for it.
+
+
 def _cudnn_version() -> int | None:
+    import torch
+
     try:
         return torch.backends.cudnn.version()
     except Exception:
@@ -137,6 +142,8 @@ def _cudnn_version() -> int | None:
 
 def _torch_gpus() -> list[dict[str, Any]]:
     """The CUDA devices torch sees, in torch's order (CUDA_VISIBLE_DEVICES applies)."""
+    import torch
+
     if not torch.cuda.is_available():
         return []
     try:
@@ -232,6 +239,8 @@ def _nvml_facts() -> dict[str, Any]:
 
 def collect_env() -> dict[str, Any]:
     """Versions, CPU and GPU facts, the git revision of segbench, and the environment fingerprint."""
+    import torch
+
     memory = psutil.virtual_memory()
     env: dict[str, Any] = {
         "python": platform.python_version(),
@@ -258,13 +267,16 @@ def collect_env() -> dict[str, Any]:
     return env
 
 
-def _gpu_names(env: Mapping[str, Any]) -> list[str]:
-    """The GPUs the run could use: torch's view, else NVML's (a CPU build of torch with onnxruntime-gpu)."""
+def gpu_names(env: Mapping[str, Any]) -> list[str] | None:
+    """The GPUs the run could use: torch's view, else NVML's (a CPU build of torch with onnxruntime-gpu);
+    [] when the run knew it had none, None when an older env.json did not record it."""
     for key in ("gpus", "nvml_gpus"):
-        names = [str(gpu.get("name")) for gpu in env.get(key) or () if gpu.get("name")]
+        names = [str(g["name"]) for g in env.get(key) or () if isinstance(g, Mapping) and g.get("name")]
         if names:
             return names
-    return []
+    if "gpus" in env or env.get("cuda_available") is False:
+        return []
+    return None
 
 
 def fingerprint_fields(env: Mapping[str, Any]) -> dict[str, Any]:
@@ -273,7 +285,7 @@ def fingerprint_fields(env: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "cpu": env.get("cpu"),
         "cpu_cores_logical": env.get("cpu_cores_logical", env.get("cpu_count")),
-        "gpus": _gpu_names(env),
+        "gpus": gpu_names(env) or [],
         "driver": env.get("driver"),
         "cuda": env.get("cuda"),
         "cudnn": env.get("cudnn"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from segbench.data.shapes import CATEGORIES, IGNORE_INDEX, STUFF_CLASSES, ShapesSample
+from segbench.files import atomic_write_text
 
 FileNames = Callable[[ShapesSample], str]
 
@@ -198,19 +198,6 @@ def coco_panoptic(dataset: Sequence[ShapesSample], file_names: FileNames | None 
     return _panoptic_dict(images, annotations)
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    # A crash mid-write must not leave a truncated JSON that later loads as "invalid".
-    # open() (unlike mkstemp) honours the umask, so the result gets normal file permissions.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_png(path: Path, array: np.ndarray) -> None:
     # uint8 HxW -> mode "L", HxWx3 -> "RGB": Pillow infers both from the array.
     Image.fromarray(array).save(path, format="PNG")
@@ -242,6 +229,7 @@ def write_shapes_dataset(root: str | Path, dataset: Iterable[ShapesSample]) -> P
         instance_annotations.extend(_instance_annotations(sample, len(instance_annotations) + 1))
         panoptic_annotations.append(_panoptic_annotation(sample, segments))
 
-    _write_json_atomic(root / "instances.json", _instances_dict(images, instance_annotations))
-    _write_json_atomic(root / "panoptic.json", _panoptic_dict(images, panoptic_annotations))
+    # A crash mid-write must not leave a truncated JSON that later loads as "invalid".
+    atomic_write_text(root / "instances.json", json.dumps(_instances_dict(images, instance_annotations)))
+    atomic_write_text(root / "panoptic.json", json.dumps(_panoptic_dict(images, panoptic_annotations)))
     return root

@@ -24,7 +24,6 @@ from segbench.export import onnx as onnx_module
 from segbench.export import parity as parity_module
 from segbench.export.cache import (
     atomic_directory,
-    atomic_write_bytes,
     cache_key,
     cache_root,
     file_digest,
@@ -41,6 +40,7 @@ from segbench.export.onnx import (
     parity_shapes,
     verify_parity,
 )
+from segbench.files import atomic_write_bytes
 from segbench.models.base import SegmentationModel
 
 GRAPH_FILE = "model.onnx"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import stat
 from collections.abc import Iterator, Mapping
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from segbench.files import temporary_name
 
 CACHE_ENV = "SEGBENCH_CACHE_DIR"
 META_FILE = "meta.json"
@@ -62,43 +63,17 @@ def state_dict_digest(state_dict: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def _temporary_name(final: Path, suffix: str = "") -> Path:
-    """A fresh dot-name beside ``final`` (no lookup reads dot-names): creating it exclusively never
-    clashes with another writer."""
-    return final.with_name(f".{final.name}-{secrets.token_hex(8)}{suffix}")
-
-
 def new_file_mode(directory: str | Path) -> int:
     """The permission bits a new file gets in ``directory`` (0o666 less the umask), read from a probe
     file: for files that a library creates privately (onnx writes external data 0600) before the rename.
     (``os.umask`` can only be read by setting it, which races with other threads creating files.)"""
-    probe = _temporary_name(Path(directory) / "mode", ".probe")
+    probe = temporary_name(Path(directory) / "mode", ".probe")
     fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         return stat.S_IMODE(os.fstat(fd).st_mode)
     finally:
         os.close(fd)
         probe.unlink()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename; the file
-    gets the permissions the umask gives any new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_name(path, ".tmp")
-    # Mode 0o666 masked by the umask, as open() would; mkstemp's 0o600 would survive the rename.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @contextmanager
@@ -112,7 +87,7 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_name(final)
+    tmp = temporary_name(final)
     tmp.mkdir()  # mode 0o777 masked by the umask (mkdtemp's 0o700 would survive the rename)
     try:
         yield tmp

@@ -43,7 +43,8 @@ from typing import Any
 import torch
 
 from segbench.errors import SegbenchError, first_line
-from segbench.export.cache import atomic_write_bytes, cache_key, cache_root, file_digest
+from segbench.export.cache import cache_key, cache_root, file_digest
+from segbench.files import atomic_write_bytes
 
 INSTALL_HINT = (
     "TensorRT is not installed: pip install 'segbench[trt]' (needs an NVIDIA GPU and NVIDIA's package index)"

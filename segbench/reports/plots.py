@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 from matplotlib.transforms import blended_transform_factory
 
+from segbench.env import gpu_names
 from segbench.reports.figures import CAPTION_IN, DPI
 from segbench.reports.figures import decorate as _decorate
 from segbench.reports.figures import literal as _literal
@@ -97,17 +98,6 @@ class Series:
 # ---------------------------------------------------------------------------------------------- caption
 
 
-def _gpu_names(env: Mapping[str, Any]) -> list[str] | None:
-    """GPU names as torch saw them, else NVML; [] when the run knew it had none, None when unrecorded."""
-    for key in ("gpus", "nvml_gpus"):
-        names = [str(g["name"]) for g in env.get(key) or () if isinstance(g, Mapping) and g.get("name")]
-        if names:
-            return names
-    if "gpus" in env or env.get("cuda_available") is False:
-        return []
-    return None
-
-
 def _one_line(value: Any) -> str:
     return " ".join(str(value).split())
 
@@ -120,7 +110,7 @@ def environment_caption(env: Mapping[str, Any]) -> str:
     cpu = _one_line(env.get("cpu") or "unknown CPU")
     cores = env.get("cpu_cores_logical", env.get("cpu_count"))
     parts = [f"{cpu} ({cores} cores)" if cores else cpu]
-    gpus = _gpu_names(env)
+    gpus = gpu_names(env)
     if gpus == []:
         parts.append("no GPU")
     elif gpus:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from segbench.files import atomic_write_text
 from segbench.reports.plots import render_plots, speedups
 from segbench.reports.render import report_html, report_markdown
-from segbench.reports.results import atomic_write_text
 from segbench.reports.rundata import RunData
 
 RESULTS_CSV = "results.csv"

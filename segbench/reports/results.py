@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from segbench.files import atomic_write_text
+
 # The layout of results.jsonl / numerics.jsonl rows, stored in env.json as "schema" (absent means 1).
 # Bump it when a field the reports read changes meaning; readers refuse a schema they do not know.
 SCHEMA_VERSION = 1
@@ -57,13 +59,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 break
             raise ValueError(f"{path}: line {number} is not valid JSON: {exc.msg}") from None
     return records
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (temporary file + rename): readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, data: Any) -> None:

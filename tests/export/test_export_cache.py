@@ -14,11 +14,11 @@ from segbench.export.artifacts import ExportRequest, cached_export, copy_graph, 
 from segbench.export.cache import (
     META_FILE,
     atomic_directory,
-    atomic_write_bytes,
     cache_key,
     state_dict_digest,
 )
 from segbench.export.onnx import ExportError, check_parity, save_onnx
+from segbench.files import atomic_write_bytes
 from segbench.models import build_model
 
 UNET = {"base_channels": 4, "num_classes": 3}
