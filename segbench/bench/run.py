@@ -48,13 +48,14 @@ from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.export.cache import state_dict_digest
 from segbench.export.fp16_diagnosis import diagnose_precision
 from segbench.export.onnx import DEFAULT_OPSET, PARITY_TOLERANCES, OnnxExport, check_parity
-from segbench.metrics.equivalence import INCONCLUSIVE, MetricVerdict, baseline_rows, judge
+from segbench.metrics.equivalence import MetricVerdict, baseline_rows, judge
 from segbench.metrics.tasks import Evaluation, evaluate_task
 from segbench.metrics.tensors import compare_tensors, tensor_row
 from segbench.models.base import SegmentationModel
 from segbench.models.registry import build_model, get_spec, model_stats
 from segbench.reports.results import SCHEMA_VERSION, JsonlWriter, read_jsonl, write_json
 from segbench.reports.tables import numerics_table, results_table
+from segbench.reports.verdicts import FAIL, INCONCLUSIVE, counts
 
 # The measurement fields of a cell that did not run.
 FAILED_MEASUREMENT = {
@@ -112,19 +113,12 @@ class RunSummary:
         return sum(r["status"] != "ok" for r in self.results)
 
     @property
-    def failed_checks(self) -> int:
-        return sum(row.get("verdict") == "fail" for row in self.numerics)  # diagnosis rows have none
-
-    @property
-    def inconclusive_checks(self) -> int:
-        return sum(row.get("verdict") == INCONCLUSIVE for row in self.numerics)
-
-    @property
     def exit_code(self) -> int:
         """1 when a cell or a check failed; else 3 when a check stayed inconclusive; else 0."""
-        if self.failed_cells or self.failed_checks:
+        checks = counts(self.numerics)
+        if self.failed_cells or checks[FAIL]:
             return 1
-        return 3 if self.inconclusive_checks else 0
+        return 3 if checks[INCONCLUSIVE] else 0
 
 
 class TimingImages:
