@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segbench.bench.backends.onnxruntime_backend import OnnxRuntimeConfig, OnnxRuntimeRunner
+from segbench.backends.onnxruntime_backend import OnnxRuntimeConfig, OnnxRuntimeRunner
 from segbench.bench.harness import TimingPlan, measure_cell
 from segbench.data.shapes import scene_images
 from segbench.export.artifacts import ExportRequest, cached_export

@@ -35,7 +35,7 @@ def _names(value: str) -> list[str]:
 
 
 def _size(value: str) -> tuple[int, int]:
-    from segbench.bench.sweep import parse_size
+    from segbench.sweep import parse_size
 
     try:
         return parse_size(value)
@@ -504,8 +504,8 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from segbench.export.onnx import ExportError
     from segbench.export.tensorrt_readiness import TENSORRT_VERSION, check_tensorrt_readiness
     from segbench.models.registry import build_model, get_spec
-    from segbench.reports.results import write_json
     from segbench.reports.tables import parity_table, readiness_table
+    from segbench.results.jsonl import write_json
 
     get_spec(args.model)  # an unknown name lists the valid ones
     if args.check_only and not args.trt:

@@ -1,7 +1,8 @@
 """The benchmark YAML schema, validated up front so a bad file fails before any model is built.
 
-Each backend owns its config class (in its backend file); the ``backends`` list here is a union of
-those, discriminated by ``name``, so adding a backend needs no change in this module.
+Each backend owns its config class (in its backend file); the ``backends`` list here is validated as
+the union of the registered backends' classes, discriminated by ``name``. The union is built when a
+config is validated, not at import, so backends a plugin registers are part of it.
 """
 
 from __future__ import annotations
@@ -11,20 +12,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from segbench.bench.backends import RUNNERS, BackendConfig
-from segbench.bench.harness import TimingPlan
-from segbench.bench.sweep import SweepConfig
+from segbench.backends import BACKENDS, BackendConfig
 from segbench.errors import ConfigError, SegbenchError
 from segbench.metrics.tensors import TENSOR_TOLERANCES, TensorTolerance
 from segbench.models.registry import MODELS, validate_model
 from segbench.models.weights import RANDOM
-
-BackendEntry = Annotated[
-    Union[tuple(runner.config_class for runner in RUNNERS.values())],  # noqa: UP007 - built at runtime
-    Field(discriminator="name"),
-]
+from segbench.sweep import SweepConfig
 
 
 class _Strict(BaseModel):
@@ -44,9 +47,6 @@ class TimingConfig(_Strict):
     # guest cannot see it) then spoils one pass of a cell, not the cell. Reports pool the passes; compare
     # judges the median of the per-pass p50s.
     repeats: int = Field(default=1, ge=1)
-
-    def plan(self) -> TimingPlan:
-        return TimingPlan(**self.model_dump(exclude={"repeats"}))
 
 
 class ModelEntry(_Strict):
@@ -189,7 +189,8 @@ class BenchmarkConfig(_Strict):
     name: str = "benchmark"
     seed: int = 0
     models: list[ModelEntry] = Field(min_length=1)
-    backends: list[BackendEntry] = Field(min_length=1)  # type: ignore[valid-type]
+    # Each entry is validated as its backend's config class (see ``_schema``).
+    backends: list[BackendConfig] = Field(min_length=1)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     timing: TimingConfig = Field(default_factory=TimingConfig)
     numerics: NumericsConfig = Field(default_factory=NumericsConfig)
@@ -206,7 +207,7 @@ class BenchmarkConfig(_Strict):
                 )
             if backend.artifact is None:
                 continue
-            suffixes = RUNNERS[backend.name].artifact_suffixes
+            suffixes = BACKENDS[backend.name].artifact_suffixes
             if backend.artifact.suffix not in suffixes:
                 raise ValueError(
                     f"{where}.artifact: {backend.name} runs {' or '.join(suffixes)} files, "
@@ -248,7 +249,25 @@ class BenchmarkConfig(_Strict):
         return backend.sweep or entry.sweep or self.sweep
 
 
-_UNION_TAGS = {*RUNNERS, "shapes", "folder"}
+_SCHEMAS: dict[tuple[type[BackendConfig], ...], type[BenchmarkConfig]] = {}
+
+
+def _schema() -> type[BenchmarkConfig]:
+    """BenchmarkConfig with ``backends`` typed as the union of the backends registered now."""
+    classes = tuple(spec.config_class for spec in BACKENDS.values())
+    if classes not in _SCHEMAS:
+        entry = Annotated[Union[classes], Field(discriminator="name")]  # noqa: UP007 - built at runtime
+        _SCHEMAS[classes] = create_model(
+            "BenchmarkConfig",
+            __base__=BenchmarkConfig,
+            __module__=__name__,
+            backends=(list[entry], Field(min_length=1)),  # type: ignore[valid-type]
+        )
+    return _SCHEMAS[classes]
+
+
+def _union_tags() -> set[str]:
+    return {*BACKENDS, "shapes", "folder"}
 
 
 def _format_error(error: dict[str, Any]) -> str:
@@ -256,7 +275,7 @@ def _format_error(error: dict[str, Any]) -> str:
     for part in error["loc"]:
         if isinstance(part, int):
             location += f"[{part}]"
-        elif part not in _UNION_TAGS:  # pydantic puts the union member's tag in the location
+        elif part not in _union_tags():  # pydantic puts the union member's tag in the location
             location += f".{part}" if location else str(part)
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -276,7 +295,7 @@ def validate_config(data: Any, source: str = "config") -> BenchmarkConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        return BenchmarkConfig.model_validate(data)
+        return _schema().model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""

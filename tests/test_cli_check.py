@@ -13,7 +13,7 @@ from segbench.bench.run import NUMERICS_FILE
 from segbench.cli import main
 from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.models import build_model
-from segbench.reports.results import read_jsonl
+from segbench.results.jsonl import read_jsonl
 
 
 def convolutions(graph: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.TensorProto]]:

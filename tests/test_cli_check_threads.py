@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from segbench.bench.run import NUMERICS_FILE
-from segbench.reports.results import read_jsonl
+from segbench.results.jsonl import read_jsonl
 
 pytestmark = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to compare one thread with two"

@@ -1,8 +1,8 @@
 import pytest
 
-from segbench.bench.sweep import parse_size
 from segbench.config import load_config, validate_config
 from segbench.errors import ConfigError
+from segbench.sweep import parse_size
 
 BASE = {"models": [{"name": "unet", "options": {"base_channels": 4}}], "backends": [{"name": "torch"}]}
 

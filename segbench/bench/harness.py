@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from segbench.bench.backends.base import Runner
-from segbench.bench.stats import latency_stats
+from segbench.backends.base import Runner
 from segbench.models.base import SegmentationModel
+from segbench.results.latency import latency_stats
 
 STAGES = ("preprocess", "infer", "postprocess")
 DEVICE_STAGES = ("h2d", "compute", "d2h")
@@ -86,7 +86,7 @@ def measure_cell(
         model.postprocess(outputs, image_size)
         t3 = clock()
         host_ns.append((t1 - t0, t2 - t1, t3 - t2))
-        for stage, value in (getattr(runner, "last_stages_ms", None) or {}).items():
+        for stage, value in (runner.last_stages_ms or {}).items():
             if stage in device_ms and value is not None:
                 device_ms[stage].append(value)
     loop_s = (clock() - loop_start) / 1e9

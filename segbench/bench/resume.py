@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segbench.errors import ConfigError
-from segbench.reports.results import read_jsonl, truncate_torn_tail
+from segbench.results.jsonl import read_jsonl, truncate_torn_tail
 
 if TYPE_CHECKING:
-    from segbench.bench.backends import BackendConfig
+    from segbench.backends import BackendConfig
     from segbench.config import ModelEntry
 
 # The files of a run directory (segbench.bench.run writes them).

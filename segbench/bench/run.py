@@ -34,12 +34,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from segbench.bench.backends import RUNNERS, BackendConfig, Runner
-from segbench.bench.backends.torch_backend import TorchConfig, TorchRunner
-from segbench.bench.harness import measure_cell
+from segbench.backends import BACKENDS, GRAPH, BackendConfig, BackendSpec, Runner
+from segbench.backends.torch_backend import TorchConfig, TorchRunner
+from segbench.bench.harness import TimingPlan, measure_cell
 from segbench.bench.memory import PeakDeviceMemory, PeakHostMemory
 from segbench.bench.numerics import EvaluationSet, grown_verdicts, joined
-from segbench.bench.resume import ENV_FILE, NUMERICS_FILE, RESULTS_FILE, FinishedWork
+from segbench.bench.resume import FinishedWork
 from segbench.config import BenchmarkConfig, FolderDatasetConfig, ModelEntry
 from segbench.data.shapes import IGNORE_INDEX, scene_images
 from segbench.env import collect_env
@@ -53,9 +53,10 @@ from segbench.metrics.tasks import Evaluation, evaluate_task
 from segbench.metrics.tensors import compare_tensors, tensor_row
 from segbench.models.base import SegmentationModel
 from segbench.models.registry import build_model, get_spec, model_stats
-from segbench.reports.results import SCHEMA_VERSION, JsonlWriter, read_jsonl, write_json
 from segbench.reports.tables import numerics_table, results_table
-from segbench.reports.verdicts import FAIL, INCONCLUSIVE, counts
+from segbench.results.jsonl import JsonlWriter, read_jsonl, write_json
+from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE, SCHEMA_VERSION
+from segbench.results.verdicts import FAIL, INCONCLUSIVE, counts
 
 # The measurement fields of a cell that did not run.
 FAILED_MEASUREMENT = {
@@ -88,9 +89,9 @@ def filter_config(
         config.models = [m for m in config.models if m.name in models]
     if backends:
         for name in backends:
-            if name not in RUNNERS:
+            if name not in BACKENDS:
                 raise ConfigError(
-                    f"--backends: unknown backend {name!r}; valid backends: {', '.join(RUNNERS)}"
+                    f"--backends: unknown backend {name!r}; valid backends: {', '.join(BACKENDS)}"
                 )
             if name not in {b.name for b in config.backends}:
                 present = ", ".join(dict.fromkeys(b.name for b in config.backends))
@@ -180,11 +181,11 @@ class BenchmarkRun:
         self.evaluation_set: EvaluationSet | None = None
 
     # -- planning -------------------------------------------------------------------------------
-    def _available_backends(self) -> list[tuple[BackendConfig, type[Runner]]]:
+    def _available_backends(self) -> list[tuple[BackendConfig, BackendSpec]]:
         available = []
         for backend in self.config.backends:
-            runner_class = RUNNERS[backend.name]
-            reason = runner_class.unavailable_reason(backend)
+            runner_class = BACKENDS[backend.name]
+            reason = runner_class.unavailable(backend)
             if reason is None:
                 available.append((backend, runner_class))
             else:
@@ -403,7 +404,7 @@ class BenchmarkRun:
         self,
         state: ModelState,
         backend: BackendConfig,
-        runner_class: type[Runner],
+        runner_class: BackendSpec,
         precision: str,
         repeat: int = 0,
     ) -> None:
@@ -422,11 +423,11 @@ class BenchmarkRun:
             if backend.artifact is not None:
                 record = self._user_artifact(state, backend, precision)
                 path = backend.artifact
-            elif runner_class.artifact == "onnx":
-                graph_precision = runner_class.onnx_precision(backend, precision)
+            elif runner_class.consumes == GRAPH:
+                graph_precision = runner_class.graph_precision(backend, precision)
                 export = self._export(state, backend, size, graph_precision)
                 path, export_s, record = export.path, export.export_s, export.to_dict()
-            runner = runner_class(state.model, backend, precision, path, shapes)
+            runner = runner_class.make_runner(state.model, backend, precision, path, shapes)
             start = time.perf_counter()
             runner.__enter__()
             return runner, {
@@ -437,7 +438,7 @@ class BenchmarkRun:
 
         per_size = (
             state.model is not None
-            and runner_class.artifact == "onnx"
+            and runner_class.consumes == GRAPH
             and backend.artifact is None
             and not state.model.dynamic_spatial
         )
@@ -668,7 +669,9 @@ class BenchmarkRun:
             images = self.images.get(batch, h, w)
             runner.reset_peak_device_memory()
             with PeakHostMemory() as memory, PeakDeviceMemory(self._nvml_index(runner)) as device:
-                measured = measure_cell(model, runner, images, timing.plan())
+                measured = measure_cell(
+                    model, runner, images, TimingPlan(**timing.model_dump(exclude={"repeats"}))
+                )
         except Exception as exc:
             return {**failed, "error": describe_error(exc)}
         return {

@@ -59,7 +59,8 @@ def _image_entry(sample: ShapesSample, file_name: str) -> dict[str, Any]:
     return {"id": sample.index + 1, "file_name": file_name, "height": int(height), "width": int(width)}
 
 
-def _instance_annotations(sample: ShapesSample, first_id: int) -> list[dict[str, Any]]:
+def instance_annotations(sample: ShapesSample, first_id: int = 1) -> list[dict[str, Any]]:
+    """COCO annotations (RLE masks) of a sample's kept instances, numbered from ``first_id``."""
     return [
         {
             "id": first_id + k,
@@ -122,7 +123,7 @@ def coco_instances(dataset: Sequence[ShapesSample], file_names: FileNames | None
     annotations: list[dict[str, Any]] = []
     for sample in dataset:
         images.append(_image_entry(sample, name_of(sample)))
-        annotations.extend(_instance_annotations(sample, len(annotations) + 1))
+        annotations.extend(instance_annotations(sample, len(annotations) + 1))
     return _instances_dict(images, annotations)
 
 
@@ -149,8 +150,8 @@ def _unique_segment_id(color: tuple[int, int, int], used: set[int]) -> int:
     return candidate
 
 
-def panoptic_png_and_segments(sample: ShapesSample) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """COCO panoptic PNG (HxWx3 uint8) and ``segments_info`` of one sample.
+def panoptic_ids_and_segments(sample: ShapesSample) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Segment-id map (HxW uint32) and ``segments_info`` of one sample.
 
     One segment per stuff class present and one per kept instance; ``IGNORE_INDEX`` pixels
     (dropped fragments) get id 0, which COCO panoptic treats as void.
@@ -180,6 +181,13 @@ def panoptic_png_and_segments(sample: ShapesSample) -> tuple[np.ndarray, list[di
         add(inst.mask, inst.category)
     # Kept instances and stuff already cover everything else; this just makes void explicit.
     ids[sample.semantic == IGNORE_INDEX] = 0
+    return ids, segments
+
+
+def panoptic_png_and_segments(sample: ShapesSample) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """COCO panoptic PNG (HxWx3 uint8) and ``segments_info`` of one sample (see
+    :func:`panoptic_ids_and_segments`)."""
+    ids, segments = panoptic_ids_and_segments(sample)
     return id_to_rgb(ids), segments
 
 
@@ -217,7 +225,7 @@ def write_shapes_dataset(root: str | Path, dataset: Iterable[ShapesSample]) -> P
         directory.mkdir(parents=True, exist_ok=True)
 
     images: list[dict[str, Any]] = []
-    instance_annotations: list[dict[str, Any]] = []
+    thing_annotations: list[dict[str, Any]] = []
     panoptic_annotations: list[dict[str, Any]] = []
     for sample in dataset:
         file_name = _default_file_name(sample)
@@ -226,10 +234,10 @@ def write_shapes_dataset(root: str | Path, dataset: Iterable[ShapesSample]) -> P
         png, segments = panoptic_png_and_segments(sample)
         _write_png(dirs["panoptic"] / file_name, png)
         images.append(_image_entry(sample, file_name))
-        instance_annotations.extend(_instance_annotations(sample, len(instance_annotations) + 1))
+        thing_annotations.extend(instance_annotations(sample, len(thing_annotations) + 1))
         panoptic_annotations.append(_panoptic_annotation(sample, segments))
 
     # A crash mid-write must not leave a truncated JSON that later loads as "invalid".
-    atomic_write_text(root / "instances.json", json.dumps(_instances_dict(images, instance_annotations)))
+    atomic_write_text(root / "instances.json", json.dumps(_instances_dict(images, thing_annotations)))
     atomic_write_text(root / "panoptic.json", json.dumps(_panoptic_dict(images, panoptic_annotations)))
     return root

@@ -61,13 +61,19 @@ def _open_image(path: Path, what: str) -> Image.Image:
         raise DatasetError(f"cannot read {what} {path}: {_one_line(exc)}") from None
 
 
-def _resolve_index(index: Any, length: int, owner: str) -> int:
+def resolve_index(index: Any, length: int, owner: str) -> int:
     i = operator.index(index)
     if i < 0:
         i += length
     if not 0 <= i < length:
         raise IndexError(f"index {index} out of range for {owner} of length {length}")
     return i
+
+
+def read_rgb_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """An image file as HxWx3 uint8 RGB (grey and palette images converted); a DatasetError if unreadable."""
+    # No EXIF transpose: annotations are aligned with the stored pixel grid, not the display.
+    return np.asarray(_open_image(Path(path), "image").convert("RGB"))
 
 
 class SemanticFolder(Sequence[SemanticSample]):
@@ -130,7 +136,7 @@ class SemanticFolder(Sequence[SemanticSample]):
     def __getitem__(self, index: int | slice) -> SemanticSample | list[SemanticSample]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        image_path, mask_path = self._pairs[_resolve_index(index, len(self), "SemanticFolder")]
+        image_path, mask_path = self._pairs[resolve_index(index, len(self), "SemanticFolder")]
         img = _open_image(image_path, "image")
         mask = _open_image(mask_path, "mask")
         if mask.mode not in _LABEL_MODES:
@@ -237,6 +243,16 @@ def _check_files(directory: Path, names: Iterable[str], path: Path, what: str) -
         raise DatasetError(f"{path}: {what} {directory / missing[0]} not found{more}")
 
 
+def check_image_files(
+    json_path: str | os.PathLike[str], data: dict[str, Any], images_dir: str | os.PathLike[str]
+) -> None:
+    """Every image a COCO dict (read from ``json_path``) lists is a file under ``images_dir``."""
+    directory = Path(images_dir)
+    _require_dir(directory, "images directory")
+    names = (str(img.get("file_name", "")) for img in data["images"])
+    _check_files(directory, names, Path(json_path), "image")
+
+
 def load_coco_instances(
     json_path: str | os.PathLike[str], images_dir: str | os.PathLike[str] | None = None
 ) -> dict[str, Any]:
@@ -246,9 +262,7 @@ def load_coco_instances(
     _validate_coco(path, data)
     _check_category_ids(path, data, data["annotations"])
     if images_dir is not None:
-        directory = Path(images_dir)
-        _require_dir(directory, "images directory")
-        _check_files(directory, (str(img.get("file_name", "")) for img in data["images"]), path, "image")
+        check_image_files(path, data, images_dir)
     return data
 
 

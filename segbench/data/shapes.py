@@ -13,9 +13,11 @@ import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
+
+from segbench.data.ground_truth import CategoryInfo, PanopticTruth
 
 STUFF_CLASSES = ("sky", "ground", "water")
 THING_CLASSES = ("circle", "rectangle", "triangle")
@@ -29,12 +31,9 @@ _SPLIT_CODES = {"train": 0, "val": 1}
 
 
 @dataclass(frozen=True)
-class Category:
-    """One COCO category of the shapes dataset (``id`` = semantic index + 1)."""
+class Category(CategoryInfo):
+    """One COCO category of the shapes dataset (``id`` = semantic index + 1), with its colour."""
 
-    id: int
-    name: str
-    isthing: bool
     color: tuple[int, int, int]
 
 
@@ -85,7 +84,11 @@ class Instance:
 
 @dataclass(eq=False)
 class ShapesSample:
-    """One generated scene with its dense and per-instance ground truth."""
+    """One generated scene with its dense and per-instance ground truth.
+
+    It is a semantic, instance and panoptic ground truth (:mod:`segbench.data.ground_truth`) as it
+    stands, encoded as :func:`~segbench.data.coco.write_shapes_dataset` writes it to disk.
+    """
 
     index: int
     image: np.ndarray  # HxWx3 uint8 RGB
@@ -96,6 +99,33 @@ class ShapesSample:
     def name(self) -> str:
         """File stem used on disk, e.g. ``000042``."""
         return f"{self.index:06d}"
+
+    @property
+    def image_id(self) -> int:
+        """COCO image id: ``index + 1``, as COCO ids start at 1."""
+        return self.index + 1
+
+    @property
+    def label(self) -> np.ndarray:
+        """The semantic label map (``semantic``)."""
+        return self.semantic
+
+    @property
+    def categories(self) -> tuple[Category, ...]:
+        return CATEGORIES
+
+    def instance_annotations(self) -> list[dict[str, Any]]:
+        """COCO annotations (RLE masks) of the kept instances, ids from 1."""
+        # coco.py imports this module, so the encoders are imported on use.
+        from segbench.data.coco import instance_annotations
+
+        return instance_annotations(self, first_id=1)
+
+    def panoptic_truth(self) -> PanopticTruth:
+        """Segment-id map and ``segments_info``: one segment per stuff class present and per instance."""
+        from segbench.data.coco import panoptic_ids_and_segments
+
+        return PanopticTruth(*panoptic_ids_and_segments(self))
 
 
 class ShapesDataset(Sequence[ShapesSample]):

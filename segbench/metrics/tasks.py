@@ -3,9 +3,14 @@
 Each takes a ``predict(images) -> postprocessed outputs`` function (the pipeline a backend runs) and the
 evaluation samples, and returns the metrics whose deltas against the baseline get a verdict:
 
-* semantic: mIoU, pixel accuracy, mean Dice (samples need ``.image`` and ``.label``);
-* instance: box and mask AP through pycocotools' COCOeval (samples are synthetic shapes scenes);
-* panoptic: PQ, SQ, RQ following the COCO panoptic definition (samples are synthetic shapes scenes).
+* semantic: mIoU, pixel accuracy, mean Dice;
+* instance: box and mask AP through pycocotools' COCOeval;
+* panoptic: PQ, SQ, RQ following the COCO panoptic definition.
+
+The samples give their ground truth through :mod:`segbench.data.ground_truth` (semantic: ``.image`` and
+``.label``; instance: the image's COCO annotations; panoptic: its segment-id map and ``segments_info``;
+both with the dataset's categories), so any dataset that provides it is evaluated the same way: the
+synthetic scenes, a COCO-format dataset on disk, image/mask folders.
 
 Instance and panoptic models report labels as class indices plus ``category_offset`` = the dataset's
 category id (the shapes categories are class index + 1, and torchvision-style detectors already
@@ -20,7 +25,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from segbench.data.readers import SemanticSample
+from segbench.data.ground_truth import (
+    InstanceGroundTruth,
+    PanopticGroundTruth,
+    SemanticGroundTruth,
+    dataset_categories,
+    instances_ground_truth,
+)
 from segbench.metrics.checker import sample_batches, semantic_batches
 from segbench.metrics.coco_ap import CocoApStats
 from segbench.metrics.instance import evaluate_instances_with, masks_to_coco_results
@@ -107,14 +118,16 @@ def _unit_metrics(stats: TaskStats) -> dict[str, float]:
 
 
 def _name(sample: Any) -> str:
-    return str(getattr(sample, "name", None) or getattr(sample, "index", "?"))
+    return str(getattr(sample, "name", None) or getattr(sample, "image_id", "?"))
 
 
 def _semantic(
-    predict: Predict, samples: Sequence, batch_size: int, num_classes: int, ignore_index: int
+    predict: Predict,
+    samples: Sequence[SemanticGroundTruth],
+    batch_size: int,
+    num_classes: int,
+    ignore_index: int,
 ) -> Evaluation:
-    if samples and not hasattr(samples[0], "label"):  # synthetic scenes: the label is .semantic
-        samples = [SemanticSample(s.name, s.image, s.semantic) for s in samples]
     cms = [
         confusion_matrix(pred, label, num_classes, ignore_index)
         for images, labels in semantic_batches(samples, batch_size)
@@ -124,9 +137,9 @@ def _semantic(
     return Evaluation(_unit_metrics(stats), stats)
 
 
-def _instance(predict: Predict, samples: Sequence, batch_size: int, category_offset: int) -> Evaluation:
-    from segbench.data.coco import coco_instances
-
+def _instance(
+    predict: Predict, samples: Sequence[InstanceGroundTruth], batch_size: int, category_offset: int
+) -> Evaluation:
     results: list[dict[str, Any]] = []
     for batch in sample_batches(samples, batch_size):
         outputs = predict(np.stack([s.image for s in batch]))
@@ -134,11 +147,9 @@ def _instance(predict: Predict, samples: Sequence, batch_size: int, category_off
             masks = np.asarray(out["masks"], bool)
             boxes = out["boxes"] if "boxes" in out else _boxes_from_masks(masks)
             labels = np.asarray(out["labels"], np.int64) + category_offset
-            results += masks_to_coco_results(
-                sample.index + 1, np.asarray(boxes), out["scores"], labels, masks
-            )
-    metrics, evaluators = evaluate_instances_with(coco_instances(samples), results)
-    image_ids, names = [s.index + 1 for s in samples], [_name(s) for s in samples]
+            results += masks_to_coco_results(sample.image_id, np.asarray(boxes), out["scores"], labels, masks)
+    metrics, evaluators = evaluate_instances_with(instances_ground_truth(samples), results)
+    image_ids, names = [s.image_id for s in samples], [_name(s) for s in samples]
     stats = InstanceStats(
         {
             f"{iou_type}_ap": CocoApStats.from_evaluator(evaluator, image_ids, names)
@@ -149,49 +160,48 @@ def _instance(predict: Predict, samples: Sequence, batch_size: int, category_off
 
 
 def _panoptic_pairs(
-    predict: Predict, samples: Sequence, batch_size: int, category_offset: int
+    predict: Predict, samples: Sequence[PanopticGroundTruth], batch_size: int, category_offset: int
 ) -> list[tuple[PanopticImage, PanopticImage]]:
-    from segbench.data.coco import panoptic_png_and_segments, rgb_to_id
-
     pairs = []
     for batch in sample_batches(samples, batch_size):
         outputs = predict(np.stack([s.image for s in batch]))
         for sample, (id_map, segments) in zip(batch, outputs, strict=True):
-            png, gt_segments = panoptic_png_and_segments(sample)
+            truth = sample.panoptic_truth()
             shifted = [{**s, "category_id": s["category_id"] + category_offset} for s in segments]
             pairs.append(
                 (
-                    PanopticImage(rgb_to_id(png), gt_segments, sample.index),
-                    PanopticImage(id_map, shifted, sample.index),
+                    PanopticImage(truth.id_map, truth.segments, sample.image_id),
+                    PanopticImage(id_map, shifted, sample.image_id),
                 )
             )
     return pairs
 
 
-def _panoptic_categories() -> list[dict[str, Any]]:
-    from segbench.data.shapes import CATEGORIES
-
-    return [{"id": c.id, "isthing": int(c.isthing), "name": c.name} for c in CATEGORIES]
+def _panoptic_categories(samples: Sequence[PanopticGroundTruth]) -> list[dict[str, Any]]:
+    return [c.as_coco() for c in dataset_categories(samples)]
 
 
 def panoptic_quality(
-    predict: Predict, samples: Sequence, batch_size: int, category_offset: int = 0
+    predict: Predict, samples: Sequence[PanopticGroundTruth], batch_size: int, category_offset: int = 0
 ) -> dict[str, Any]:
-    """The full ``pq_compute`` summary (all / things / stuff / per category) of ``predict`` on scenes."""
+    """The full ``pq_compute`` summary (all / things / stuff / per category) of ``predict`` on ``samples``."""
     pairs = _panoptic_pairs(predict, samples, batch_size, category_offset)
-    return pq_compute([gt for gt, _ in pairs], [pred for _, pred in pairs], _panoptic_categories())
+    return pq_compute([gt for gt, _ in pairs], [pred for _, pred in pairs], _panoptic_categories(samples))
 
 
-def _panoptic(predict: Predict, samples: Sequence, batch_size: int, category_offset: int) -> Evaluation:
+def _panoptic(
+    predict: Predict, samples: Sequence[PanopticGroundTruth], batch_size: int, category_offset: int
+) -> Evaluation:
     pairs = _panoptic_pairs(predict, samples, batch_size, category_offset)
-    stats = PanopticStats(panoptic_counts(pairs, _panoptic_categories()), [_name(s) for s in samples])
+    counts = panoptic_counts(pairs, _panoptic_categories(samples))
+    stats = PanopticStats(counts, [_name(s) for s in samples])
     return Evaluation(_unit_metrics(stats), stats)
 
 
 def evaluate_instance_task(
-    predict: Predict, samples: Sequence, batch_size: int, category_offset: int = 0
+    predict: Predict, samples: Sequence[InstanceGroundTruth], batch_size: int, category_offset: int = 0
 ) -> dict[str, float]:
-    """Box and mask AP of ``predict`` on synthetic scenes (fractions)."""
+    """Box and mask AP of ``predict`` on ``samples`` (fractions)."""
     return _instance(predict, samples, batch_size, category_offset).metrics
 
 
@@ -205,7 +215,8 @@ def evaluate_task(
     category_offset: int = 0,
 ) -> Evaluation:
     """Metrics of ``predict`` on ``samples`` for ``task`` (fractions in [0, 1]), with the per-image
-    statistics the numerics checker resamples."""
+    statistics the numerics checker resamples. ``samples`` provide the task's ground truth
+    (:mod:`segbench.data.ground_truth`); ``num_classes`` and ``ignore_index`` are the semantic task's."""
     if task == "semantic":
         return _semantic(predict, samples, batch_size, num_classes, ignore_index)
     if task == "instance":

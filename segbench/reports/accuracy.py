@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from segbench.reports.rundata import CHECK_KEY
-from segbench.reports.verdicts import (
+from segbench.results.verdicts import (
     FAIL,
     FIXED,
     INCONCLUSIVE,

@@ -39,7 +39,7 @@ from scipy.stats import false_discovery_control, mannwhitneyu
 from segbench.env import fingerprint_fields
 from segbench.reports.accuracy import CheckChange, compare_checks
 from segbench.reports.rundata import CELL_KEY, RunData, RunDataError
-from segbench.reports.verdicts import FIXED, INCONCLUSIVE, REGRESSION, STILL_FAILING, UNCHANGED
+from segbench.results.verdicts import FIXED, INCONCLUSIVE, REGRESSION, STILL_FAILING, UNCHANGED
 
 # Verdicts of a matched cell: REGRESSION, NOW_FAILING, IMPROVEMENT, FIXED, WITHIN_NOISE (past the
 # threshold but not significant), INCONCLUSIVE (past the threshold, too few samples to test), UNCHANGED,

@@ -29,7 +29,7 @@ from segbench.reports.compare import (
 )
 from segbench.reports.rundata import RunData
 from segbench.reports.tables import interval_text, tolerance_text, verdict_note, verdict_word
-from segbench.reports.verdicts import FAIL, counts, number
+from segbench.results.verdicts import FAIL, counts, number
 
 Rows = list[tuple[list[str], str]]  # (cells, css class: "ok" | "fail" | "inconclusive" | "info" | "")
 

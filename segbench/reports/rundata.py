@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from segbench.bench.resume import ENV_FILE, NUMERICS_FILE, RESULTS_FILE
-from segbench.bench.stats import latency_stats
 from segbench.errors import SegbenchError
-from segbench.reports.results import SCHEMA_VERSION, read_jsonl
 from segbench.reports.tables import backend_label
-from segbench.reports.verdicts import band_of, images_of, interval_of, verdict_of
+from segbench.results.jsonl import read_jsonl
+from segbench.results.latency import latency_stats
+from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE, SCHEMA_VERSION
+from segbench.results.verdicts import band_of, images_of, interval_of, verdict_of
 
 # What identifies a cell across runs (compare matches on it) and how a row is shown.
 CELL_KEY = (
@@ -164,7 +164,7 @@ def _cell_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _check_row(record: dict[str, Any]) -> dict[str, Any]:
     """One numerics row, new or old: ``verdict`` (pass | fail | inconclusive; None for a diagnosis),
     the deviation's interval ``ci_low``/``ci_high``, the band and the image counts, read from an old row's
-    ``passed`` and ``paired`` where it predates them (see :mod:`segbench.reports.verdicts`)."""
+    ``passed`` and ``paired`` where it predates them (see :mod:`segbench.results.verdicts`)."""
     (ci_low, ci_high), (band_low, band_high) = interval_of(record), band_of(record)
     images, images_needed, changed = images_of(record)
     return {

@@ -8,7 +8,7 @@ from typing import Any
 from rich.markup import escape
 
 from segbench.reports.termtable import NOTE, TEXT, VALUE, WORDS, Col, FitTable
-from segbench.reports.verdicts import (
+from segbench.results.verdicts import (
     FAIL,
     INCONCLUSIVE,
     band_of,

@@ -21,7 +21,7 @@ from segbench.reports.figures import (
     new_figure,
     text_width_in,
 )
-from segbench.reports.verdicts import FAIL, INCONCLUSIVE, band_of, images_of, interval_of, missing, verdict_of
+from segbench.results.verdicts import FAIL, INCONCLUSIVE, band_of, images_of, interval_of, missing, verdict_of
 
 NUMERICS_TITLE = "Numerics verdicts against the PyTorch fp32 baseline"
 # Light row tint and stronger verdict-cell colour per verdict kind.

@@ -3,8 +3,8 @@ import time
 import numpy as np
 import pytest
 
-from segbench.bench.backends.onnxruntime_backend import OnnxRuntimeConfig, OnnxRuntimeRunner
-from segbench.bench.backends.torch_backend import TorchConfig, TorchRunner
+from segbench.backends.onnxruntime_backend import OnnxRuntimeConfig, OnnxRuntimeRunner
+from segbench.backends.torch_backend import TorchConfig, TorchRunner
 from segbench.bench.harness import TimingPlan, latency_stats, measure_cell
 from segbench.bench.memory import PeakHostMemory
 from segbench.export.onnx import export_onnx

@@ -8,7 +8,7 @@ import yaml
 from segbench.bench.run import RESULTS_FILE
 from segbench.cli import PLUGINS_ENV, main
 from segbench.models import registry
-from segbench.reports.results import read_jsonl
+from segbench.results.jsonl import read_jsonl
 
 PLUGIN = '''
 import os

@@ -11,7 +11,7 @@ import yaml
 
 from segbench.bench.run import ENV_FILE, NUMERICS_FILE, RESULTS_FILE
 from segbench.cli import main
-from segbench.reports.results import read_jsonl, truncate_torn_tail
+from segbench.results.jsonl import read_jsonl, truncate_torn_tail
 
 CONFIG = {
     "name": "resumable",

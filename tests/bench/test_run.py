@@ -12,7 +12,7 @@ from segbench.cli import main
 from segbench.models import registry
 from segbench.models.base import SegmentationModel
 from segbench.models.registry import ModelSpec
-from segbench.reports.results import read_jsonl
+from segbench.results.jsonl import read_jsonl
 
 TINY = {
     "name": "tiny",
@@ -368,7 +368,7 @@ def test_pre_exported_artifact_and_fp16_graphs_are_benchmarked_and_checked(tmp_p
 
 def test_runners_get_the_shapes_they_will_serve(tmp_path, monkeypatch):
     """Engines derive their optimization profile from these: every cell plus the numerics batches."""
-    from segbench.bench.backends.onnxruntime_backend import OnnxRuntimeRunner
+    from segbench.backends.onnxruntime_backend import OnnxRuntimeRunner
 
     seen = []
     activate = OnnxRuntimeRunner.activate

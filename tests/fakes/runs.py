@@ -9,9 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from segbench.bench.harness import latency_stats
-from segbench.bench.resume import ENV_FILE, NUMERICS_FILE, RESULTS_FILE
-from segbench.reports.results import SCHEMA_VERSION
+from segbench.results.latency import latency_stats
+from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE, SCHEMA_VERSION
 
 ENV = {
     "schema": SCHEMA_VERSION,

@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segbench.bench.harness import latency_stats
-from segbench.bench.resume import RESULTS_FILE
 from segbench.cli import main
 from segbench.reports.compare import (
     FIXED,
@@ -24,8 +22,10 @@ from segbench.reports.compare import (
     compare_runs,
     parse_threshold,
 )
-from segbench.reports.results import read_jsonl
 from segbench.reports.rundata import load_run
+from segbench.results.jsonl import read_jsonl
+from segbench.results.latency import latency_stats
+from segbench.results.layout import RESULTS_FILE
 from tests.fakes.runs import ENV, cell, check, noisy, write_run
 
 REPORTS = Path(__file__).parents[2] / "reports"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from segbench.bench.backends.onnxruntime_backend import (
+from segbench.backends.onnxruntime_backend import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
     TENSORRT_PROVIDER,

@@ -5,7 +5,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from segbench.bench.backends.torch_backend import TorchConfig, TorchRunner
+from segbench.backends.torch_backend import TorchConfig, TorchRunner
 from segbench.models.base import SegmentationModel
 
 

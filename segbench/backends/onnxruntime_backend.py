@@ -25,7 +25,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from segbench.bench.backends.base import BackendConfig, BackendError, Runner
+from segbench.backends.base import BackendConfig, BackendError, Runner
+from segbench.backends.spec import GRAPH, BackendSpec
 from segbench.export.onnx import cpu_session
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -121,32 +122,28 @@ def provider_options(
     return options
 
 
-class OnnxRuntimeRunner(Runner):
-    name = "onnxruntime"
-    config_class = OnnxRuntimeConfig
-    artifact = "onnx"
-    config: OnnxRuntimeConfig
+def unavailable_reason(config: OnnxRuntimeConfig) -> str | None:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return f"onnxruntime is not installed ({INSTALL_HINT})"
+    if len(_installed_distributions()) > 1:
+        return "both onnxruntime and onnxruntime-gpu are installed; uninstall both and install one"
+    available = ort.get_available_providers()
+    missing = [p for p in requested_providers(config) if p not in available]
+    if missing:
+        return f"this onnxruntime build has no {', '.join(missing)} (install onnxruntime-gpu: segbench[gpu])"
+    return None
 
-    @classmethod
-    def unavailable_reason(cls, config: OnnxRuntimeConfig) -> str | None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            return f"onnxruntime is not installed ({INSTALL_HINT})"
-        if len(_installed_distributions()) > 1:
-            return "both onnxruntime and onnxruntime-gpu are installed; uninstall both and install one"
-        available = ort.get_available_providers()
-        missing = [p for p in requested_providers(config) if p not in available]
-        if missing:
-            return (
-                f"this onnxruntime build has no {', '.join(missing)} (install onnxruntime-gpu: segbench[gpu])"
-            )
-        return None
+
+class OnnxRuntimeRunner(Runner):
+    device_stages = ("h2d", "compute", "d2h")  # with I/O binding only
+    config: OnnxRuntimeConfig
 
     def activate(self) -> None:
         import onnxruntime as ort
 
-        if self.artifact_path is None:
+        if self.graph_path is None:
             raise BackendError("onnxruntime needs an exported ONNX file")
         options = ort.SessionOptions()
         options.graph_optimization_level = {
@@ -164,10 +161,10 @@ class OnnxRuntimeRunner(Runner):
         # the CPU provider would compute whole fp16 regions in fp32 and hide activation overflow.
         self.emulated = self.config.device == "cpu" and self.precision != "fp32"
         if self.emulated:
-            self.session = cpu_session(self.artifact_path, emulate_low_precision=True, options=options)
+            self.session = cpu_session(self.graph_path, emulate_low_precision=True, options=options)
         else:
             self.session = ort.InferenceSession(
-                str(self.artifact_path), options, providers=requested, provider_options=self.provider_options
+                str(self.graph_path), options, providers=requested, provider_options=self.provider_options
             )
         self.active_providers = self.session.get_providers()
         if requested[0] not in self.active_providers:
@@ -179,7 +176,6 @@ class OnnxRuntimeRunner(Runner):
         binding = self.config.io_binding
         self.io_binding = (self.config.device == "cuda") if binding is None else binding
         self._ort_device = "cuda" if self.active_providers[0] != CPU_PROVIDER else "cpu"
-        self.last_stages_ms: dict[str, float] | None = None
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self.io_binding:
@@ -220,3 +216,7 @@ class OnnxRuntimeRunner(Runner):
         if chosen.get(self.active_providers[0]):
             info["provider_options"] = chosen[self.active_providers[0]]
         return info
+
+
+SPEC = BackendSpec(name="onnxruntime", config_class=OnnxRuntimeConfig, runner_class=OnnxRuntimeRunner,
+                   consumes=GRAPH, unavailable=unavailable_reason)  # fmt: skip

@@ -7,7 +7,7 @@ dedicated CUDA stream and copies the outputs back, so its time is what trtexec c
 GPU compute time alone comes from CUDA events around the engine (``last_stages_ms["compute"]``).
 
 Precision: TensorRT 10 gets the fp32 graph and lowers it with builder flags; TensorRT 11 has no such
-flags, so the harness hands it a graph exported at the target precision (see ``onnx_precision``).
+flags, so the harness hands it a graph exported at the target precision (see ``graph_precision``).
 
 Like :mod:`segbench.export.tensorrt`, this has not run against a real TensorRT installation here.
 """
@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from segbench.bench.backends.base import BackendConfig, BackendError, Runner
+from segbench.backends.base import BackendConfig, BackendError, Runner
+from segbench.backends.spec import GRAPH, BackendSpec
 from segbench.export.tensorrt import (
     TensorRTEngine,
     TensorRTUnavailable,
@@ -58,45 +59,41 @@ class TensorRTConfig(BackendConfig):
         return value
 
 
+def unavailable_reason(config: TensorRTConfig) -> str | None:
+    try:
+        import_tensorrt()  # also refuses majors other than 10 and 11
+    except TensorRTUnavailable as exc:
+        return str(exc)
+    if not torch.cuda.is_available():
+        return "no CUDA device visible to torch"
+    return None
+
+
+def graph_precision(config: BackendConfig, precision: str) -> str:
+    """fp32 on TensorRT 10 (its builder flags lower the fp32 graph); the target precision on 11.
+
+    Without TensorRT the backend will not run anyway; the requested precision is returned as is.
+    """
+    try:
+        trt = import_tensorrt()
+    except TensorRTUnavailable:
+        return precision
+    major, _ = tensorrt_version(trt)
+    return "fp32" if major == 10 else precision
+
+
 class TensorRTRunner(Runner):
-    name = "tensorrt"
-    config_class = TensorRTConfig
-    artifact = "onnx"
-    artifact_suffixes = (".onnx", ENGINE_SUFFIX)
+    device_stages = ("compute",)  # CUDA events around the engine
     config: TensorRTConfig
-
-    @classmethod
-    def unavailable_reason(cls, config: TensorRTConfig) -> str | None:
-        try:
-            import_tensorrt()  # also refuses majors other than 10 and 11
-        except TensorRTUnavailable as exc:
-            return str(exc)
-        if not torch.cuda.is_available():
-            return "no CUDA device visible to torch"
-        return None
-
-    @classmethod
-    def onnx_precision(cls, config: BackendConfig, precision: str) -> str:
-        """fp32 on TensorRT 10 (its builder flags lower the fp32 graph); the target precision on 11.
-
-        Without TensorRT the backend will not run anyway; the requested precision is returned as is.
-        """
-        try:
-            trt = import_tensorrt()
-        except TensorRTUnavailable:
-            return precision
-        major, _ = tensorrt_version(trt)
-        return "fp32" if major == 10 else precision
 
     def activate(self) -> None:
         trt = import_tensorrt()
-        if self.artifact_path is None:
+        if self.graph_path is None:
             raise BackendError("tensorrt needs an exported ONNX file or a built .engine file")
-        path = Path(self.artifact_path)
+        path = Path(self.graph_path)
         self._trt_version = str(trt.__version__)
         self._profile: dict[str, Any] | None = None
         self._build_s: float | None = None
-        self.last_stages_ms: dict[str, float] | None = None
         start = time.perf_counter()
         if path.suffix == ENGINE_SUFFIX:
             # A pre-built engine: TensorRT refuses it unless this GPU model and TensorRT version built it.
@@ -189,3 +186,14 @@ def _to_host(tensor: torch.Tensor) -> np.ndarray:
     if tensor.dtype in (torch.float16, torch.bfloat16):
         tensor = tensor.float()
     return tensor.cpu().numpy()
+
+
+SPEC = BackendSpec(
+    name="tensorrt",
+    config_class=TensorRTConfig,
+    runner_class=TensorRTRunner,
+    consumes=GRAPH,
+    artifact_suffixes=(".onnx", ENGINE_SUFFIX),
+    graph_precision=graph_precision,
+    unavailable=unavailable_reason,
+)

@@ -11,10 +11,6 @@ from typing import Any
 
 from segbench.files import atomic_write_text
 
-# The layout of results.jsonl / numerics.jsonl rows, stored in env.json as "schema" (absent means 1).
-# Bump it when a field the reports read changes meaning; readers refuse a schema they do not know.
-SCHEMA_VERSION = 1
-
 
 def _clean(value: Any) -> Any:
     # JSON has no NaN/inf: write them as null rather than emitting invalid JSON.
@@ -28,6 +24,8 @@ def _clean(value: Any) -> Any:
 
 
 class JsonlWriter:
+    """Appends one JSON record per line; each is flushed and fsync'd before ``write`` returns."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._handle = path.open("a", encoding="utf-8")

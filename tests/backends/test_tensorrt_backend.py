@@ -14,8 +14,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from segbench.bench.backends.base import BackendError
-from segbench.bench.backends.tensorrt_backend import TensorRTConfig, TensorRTRunner, _to_host
+from segbench.backends.base import BackendError
+from segbench.backends import BACKENDS, GRAPH
+from segbench.backends.tensorrt_backend import SPEC, TensorRTConfig, TensorRTRunner, _to_host
 from segbench.export.tensorrt import INSTALL_HINT
 from tests.fakes.fake_tensorrt import make_fake_tensorrt
 
@@ -50,47 +51,49 @@ def test_config_rejects_bad_options(options):
         TensorRTConfig(**options)
 
 
-def test_runner_declares_its_artifacts():
-    assert TensorRTRunner.name == "tensorrt" and TensorRTRunner.config_class is TensorRTConfig
-    assert TensorRTRunner.artifact == "onnx"
-    assert TensorRTRunner.artifact_suffixes == (".onnx", ".engine")
+def test_spec_declares_what_it_runs_and_is_registered():
+    assert BACKENDS["tensorrt"] is SPEC
+    assert SPEC.config_class is TensorRTConfig and SPEC.runner_class is TensorRTRunner
+    assert SPEC.consumes == GRAPH
+    assert SPEC.artifact_suffixes == (".onnx", ".engine")
+    assert TensorRTRunner.device_stages == ("compute",)
 
 
 def test_unavailable_without_tensorrt(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    assert TensorRTRunner.unavailable_reason(TensorRTConfig()) == INSTALL_HINT
+    assert SPEC.unavailable(TensorRTConfig()) == INSTALL_HINT
 
 
 def test_unavailable_without_cuda(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("10.8.0"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert TensorRTRunner.unavailable_reason(TensorRTConfig()) == "no CUDA device visible to torch"
+    assert SPEC.unavailable(TensorRTConfig()) == "no CUDA device visible to torch"
 
 
 def test_available_with_tensorrt_and_cuda(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("11.1.0"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert TensorRTRunner.unavailable_reason(TensorRTConfig()) is None
+    assert SPEC.unavailable(TensorRTConfig()) is None
 
 
 def test_unavailable_with_an_unsupported_major(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("8.6.1"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    reason = TensorRTRunner.unavailable_reason(TensorRTConfig())
+    reason = SPEC.unavailable(TensorRTConfig())
     assert reason is not None and "8.6.1 is not supported" in reason
 
 
 @pytest.mark.parametrize(("version", "expected"), [("10.8.0", "fp32"), ("11.1.0", "fp16")])
-def test_onnx_precision_follows_the_major_version(monkeypatch, version, expected):
+def test_graph_precision_follows_the_major_version(monkeypatch, version, expected):
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt(version))
     config = TensorRTConfig(precisions=["fp16"])
-    assert TensorRTRunner.onnx_precision(config, "fp16") == expected
-    assert TensorRTRunner.onnx_precision(config, "fp32") == "fp32"
+    assert SPEC.graph_precision(config, "fp16") == expected
+    assert SPEC.graph_precision(config, "fp32") == "fp32"
 
 
-def test_onnx_precision_without_tensorrt_is_the_requested_one(monkeypatch):
+def test_graph_precision_without_tensorrt_is_the_requested_one(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    assert TensorRTRunner.onnx_precision(TensorRTConfig(), "bf16") == "bf16"
+    assert SPEC.graph_precision(TensorRTConfig(), "bf16") == "bf16"
 
 
 def test_activate_needs_input_shapes_and_an_artifact(monkeypatch, tmp_path):

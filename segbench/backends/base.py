@@ -15,8 +15,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from segbench.bench.sweep import SweepConfig
 from segbench.models.base import SegmentationModel
+from segbench.sweep import SweepConfig
 
 Precision = Literal["fp32", "fp16", "bf16"]
 Device = Literal["cpu", "cuda"]
@@ -87,42 +87,28 @@ class BackendError(RuntimeError):
 class Runner(ABC):
     """Runs one model's forward on one backend at one precision."""
 
-    name: ClassVar[str]
-    config_class: ClassVar[type[BackendConfig]]
-    # "onnx" when the runner consumes an exported graph (the harness exports and passes the path).
-    artifact: ClassVar[str | None] = None
-    # File types a YAML ``artifact:`` may name for this backend.
-    artifact_suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
+    # The device stages a runner reports for its last ``infer`` (``last_stages_ms``): host-to-device
+    # copy, compute and device-to-host copy, each None when it did not measure them.
+    device_stages: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
         model: SegmentationModel,
         config: BackendConfig,
         precision: str,
-        artifact_path: Path | None = None,
+        graph_path: Path | None = None,
         input_shapes: Sequence[tuple[int, int, int, int]] = (),
     ) -> None:
         self.model = model
         self.config = config
         self.precision = precision
-        self.artifact_path = artifact_path
+        # The ONNX graph or engine file this runner executes (backends that consume one).
+        self.graph_path = graph_path
         # The NCHW input shapes the harness will feed (batch x size cells): engines derive their
         # optimization profiles from them.
         self.input_shapes = [tuple(shape) for shape in input_shapes]
-
-    @classmethod
-    def onnx_precision(cls, config: BackendConfig, precision: str) -> str:
-        """The precision the ONNX graph handed to this runner must carry for ``precision``.
-
-        Precision is a property of the graph (an fp16 graph for fp16), except where the runtime
-        lowers precision itself from an fp32 graph (TensorRT 10's builder flags).
-        """
-        return precision
-
-    @classmethod
-    def unavailable_reason(cls, config: BackendConfig) -> str | None:
-        """Why this backend cannot run ``config`` on this machine, or None when it can."""
-        return None
+        # Milliseconds per device stage of the last ``infer`` (keys from ``device_stages``), or None.
+        self.last_stages_ms: dict[str, float] | None = None
 
     @abstractmethod
     def activate(self) -> None:

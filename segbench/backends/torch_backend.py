@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from pydantic import model_validator
 
-from segbench.bench.backends.base import BackendConfig, Runner
+from segbench.backends.base import BackendConfig, Runner
+from segbench.backends.spec import MODULE, BackendSpec
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -38,16 +39,15 @@ class TorchConfig(BackendConfig):
         return self
 
 
-class TorchRunner(Runner):
-    name = "torch"
-    config_class = TorchConfig
-    config: TorchConfig
+def unavailable_reason(config: TorchConfig) -> str | None:
+    if config.device == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device visible to torch"
+    return None
 
-    @classmethod
-    def unavailable_reason(cls, config: TorchConfig) -> str | None:
-        if config.device == "cuda" and not torch.cuda.is_available():
-            return "no CUDA device visible to torch"
-        return None
+
+class TorchRunner(Runner):
+    device_stages = ("h2d", "compute", "d2h")  # CUDA events, on the GPU only
+    config: TorchConfig
 
     @property
     def device(self) -> torch.device:
@@ -66,7 +66,6 @@ class TorchRunner(Runner):
         self._pinned_buffers: dict[tuple[int, ...], torch.Tensor] = {}
         self._graphs: dict[tuple[int, ...], tuple[Any, torch.Tensor, Any]] = {}
         self._autocast_dtype = AUTOCAST_DTYPES.get(self.precision)
-        self.last_stages_ms: dict[str, float] | None = None
         if self.device.type == "cuda":
             # Event pairs around the copy in, the forward and the copy out, on the current stream.
             self._events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
@@ -162,3 +161,7 @@ class TorchRunner(Runner):
         if self.device.type != "cuda":
             return None
         return torch.cuda.max_memory_allocated(self.device) / 2**20
+
+
+SPEC = BackendSpec(name="torch", config_class=TorchConfig, runner_class=TorchRunner, consumes=MODULE,
+                   unavailable=unavailable_reason)  # fmt: skip

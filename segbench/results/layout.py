@@ -1,0 +1,13 @@
+"""The files of a run directory and the version of their row layout: the one place that names them."""
+
+from __future__ import annotations
+
+RESULTS_FILE = "results.jsonl"  # one row per timing cell and pass
+NUMERICS_FILE = "numerics.jsonl"  # one row per numerics verdict (task, tensor, diagnosis), baselines too
+CAPACITY_FILE = "capacity.jsonl"  # one row per model x backend x size when the sweep searches batches
+ENV_FILE = "env.json"  # the machine, the software and the config the run used
+LOG_FILE = "segbench.log"  # the run log: every failed cell's full traceback
+
+# The layout of the rows above, stored in env.json as "schema" (absent means 1). Bump it when a field
+# the reports read changes meaning; readers refuse a schema they do not know.
+SCHEMA_VERSION = 1
