@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from segbench.reports import view
 from segbench.reports.rundata import CHECK_KEY
 from segbench.results.verdicts import (
     FAIL,
@@ -69,7 +70,7 @@ class CheckChange:
 
 
 def check_label(row: pd.Series) -> str:
-    return f"{row['model']} {row['backend_label']} {row['device']} {row['precision']} {row['metric']}"
+    return view.check_label(row)
 
 
 def _passed(value: Any) -> bool | None:
@@ -122,25 +123,35 @@ def allowed_fall(row: pd.Series, tolerance: float | None) -> float | None:
 
 
 def _verdict_and_note(
-    before: str | None, after: str | None, change: float | None, interval: tuple, limit: float | None, row
+    before: str | None,
+    after: str | None,
+    change: float | None,
+    interval: tuple,
+    limit: float | None,
+    row: pd.Series,
 ) -> tuple[str, str]:
     low, high = interval
     fell = change is not None and limit is not None and limit < 0 and change < limit
-    around = "" if low is None else f" (interval [{low:+.3f}, {high:+.3f}])"
+    shown = view.interval(low, high)
+    around = f" (interval {shown})" if shown else ""
+    past = "" if limit is None else view.band_edge(limit)
     if after == FAIL and before in (PASS, INCONCLUSIVE):
         note = f"{'passed' if before == PASS else 'was inconclusive'} in the baseline run, fails now"
         if change is not None and change > 0:
-            note += f" (the metric rose {change:.3f} points: a confident shift up fails the check too)"
+            rose = view.delta(change, signed=False)
+            note += f" (the metric rose {rose} points: a confident shift up fails the check too)"
         return REGRESSION, note
     what = "its deviation from PyTorch fell" if row["role"] != "baseline" else "fell"
     if fell and (high is None or high < limit):
-        return REGRESSION, f"{what} {-change:.3f} points against the baseline run{around}, past {limit:+.3f}"
+        fall = view.delta(-change, signed=False)
+        return REGRESSION, f"{what} {fall} points against the baseline run{around}, past {past}"
     if after == INCONCLUSIVE:
         needed = number(row["images_needed"])
-        more = f" (~{needed:.0f} images would decide)" if needed is not None else ""
+        more = f" ({view.needed(needed)})" if needed is not None else ""
         return INCONCLUSIVE, f"too few images to tell against PyTorch in this run{more}"
     if fell:
-        return INCONCLUSIVE, f"{what} {-change:.3f} points{around}, past {limit:+.3f}, but not surely"
+        fall = view.delta(-change, signed=False)
+        return INCONCLUSIVE, f"{what} {fall} points{around}, past {past}, but not surely"
     if after == FAIL:
         return STILL_FAILING, "failed in the baseline run too"
     if before == FAIL and after == PASS:
@@ -157,7 +168,8 @@ def _change(before: pd.Series, after: pd.Series) -> tuple[float | None, str]:
         return None, ""
     images = number(before["images"]), number(after["images"])
     if key == "value" and after["level"] == "task" and None not in images and images[0] != images[1]:
-        return None, f"evaluated on {images[0]:.0f} and {images[1]:.0f} images: values not compared"
+        counted = f"{view.count(images[0])} and {view.count(images[1])}"
+        return None, f"evaluated on {counted} images: values not compared"
     return new - old, ""
 
 

@@ -37,6 +37,7 @@ import pandas as pd
 from scipy.stats import false_discovery_control, mannwhitneyu
 
 from segbench.env import fingerprint_fields
+from segbench.reports import view
 from segbench.reports.accuracy import CheckChange, compare_checks
 from segbench.reports.rundata import CELL_KEY, RunData, RunDataError
 from segbench.results.verdicts import FIXED, INCONCLUSIVE, REGRESSION, STILL_FAILING, UNCHANGED
@@ -193,11 +194,9 @@ def _cell_labels(frame: pd.DataFrame) -> dict[tuple, str]:
     option_sets = frame.groupby("model")["model_options"].nunique()
     labels = {}
     for _, row in frame.iterrows():
-        options = f" {row['model_options']}" if option_sets[row["model"]] > 1 else ""
-        labels[_key(row, CELL_KEY)] = (
-            f"{row['model']}{options} {row['backend_label']} {row['device']} {row['precision']} "
-            f"{row['height']}x{row['width']} b{row['batch_size']}"
-        )
+        several = option_sets[row["model"]] > 1
+        model = view.model_label(row["model"], row["model_options"] if several else None)
+        labels[_key(row, CELL_KEY)] = view.cell_label(row, model)
     return labels
 
 
@@ -326,7 +325,7 @@ def _adjust_and_judge(
             change.verdict = REGRESSION if relative > 0 else IMPROVEMENT
         else:
             change.verdict = WITHIN_NOISE
-            change.note = f"past the threshold, not significant (p={p_value:.2g})"
+            change.note = f"past the threshold, not significant (p={view.p_value(p_value)})"
 
 
 def compare_runs(baseline: RunData, current: RunData, settings: CompareSettings | None = None) -> Comparison:

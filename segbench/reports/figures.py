@@ -1,5 +1,5 @@
-"""Drawing plumbing shared by the report's figures (:mod:`segbench.reports.plots` and
-:mod:`segbench.reports.verdict_figure`).
+"""Drawing plumbing shared by the report's figures (:mod:`segbench.reports.timing_figures` and
+:mod:`segbench.reports.verdict_figure`): the canvas, text measuring, title and the environment caption.
 
 Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas and never through pyplot, so rendering
 touches no global backend or figure registry. Layouts are fixed in inches (margins sized from the measured
@@ -9,13 +9,15 @@ the render time for no visible gain.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
+
+from segbench.env import gpu_names
 
 DPI = 100
 # Inches between a table cell's border and its text (matplotlib pads by a fraction of the cell's width,
@@ -28,15 +30,6 @@ CAPTION_IN = 0.3
 def literal(text: str) -> str:
     # A pair of "$" in an error message or option would otherwise be parsed as mathtext.
     return text.replace("$", r"\$")
-
-
-def format_number(value: Any, spec: str) -> str:
-    """``value`` formatted with ``spec``; ``-`` for a missing value (None, NaN, not a number)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if math.isnan(number) else format(number, spec)
 
 
 def text_width_in(texts: Sequence[str], size: float) -> float:
@@ -62,3 +55,35 @@ def decorate(fig: Figure, title: str, caption: str, top_in: float) -> None:
     height_in = fig.get_figheight()
     fig.suptitle(title, fontsize=11, y=1 - top_in / 2 / height_in, va="center")
     fig.text(0.005, 0.08 / height_in, literal(caption), fontsize=7, color="0.35", ha="left", va="bottom")
+
+
+def _one_line(value: Any) -> str:
+    return " ".join(str(value).split())
+
+
+def environment_caption(env: Mapping[str, Any]) -> str:
+    """One short line naming the machine and software: CPU (cores), GPUs, torch, onnxruntime, fingerprint.
+
+    Keys missing from an older env.json show as "?" rather than failing, so any run can be plotted.
+    """
+    cpu = _one_line(env.get("cpu") or "unknown CPU")
+    cores = env.get("cpu_cores_logical", env.get("cpu_count"))
+    parts = [f"{cpu} ({cores} cores)" if cores else cpu]
+    gpus = gpu_names(env)
+    if gpus == []:
+        parts.append("no GPU")
+    elif gpus:
+        counts = Counter(gpus)
+        parts.append(", ".join(name if n == 1 else f"{n}× {name}" for name, n in counts.items()))
+    packages = env.get("packages") or {}
+    parts.append(f"torch {packages.get('torch') or '?'}")
+    if packages.get("onnxruntime-gpu") and not packages.get("onnxruntime"):
+        parts.append(f"onnxruntime-gpu {packages['onnxruntime-gpu']}")
+    else:
+        parts.append(f"onnxruntime {packages.get('onnxruntime') or '?'}")
+    if env.get("tensorrt"):
+        parts.append(f"TensorRT {env['tensorrt']}")
+    parts.append(f"fingerprint {env.get('fingerprint') or '?'}")
+    if env.get("git_sha"):
+        parts.append(f"segbench {str(env['git_sha'])[:8]}")
+    return _one_line(" · ".join(parts))

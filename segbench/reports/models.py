@@ -7,13 +7,15 @@ from typing import Any
 
 from segbench.models.registry import MODELS, model_stats, resolve_options
 from segbench.models.weights import RANDOM, TRAINED, checkpoint_metadata, trained_checkpoint_path
+from segbench.reports import view
 
 
 def _validation_figure(meta: dict) -> str | None:
     """The headline validation metric a packaged checkpoint records, e.g. ``mIoU 79.1``."""
     for key, label in (("val_miou", "mIoU"), ("val_segm_ap", "mask AP"), ("val_pq", "PQ")):
         if meta.get(key) is not None:
-            return f"{label} {100 * meta[key]:.1f}"
+            # One decimal, as the README's checkpoint table: a headline, not a check against a baseline.
+            return f"{label} {view.points(100 * meta[key], digits=1)}"
     return None
 
 
@@ -58,7 +60,7 @@ def model_registry(height: int, width: int) -> list[dict[str, Any]]:
 
 
 def _options_text(options: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+    return view.options_text(options) or "defaults"
 
 
 def registry_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -13,46 +13,16 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from segbench.env import environment_rows
-from segbench.reports.compare import (
-    FIXED,
-    IMPROVEMENT,
-    INCONCLUSIVE,
-    NOW_FAILING,
-    REGRESSION,
-    WITHIN_NOISE,
-    Comparison,
-)
+from segbench.reports import view
+from segbench.reports.compare import IMPROVEMENT, NOW_FAILING, WITHIN_NOISE, Comparison
 from segbench.reports.rundata import RunData
-from segbench.reports.tables import interval_text, tolerance_text, verdict_note, verdict_word
-from segbench.results.verdicts import FAIL, counts, number
+from segbench.results.verdicts import FAIL, FIXED, INCONCLUSIVE, REGRESSION, counts
 
-Rows = list[tuple[list[str], str]]  # (cells, css class: "ok" | "fail" | "inconclusive" | "info" | "")
-
-
-# -- formatting -------------------------------------------------------------------------------------
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _fixed(value: Any, digits: int = 2, signed: bool = False) -> str:
-    if _missing(value):
-        return "-"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def _percent(value: Any) -> str:
-    return "-" if _missing(value) else f"{100 * value:+.1f}%"
-
-
-def _p_value(value: Any) -> str:
-    return "-" if _missing(value) else f"{value:.2g}"
+Rows = list[tuple[list[str], str]]  # (cells, css class: a view tone, ok | fail | inconclusive | info)
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -91,86 +61,73 @@ def result_rows(run: RunData, speedup: dict[int, float] | None = None) -> Rows:
     rows: Rows = []
     speedup = speedup or {}
     for index, cell in run.cells.iterrows():
-        ok = cell["status"] == "ok"
-        status = "ok" if ok else f"{cell['status']}: {cell['error'] or 'no error recorded'}"
+        shown = view.cell_view(cell)
         ratio = speedup.get(index)
         reference = (
             cell["backend"] == "torch" and cell["precision"] == "fp32" and cell["backend_options"] == "{}"
         )
+        if ratio is not None:
+            versus = view.speedup(ratio)
+        else:
+            versus = "reference" if reference and shown.status == "ok" else view.MISSING
         rows.append(
             (
                 [
-                    cell["model"],
-                    cell["backend_label"],
-                    cell["device"],
-                    cell["precision"],
-                    cell["size"],
-                    str(cell["batch_size"]),
-                    _fixed(cell["p50_ms"]),
-                    _fixed(cell["p90_ms"]),
-                    _fixed(cell["p99_ms"]),
-                    _fixed(cell["throughput_ips"], 1),
-                    f"{ratio:.2f}x" if ratio is not None else "reference" if reference and ok else "-",
-                    _fixed(cell["peak_host_mb"], 0),
-                    _fixed(cell["peak_device_mb"], 0),
-                    status,
+                    shown.model,
+                    shown.backend,
+                    shown.device,
+                    shown.precision,
+                    shown.size,
+                    shown.batch,
+                    shown.p50,
+                    shown.p90,
+                    shown.p99,
+                    shown.throughput,
+                    versus,
+                    shown.peak_host,
+                    shown.peak_device,
+                    shown.status_text,
                 ],
-                "ok" if ok else "fail",
+                shown.tone,
             )
         )
     return rows
 
 
-def _verdict(check: Any) -> tuple[str, str]:
-    """The verdict cell and the row's css class: pass (ok), FAIL (fail), inconclusive (inconclusive),
-    baseline / info (info); the error, or the images an inconclusive verdict would need, after it."""
-    word = verdict_word(check)
-    note = verdict_note(check)
-    text = f"{word} ({note})" if note else word
-    return text, {"pass": "ok", "FAIL": "fail", "inconclusive": "inconclusive"}.get(word, "info")
-
-
 def checks_note(run: RunData) -> str:
     """What the numerics table's columns mean."""
     levels = {float(c) for c in run.checks["confidence"].dropna()}
-    level = f"{100 * levels.pop():g}% " if len(levels) == 1 else ""
+    level = f"{view.share(levels.pop())} " if len(levels) == 1 else ""
+    words = view.VERDICT_WORDS
     return (
         "Task metrics in points. delta = backend - PyTorch baseline on the same images; interval = its "
         f"{level}confidence interval (paired bootstrap over the images); band = the deviation allowed. "
-        "pass: the interval lies inside the band; FAIL: it lies outside (a confident shift); "
-        "inconclusive: too few images to tell. Tensor rows are the judged raw-output statistic and its bound."
+        f"{words['pass']}: the interval lies inside the band; {words['fail']}: it lies outside (a confident "
+        f"shift); {words['inconclusive']}: too few images to tell. Tensor rows are the judged raw-output "
+        "statistic and its bound."
     )
 
 
 def check_rows(run: RunData) -> Rows:
     rows: Rows = []
     for _, check in run.checks.iterrows():
-        tensor = check["level"] == "tensor"
-        verdict, css = _verdict(check)
-        images, changed = number(check["images"]), number(check["changed"])
-        counted = "" if images is None else f"{images:.0f}"
-        if counted and changed is not None and check["role"] != "baseline":
-            counted += f" ({changed:.0f} moved)"
-        rows.append(
-            (
-                [
-                    check["model"],
-                    check["backend_label"],
-                    check["device"],
-                    check["precision"],
-                    check["level"],
-                    check["metric"],
-                    _fixed(check["value"], 5 if tensor else 2),
-                    _fixed(check["baseline"]),
-                    _fixed(check["delta"], 3, signed=True),
-                    interval_text(number(check["ci_low"]), number(check["ci_high"]), digits=3),
-                    tolerance_text(check),
-                    counted,
-                    verdict,
-                ],
-                css,
-            )
-        )
+        shown = view.check_view(check)
+        cells = [
+            shown.model,
+            shown.backend,
+            shown.device,
+            shown.precision,
+            shown.level,
+            shown.metric,
+            shown.value,
+            shown.baseline,
+            shown.delta,
+            shown.interval,
+            shown.band,
+            shown.images,
+            shown.verdict_text,
+        ]
+        rows.append((cells, shown.tone))
     return rows
 
 
@@ -191,13 +148,15 @@ def run_summary(run: RunData) -> str:
 def _run_facts(run: RunData) -> list[tuple[str, str]]:
     env = run.env
     stamps = sorted(t for t in run.cells["timestamp"].dropna())
-    git = str(env.get("git_sha") or "-")[:12] + (" (uncommitted changes)" if env.get("git_dirty") else "")
+    git = str(env.get("git_sha") or view.MISSING)[:12] + (
+        " (uncommitted changes)" if env.get("git_dirty") else ""
+    )
     return [
         ("run", str(run.path)),
-        ("config", f"{env.get('config_name', '-')} (hash {env.get('config_hash', '-')})"),
-        ("when", f"{stamps[0]} .. {stamps[-1]}" if stamps else "-"),
+        ("config", f"{env.get('config_name', view.MISSING)} (hash {env.get('config_hash', view.MISSING)})"),
+        ("when", f"{stamps[0]} .. {stamps[-1]}" if stamps else view.MISSING),
         ("segbench revision", git),
-        ("environment fingerprint", str(env.get("fingerprint") or "-")),
+        ("environment fingerprint", str(env.get("fingerprint") or view.MISSING)),
     ]
 
 
@@ -334,71 +293,73 @@ def _memory_text(change: Any) -> str:
     parts = []
     for column, values in change.memory.items():
         name = "host" if column == "peak_host_mb" else "device"
-        flag = " REGRESSION" if column in change.memory_regression else ""
+        flag = " " + view.change_label(REGRESSION, True) if column in change.memory_regression else ""
         parts.append(
-            f"{name} {_fixed(values['baseline'], 0)}->{_fixed(values['current'], 0)} MiB"
-            f" ({_percent(values['change'])}){flag}"
+            f"{name} {view.memory(values['baseline'])}->{view.memory(values['current'])} {view.MEMORY_UNIT}"
+            f" ({view.percent(values['change'])}){flag}"
         )
-    return "; ".join(parts) or "-"
+    return "; ".join(parts) or view.MISSING
+
+
+def _noted(label: str, note: str) -> str:
+    return f"{label}: {note}" if note else label
 
 
 def cell_change_rows(changes: Sequence[Any]) -> Rows:
     rows: Rows = []
     for change in changes:
-        verdict = change.verdict + (f": {change.note}" if change.note else "")
-        if change.memory_regression and change.verdict not in (REGRESSION, NOW_FAILING):
-            verdict = f"memory regression ({verdict})"
-        css = "fail" if change.regressed else "ok" if change.verdict in (IMPROVEMENT, FIXED) else "info"
+        verdict_regressed = change.verdict in (REGRESSION, NOW_FAILING)
+        verdict = _noted(view.change_label(change.verdict, verdict_regressed), change.note)
+        if change.memory_regression and not verdict_regressed:
+            verdict = f"{view.change_label('memory regression', True)} ({verdict})"
+        improved = change.verdict in (IMPROVEMENT, FIXED)
         rows.append(
             (
                 [
                     change.label,
-                    _fixed(change.baseline_p50_ms),
-                    _fixed(change.current_p50_ms),
-                    _percent(change.p50_change),
-                    _percent(change.throughput_change),
-                    _p_value(change.p_slower),
-                    _p_value(change.p_faster),
+                    view.latency(change.baseline_p50_ms),
+                    view.latency(change.current_p50_ms),
+                    view.percent(change.p50_change),
+                    view.percent(change.throughput_change),
+                    view.p_value(change.p_slower),
+                    view.p_value(change.p_faster),
                     f"{change.samples[0]}/{change.samples[1]}",
                     _memory_text(change),
                     verdict,
                 ],
-                css,
+                view.change_tone(change.verdict, regressed=change.regressed, improved=improved),
             )
         )
     return rows
 
 
-def _check_css(change: Any) -> str:
-    if change.regressed:
-        return "fail"
-    return {INCONCLUSIVE: "inconclusive", FIXED: "ok"}.get(change.verdict, "")
-
-
 def check_change_rows(changes: Sequence[Any]) -> Rows:
     """One row per matched check: the values, the change and its interval, the fall the check allows,
     each run's verdict, and what compare makes of it."""
-
-    def word(verdict: str | None) -> str:
-        return "-" if verdict is None else "FAIL" if verdict == FAIL else verdict
-
-    return [
-        (
-            [
-                change.label,
-                _fixed(change.baseline_value, 4),
-                _fixed(change.current_value, 4),
-                _fixed(change.change, 4, signed=True),
-                "" if change.change_low is None else f"[{change.change_low:+.3f}, {change.change_high:+.3f}]",
-                "" if change.limit is None else f">= {change.limit:+.3f}",
-                f"{word(change.baseline_verdict)} -> {word(change.current_verdict)}",
-                (change.verdict.upper() if change.regressed else change.verdict)
-                + (f": {change.note}" if change.note else ""),
-            ],
-            _check_css(change),
+    rows: Rows = []
+    for change in changes:
+        level = change.check.get("level")
+        before, after = (
+            view.verdict_label(change.baseline_verdict),
+            view.verdict_label(change.current_verdict),
         )
-        for change in changes
-    ]
+        improved = change.verdict == FIXED
+        rows.append(
+            (
+                [
+                    change.label,
+                    view.check_value(change.baseline_value, level),
+                    view.check_value(change.current_value, level),
+                    view.check_change(change.change, level),
+                    view.interval(change.change_low, change.change_high),
+                    view.bound(view.AT_LEAST, "" if change.limit is None else view.band_edge(change.limit)),
+                    f"{before} -> {after}",
+                    _noted(view.change_label(change.verdict, change.regressed), change.note),
+                ],
+                view.change_tone(change.verdict, regressed=change.regressed, improved=improved),
+            )
+        )
+    return rows
 
 
 def comparison_headline(comparison: Comparison) -> str:
@@ -413,8 +374,8 @@ def comparison_headline(comparison: Comparison) -> str:
     checks = f", {inconclusive} numerics check(s) inconclusive" if inconclusive else ""
     return (
         f"{verdict}; {len(comparison.improvements)} improvement(s){checks}, {len(comparison.cells)} "
-        f"matched cells (a regression: p50 slower by more than {100 * settings.threshold:g}% and "
-        f"significant at {settings.alpha:g}, one-sided Mann-Whitney U on the raw samples, "
+        f"matched cells (a regression: p50 slower by more than {view.share(settings.threshold)} and "
+        f"significant at {view.p_value(settings.alpha)}, one-sided Mann-Whitney U on the raw samples, "
         "Benjamini-Hochberg adjusted)"
     )
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from segbench.files import atomic_write_text
-from segbench.reports.plots import render_plots, speedups
+from segbench.reports.plot_data import speedups
+from segbench.reports.plots import render_plots
 from segbench.reports.render import report_html, report_markdown
 from segbench.reports.rundata import RunData
 

@@ -7,10 +7,12 @@ from typing import Any
 
 from rich.markup import escape
 
+from segbench.reports import view
 from segbench.reports.termtable import NOTE, TEXT, VALUE, WORDS, Col, FitTable
 from segbench.results.verdicts import (
     FAIL,
     INCONCLUSIVE,
+    PASS,
     band_of,
     images_of,
     interval_of,
@@ -19,16 +21,23 @@ from segbench.results.verdicts import (
     verdict_of,
 )
 
+# How each tone of the view model is coloured on the terminal.
+STYLES = {
+    view.OK_TONE: "green",
+    view.FAIL_TONE: "bold red",
+    view.INCONCLUSIVE_TONE: "yellow",
+    view.INFO_TONE: "cyan",
+}
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+
+def styled(text: str, tone: str) -> str:
+    """``text`` (escaped here) in the terminal colour of ``tone``."""
+    return f"[{STYLES[tone]}]{escape(text)}[/]"
 
 
 def backend_label(row: dict[str, Any]) -> str:
     """``torch`` or ``torch (channels_last=True)``: the backend plus its non-default options."""
-    options = row.get("backend_options") or {}
-    suffix = ", ".join(f"{k}={v}" for k, v in options.items())
-    return f"{row['backend']} ({suffix})" if suffix else row["backend"]
+    return view.backend_label(row)
 
 
 def results_table(results: Iterable[dict[str, Any]]) -> FitTable:
@@ -47,93 +56,38 @@ def results_table(results: Iterable[dict[str, Any]]) -> FitTable:
         Col("p90", VALUE, drop=2, justify="right"),
         Col("mean", VALUE, drop=1, justify="right"),
         Col("img/s", VALUE, drop=6, justify="right"),
-        Col("host MB", VALUE, drop=3, justify="right"),
+        Col(f"host {view.MEMORY_UNIT}", VALUE, drop=3, justify="right"),
         Col("status"),
         *((Col("error", TEXT, drop=7),) if errors else ()),
     ]
     table = FitTable("Benchmark (end-to-end: preprocess + forward + postprocess, ms)", columns)
     for r in results:
-        latency = r.get("latency_ms") or {}
-        ok = r["status"] == "ok"
+        cell = view.cell_view(r)
+        ok = cell.status == "ok"
         table.add_row(
-            escape(r["model"]),
-            escape(backend_label(r)),
-            r["device"],
-            r["precision"],
-            f"{r['height']}x{r['width']}",
-            str(r["batch_size"]),
+            escape(cell.model),
+            escape(cell.backend),
+            cell.device,
+            cell.precision,
+            cell.size,
+            cell.batch,
             *((str(r.get("repeat", 0) + 1),) if repeated else ()),
-            _ms(latency.get("p50")),
-            _ms(latency.get("p90")),
-            _ms(latency.get("mean")),
-            "-" if r.get("throughput_ips") is None else f"{r['throughput_ips']:.1f}",
-            "-" if r.get("peak_host_mb") is None else f"{r['peak_host_mb']:.0f}",
-            "[green]ok[/]" if ok else f"[red]{escape(r['status'])}[/]",
-            *((escape(r.get("error") or "") if not ok else "",) if errors else ()),
+            cell.p50,
+            cell.p90,
+            cell.mean,
+            cell.throughput,
+            cell.peak_host,
+            styled(cell.status, cell.tone),
+            *((escape(cell.error) if not ok else "",) if errors else ()),
         )
     return table
-
-
-def _points(value: float | None, digits: int = 2, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def interval_text(low: float | None, high: float | None, digits: int = 2) -> str:
-    """``[-0.12, +0.30]``; empty when there is no interval."""
-    if low is None or high is None:
-        return ""
-    return f"[{low:+.{digits}f}, {high:+.{digits}f}]"
-
-
-def verdict_word(row: dict[str, Any]) -> str:
-    """What a numerics row says, as one word: ``baseline``, ``pass``, ``FAIL``, ``inconclusive`` or
-    ``info`` (a row without a verdict: a diagnosis, or an old row whose check did not run)."""
-    if row["role"] == "baseline":
-        return "baseline"
-    verdict = verdict_of(row)
-    if verdict is None:
-        return "info"
-    return "FAIL" if verdict == FAIL else verdict
-
-
-def verdict_note(row: dict[str, Any]) -> str:
-    """The error of a row, or for an inconclusive verdict how many images would decide it."""
-    if not missing(row.get("error")):
-        return str(row["error"])
-    if verdict_of(row) == INCONCLUSIVE:
-        _, needed, _ = images_of(row)
-        return f"~{needed} images would decide" if needed else "too few images to decide"
-    return ""
-
-
-def tolerance_text(row: dict[str, Any]) -> str:
-    """A task row's band ``[-0.50, +0.50]`` (points); a tensor row's bound ``<=0.00100``."""
-    if row["role"] == "baseline":
-        return ""
-    if row.get("level") == "tensor":
-        tolerance = number(row.get("tolerance"))
-        if tolerance is None:
-            return ""
-        return f"{'<=' if row.get('bound') == 'max' else '>='}{tolerance:.5f}"
-    return interval_text(*band_of(row))
-
-
-_VERDICT_MARKUP = {
-    "pass": "[green]pass[/]",
-    "FAIL": "[bold red]FAIL[/]",
-    "inconclusive": "[yellow]inconclusive[/]",
-    "baseline": "[cyan]baseline[/]",
-    "info": "[cyan]info[/]",
-}
 
 
 def numerics_table(rows: Iterable[dict[str, Any]]) -> FitTable:
     """Task-level rows (metric points against the baseline: the deviation, its confidence interval and
     the band it must lie in) and tensor-level rows (the judged raw-output statistic and its bound)."""
-    rows = list(rows)
-    notes = [verdict_note(row) for row in rows]
+    views = [view.check_view(row) for row in rows]
+    notes = any(v.note for v in views)
     columns = [
         Col("model"),
         Col("backend", WORDS),
@@ -143,31 +97,28 @@ def numerics_table(rows: Iterable[dict[str, Any]]) -> FitTable:
         Col("value", VALUE, drop=2, justify="right"),
         Col("baseline", VALUE, drop=1, justify="right"),
         Col("delta", VALUE, drop=8, justify="right"),
-        Col("CI", VALUE, drop=6, justify="right"),
+        Col("interval", VALUE, drop=6, justify="right"),
         Col("band", VALUE, drop=5, justify="right"),
         Col("images", VALUE, drop=4, justify="right"),
         Col("verdict"),
-        *((Col("note", TEXT, drop=7),) if any(notes) else ()),
+        *((Col("note", TEXT, drop=7),) if notes else ()),
     ]
     table = FitTable("Numerics against the PyTorch fp32 baseline (points)", columns)
-    for row, note in zip(rows, notes, strict=True):
-        tensor = row.get("level") == "tensor"
-        value, baseline = number(row.get("value")), number(row.get("baseline"))
-        images, _, _ = images_of(row)
+    for v in views:
         table.add_row(
-            escape(row["model"]),
-            escape(backend_label(row)),
-            row["device"],
-            row["precision"],
-            escape(row["metric"]),
-            "-" if value is None else (f"{value:.5f}" if tensor else f"{value:.2f}"),
-            _points(baseline),
-            _points(number(row.get("delta")), 3, signed=True),
-            interval_text(*interval_of(row), digits=3),
-            tolerance_text(row),
-            "" if images is None else str(images),
-            _VERDICT_MARKUP[verdict_word(row)],
-            *((escape(note),) if any(notes) else ()),
+            escape(v.model),
+            escape(v.backend),
+            v.device,
+            v.precision,
+            escape(v.metric),
+            v.value,
+            v.baseline,
+            v.delta,
+            v.interval,
+            v.band,
+            v.images,
+            styled(v.verdict, v.tone),
+            *((escape(v.note),) if notes else ()),
         )
     return table
 
@@ -190,9 +141,9 @@ def models_table(rows: Iterable[dict[str, Any]], height: int, width: int) -> Fit
             row["task"],
             row["weights"],
             escape(row["options"]),
-            f"{row['params'] / 1e6:.2f}",
-            "-" if row["gflops"] is None else f"{row['gflops']:.2f}",
-            escape(row["validation"] or "-"),
+            view.fixed(row["params"] / 1e6),
+            view.fixed(row["gflops"]),
+            escape(row["validation"] or view.MISSING),
             escape(row["description"]),
         )
     return table
@@ -259,7 +210,8 @@ def parity_table(export: Any) -> FitTable:
     and verdict; the informational numbers in the caption, away from the verdicts."""
     from segbench.export.parity import PARITY_TOLERANCES, check_text, parity_notes, shape_text
 
-    verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]"}
+    words = {True: view.verdict_label(PASS), False: view.verdict_label(FAIL)}
+    verdict = {passed: styled(word, view.tone(word)) for passed, word in words.items()}
     overall = verdict[all(report.passed for report in export.parity)]
     columns = [Col("input"), Col("judged on", WORDS), Col("value", VALUE, drop=1, justify="right"),
                Col("bound", VALUE, drop=2), Col("verdict", justify="right")]  # fmt: skip
@@ -272,7 +224,7 @@ def parity_table(export: Any) -> FitTable:
         if report.error:
             rows.append((escape(report.error), "", "", verdict[False]))
         if not rows:  # nothing was judged (a report from before checks were recorded)
-            rows.append(("-", "", "", verdict[report.passed]))
+            rows.append((view.MISSING, "", "", verdict[report.passed]))
         for position, row in enumerate(rows):
             table.add_row(shape_text(report.shape) if position == 0 else "", *row)
     return table
@@ -290,16 +242,13 @@ def _first_line(text: Any, limit: int = 120) -> str:
 
 
 def cell_name(row: dict[str, Any]) -> str:
-    """``unet onnxruntime/cpu/fp32 256x256 b4``."""
-    return (
-        f"{row['model']} {backend_label(row)}/{row['device']}/{row['precision']} "
-        f"{row['height']}x{row['width']} b{row['batch_size']}"
-    )
+    """``unet onnxruntime cpu fp32 256x256 b4``."""
+    return view.cell_label(row)
 
 
 def check_name(row: dict[str, Any]) -> str:
-    """``unet onnxruntime/cpu/fp16 miou``."""
-    return f"{row['model']} {backend_label(row)}/{row['device']}/{row['precision']} {row['metric']}"
+    """``unet onnxruntime cpu fp16 miou``."""
+    return view.check_label(row)
 
 
 def check_detail(row: dict[str, Any]) -> str:
@@ -309,20 +258,20 @@ def check_detail(row: dict[str, Any]) -> str:
     if not missing(row.get("error")):
         return _first_line(row["error"])
     if row.get("level") == "tensor":
-        value, bound = number(row.get("value")), number(row.get("tolerance"))
-        if value is None or bound is None:
+        value, limit = number(row.get("value")), view.limit_text(row)
+        if value is None or not limit:
             return "no value"
-        return f"{value:.5g} vs {'<=' if row.get('bound') == 'max' else '>='}{bound:.5g}"
+        return f"{view.statistic(value)} vs {limit}"
     delta = number(row.get("delta"))
-    text = "no value" if delta is None else f"{delta:+.3f}"
-    interval = interval_text(*interval_of(row), digits=3)
-    band = interval_text(*band_of(row))
+    text = "no value" if delta is None else view.delta(delta)
+    interval = view.interval(*interval_of(row))
+    band = view.band(*band_of(row))
     text += f" {interval}" if interval else ""
     text += f" vs band {band}" if band else ""
     if verdict_of(row) == INCONCLUSIVE:
         images, needed, _ = images_of(row)
-        on = f"on {images} images" if images else "too few images"
-        text += f", {on}" + (f"; ~{needed} would decide" if needed else "")
+        text += f", on {images} images" if images else ""
+        text += f"; {view.needed(needed)}" if images else f", {view.needed(needed)}"
     return text
 
 
@@ -331,9 +280,9 @@ def outcome_line(results: Iterable[dict[str, Any]], numerics: Iterable[dict[str,
     then each failed cell and each failed or inconclusive check by name (plain text, no markup):
 
         46 cells (1 failed), 47 numerics checks (1 failed, 1 inconclusive) -> runs/x
-          failed cell   unet onnxruntime/cuda/fp16 256x256 b4: failed (RuntimeError: out of memory)
-          FAIL          mask_rcnn onnxruntime/cpu/fp16 segm_ap: -0.640 [-1.127, -0.043] vs band [...]
-          inconclusive  unet onnxruntime/cpu/fp32 miou: -0.120 [-0.600, +0.300] vs band [...], ...
+          failed cell   unet onnxruntime cuda fp16 256x256 b4: failed (RuntimeError: out of memory)
+          FAIL          mask_rcnn onnxruntime cpu fp16 segm_ap: -0.640 [-1.127, -0.043] vs band [...]
+          inconclusive  unet onnxruntime cpu fp32 miou: -0.120 [-0.600, +0.300] vs band [...], ...
     """
     results = list(results)
     checks = [r for r in numerics if r.get("role") == "candidate" and r.get("level") != "diagnosis"]
@@ -349,8 +298,8 @@ def outcome_line(results: Iterable[dict[str, Any]], numerics: Iterable[dict[str,
     for r in failed_cells:
         error = f" ({_first_line(r['error'])})" if r.get("error") else ""
         named.append(("failed cell", f"{cell_name(r)}: {r['status']}{error}"))
-    named += [("FAIL", f"{check_name(r)}: {check_detail(r)}") for r in failed]
-    named += [("inconclusive", f"{check_name(r)}: {check_detail(r)}") for r in inconclusive]
+    named += [(view.verdict_label(FAIL), f"{check_name(r)}: {check_detail(r)}") for r in failed]
+    named += [(view.verdict_label(INCONCLUSIVE), f"{check_name(r)}: {check_detail(r)}") for r in inconclusive]
     lines = [head, *(f"  {kind:<13} {text}" for kind, text in named[:OUTCOME_NAMED])]
     if len(named) > OUTCOME_NAMED:
         lines.append(

@@ -2,34 +2,25 @@
 
 Three verdicts, three colours: pass (green), FAIL (red: a confident shift out of the band, or a check that
 could not run), inconclusive (amber: too few images to tell); baselines and rows without a verdict grey.
+The cells are the view model's strings (:mod:`segbench.reports.view`), as in the Markdown table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import pandas as pd
 from matplotlib.figure import Figure
 
-from segbench.reports.figures import (
-    CAPTION_IN,
-    CELL_PAD_IN,
-    decorate,
-    format_number,
-    literal,
-    new_figure,
-    text_width_in,
-)
-from segbench.results.verdicts import FAIL, INCONCLUSIVE, band_of, images_of, interval_of, missing, verdict_of
+from segbench.reports import view
+from segbench.reports.figures import CAPTION_IN, CELL_PAD_IN, decorate, literal, new_figure, text_width_in
+from segbench.results.verdicts import FAIL, INCONCLUSIVE
 
 NUMERICS_TITLE = "Numerics verdicts against the PyTorch fp32 baseline"
-# Light row tint and stronger verdict-cell colour per verdict kind.
-_VERDICT_COLOURS = {
-    "pass": ("#eef7ee", "#a5d6a7"),
-    "FAIL": ("#fdecea", "#ef9a9a"),
-    "inconclusive": ("#fff6e0", "#ffcc80"),
-    "grey": ("#f4f4f4", "#d0d0d0"),
+# Light row tint and stronger verdict-cell colour per tone of the view model.
+_TONE_COLOURS = {
+    view.OK_TONE: ("#eef7ee", "#a5d6a7"),
+    view.FAIL_TONE: ("#fdecea", "#ef9a9a"),
+    view.INCONCLUSIVE_TONE: ("#fff6e0", "#ffcc80"),
+    view.INFO_TONE: ("#f4f4f4", "#d0d0d0"),
 }
 # The leading table columns that identify a group of verdict rows.
 _GROUP_COLUMNS = 4
@@ -53,62 +44,31 @@ def _short(text: str, limit: int = 40) -> str:
     return f"{text[:limit]}{'…' if len(text) > limit else ''}"
 
 
-def _verdict(row: Mapping[str, Any]) -> str:
-    if row["role"] == "baseline":
-        return "baseline"
-    verdict = verdict_of(row)
-    text = "info" if verdict is None else "FAIL" if verdict == FAIL else verdict
-    error = row.get("error")
-    if text != "pass" and not missing(error) and isinstance(error, str):
-        return f"{text}: {_short(error)}"
-    if verdict == INCONCLUSIVE:
-        _, needed, _ = images_of(row)
-        return f"{text}: ~{needed} images needed" if needed else f"{text}: too few images"
-    return text
-
-
-def _interval(low: float | None, high: float | None, spec: str) -> str:
-    return "" if low is None or high is None else f"[{low:{spec}}, {high:{spec}}]"
+def _views(checks: pd.DataFrame) -> list[view.CheckView]:
+    """The figure's rows (diagnosis rows left out: they carry no verdict)."""
+    rows = checks.to_dict("records") if len(checks) else []
+    return [view.check_view(row) for row in rows if row.get("level") != "diagnosis"]
 
 
 def verdict_table(checks: pd.DataFrame) -> pd.DataFrame:
-    """The figure's rows as display strings (diagnosis rows left out), columns as in the figure."""
-    rows = []
-    for row in checks.to_dict("records") if len(checks) else []:
-        if row.get("level") == "diagnosis":
-            continue
-        tensor = row.get("level") == "tensor"
-        if row["role"] == "baseline":
-            band = ""
-        elif tensor:
-            bound = "≤" if row.get("bound") == "max" else "≥"
-            band = format_number(row["tolerance"], ".4g")
-            band = band if band == "-" else bound + band
-        else:
-            band = _interval(*band_of(row), "+.2f")
-        rows.append(
-            {
-                "model": row["model"],
-                "backend": row["backend_label"],
-                "device": row["device"],
-                "precision": row["precision"],
-                "metric": row["metric"],
-                # Tensor errors are tiny fractions: fixed decimals would print them as 0.
-                "value": format_number(row["value"], ".4g" if tensor else ".2f"),
-                "baseline": format_number(row["baseline"], ".2f"),
-                "delta": format_number(row["delta"], "+.3f"),
-                "interval": _interval(*interval_of(row), "+.3f"),
-                "band": band,
-                "verdict": _verdict(row),
-            }
-        )
+    """The figure's rows as display strings, columns as in the figure."""
+    rows = [
+        {
+            "model": v.model,
+            "backend": v.backend,
+            "device": v.device,
+            "precision": v.precision,
+            "metric": v.metric,
+            "value": v.value,
+            "baseline": v.baseline,
+            "delta": v.delta,
+            "interval": v.interval,
+            "band": v.band,
+            "verdict": view.with_note(v.verdict, _short(v.note)),
+        }
+        for v in _views(checks)
+    ]
     return pd.DataFrame(rows, columns=list(_TABLE_COLUMNS))
-
-
-def verdict_kind(verdict: str) -> str:
-    """``pass``, ``FAIL``, ``inconclusive`` or ``grey`` (baseline, info) for a verdict cell's text."""
-    head = verdict.split(":", 1)[0]
-    return head if head in ("pass", "FAIL", "inconclusive") else "grey"
 
 
 def numerics_figure(checks: pd.DataFrame, caption: str) -> Figure | None:
@@ -136,10 +96,10 @@ def numerics_figure(checks: pd.DataFrame, caption: str) -> Figure | None:
     left = (width - table_w) / 2
     ax = fig.add_axes((left / width, bottom / height, table_w / width, table_h / height))
     ax.axis("off")
-    kinds = table["verdict"].map(verdict_kind)
+    tones = [v.tone for v in _views(checks)]
     colours = []
-    for kind in kinds:
-        row_tint, verdict_colour = _VERDICT_COLOURS[kind]
+    for tone in tones:
+        row_tint, verdict_colour = _TONE_COLOURS[tone]
         colours.append([row_tint] * (len(_TABLE_COLUMNS) - 1) + [verdict_colour])
     drawn = ax.table(
         cellText=text[1:],
@@ -154,7 +114,8 @@ def numerics_figure(checks: pd.DataFrame, caption: str) -> Figure | None:
     drawn.set_fontsize(7)
     for (_, column), table_cell in drawn.get_celld().items():
         table_cell.PAD = CELL_PAD_IN / widths[column]
-    failed, inconclusive = int((kinds == "FAIL").sum()), int((kinds == "inconclusive").sum())
-    title = f"{NUMERICS_TITLE} ({len(table)} checks, {failed} FAIL, {inconclusive} inconclusive)"
+    failed, inconclusive = tones.count(view.FAIL_TONE), tones.count(view.INCONCLUSIVE_TONE)
+    counted = f"{failed} {view.verdict_label(FAIL)}, {inconclusive} {view.verdict_label(INCONCLUSIVE)}"
+    title = f"{NUMERICS_TITLE} ({len(table)} checks, {counted})"
     decorate(fig, title, caption, top)
     return fig

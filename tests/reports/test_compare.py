@@ -156,9 +156,9 @@ def test_backend_options_and_model_options_tell_cells_apart(tmp_path):
     current = load_run(write_run(tmp_path / "b", [*rows, other_model]))
     comparison = compare_runs(base, current)
     assert sorted(verdicts(comparison).values()) == [UNCHANGED, UNCHANGED]
-    # The same model with two option sets: every label of that model says which.
-    assert 'unet {"num_classes": 6} torch (channels_last=True) cpu fp32 256x256 b1' in verdicts(comparison)
-    assert comparison.new_cells == ['unet {"num_classes": 6, "width": 0.5} torch cpu fp32 256x256 b1']
+    # The same model with two option sets: every label of that model says which (as the figures do).
+    assert "unet (num_classes=6) torch (channels_last=True) cpu fp32 256x256 b1" in verdicts(comparison)
+    assert comparison.new_cells == ["unet (num_classes=6, width=0.5) torch cpu fp32 256x256 b1"]
 
 
 def test_memory_growth_past_threshold_and_floor_regresses(tmp_path):

@@ -275,7 +275,7 @@ def test_speedup_figure_marks_cells_without_a_speedup_as_failed(cells, checks):
     assert len(ax.patches) == 2  # bars for the two measured speed-ups only
     assert len(_failed_lines(fig)) == 2
     notes = {text.get_text() for text in ax.texts}
-    assert {"failed: timeout", "baseline failed: crashed", "2.00×", "1.25×"} <= notes
+    assert {"failed: timeout", "baseline failed: crashed", "2.00x", "1.25x"} <= notes
     assert any(line.get_xdata()[0] == 1.0 for line in ax.lines if line.get_gid() != "failed")
 
 
@@ -310,11 +310,11 @@ def test_verdict_table_skips_diagnosis_and_names_each_verdict(checks):
         "baseline",
         "FAIL",
         "pass",
-        "info: export failed",
-        "inconclusive: ~120 images needed",
+        "info (export failed)",
+        "inconclusive (~120 images would decide)",
     ]
     tensor = table.iloc[2]
-    assert tensor["value"] == "3e-07" and tensor["band"] == "≤0.001"
+    assert tensor["value"] == "3.000e-07" and tensor["band"] == "<=0.00100"
     # An old row (no band of its own): the band rebuilt from the tolerance and the 99% floor.
     assert table.iloc[1]["band"] == "[-0.50, +0.50]"
     new = table.iloc[4]
@@ -333,11 +333,11 @@ def test_numerics_figure_colours_three_verdicts_apart(cells, checks):
         for row in range(1, 6)
     }
     red, green, grey = colours["FAIL"], colours["pass"], colours["baseline"]
-    amber = colours["inconclusive: ~120 images needed"]
+    amber = colours["inconclusive (~120 images would decide)"]
     assert red[0] > red[1] and green[1] > green[0] and grey[0] == grey[1] == grey[2]
     assert amber[0] > amber[1] > amber[2]  # orange: neither the pass green nor the FAIL red
     assert len({red, green, grey, amber}) == 4
-    assert colours["info: export failed"] == grey
+    assert colours["info (export failed)"] == grey
     assert "1 FAIL, 1 inconclusive" in fig.get_suptitle()
 
 

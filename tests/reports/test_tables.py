@@ -107,9 +107,10 @@ def test_numerics_table_keeps_key_columns_whole_in_80_columns():
 
 
 def test_numerics_table_shows_the_deviation_its_interval_and_the_band_when_there_is_room():
-    lines = render(numerics_table(verdict_rows()), width=200)
+    lines = render(numerics_table(verdict_rows()), width=220)
     bbox = next(line for line in lines if "bbox_ap" in line)
-    assert "-0.400" in bbox and "[-0.600, -0.250]" in bbox and "[-0.20, +0.20]" in bbox and "32" in bbox
+    assert "-0.400" in bbox and "[-0.600, -0.250]" in bbox and "[-0.20, +0.20]" in bbox
+    assert "32 (0 moved)" in bbox  # the images column as in report.md
     segm = next(line for line in lines if "segm_ap" in line)
     assert "inconclusive" in segm and "~180 images would decide" in segm
     # An old row: its interval from ``paired``, its band rebuilt from the tolerance and the floor.
@@ -180,11 +181,11 @@ def test_outcome_line_names_the_failed_cell_and_the_failed_and_inconclusive_chec
     head, *named = text.splitlines()
     assert head == "2 cells (1 failed), 3 numerics checks (1 failed, 1 inconclusive) -> runs/x"
     assert named == [
-        "  failed cell   unet torch/cpu/fp32 256x256 b4: failed (RuntimeError: out of memory)",
-        "  FAIL          mask_rcnn onnxruntime/cpu/fp16 segm_ap: -0.640 [-1.127, -0.043] "
+        "  failed cell   unet torch cpu fp32 256x256 b4: failed (RuntimeError: out of memory)",
+        "  FAIL          mask_rcnn onnxruntime cpu fp16 segm_ap: -0.640 [-1.127, -0.043] "
         "vs band [-0.61, +1.50]",
-        "  inconclusive  unet onnxruntime/cpu/fp32 mean_dice: -0.120 [-0.600, +0.300] "
-        "vs band [-0.50, +0.50], on 32 images; ~120 would decide",
+        "  inconclusive  unet onnxruntime cpu fp32 mean_dice: -0.120 [-0.600, +0.300] "
+        "vs band [-0.50, +0.50], on 32 images; ~120 images would decide",
     ]
 
 
@@ -192,7 +193,7 @@ def test_outcome_line_of_a_clean_check_run_and_of_many_failures():
     clean = outcome_line([], [check(verdict="pass"), check(metric="pq", verdict="pass")], "runs/c")
     assert clean == "2 numerics checks (0 failed, 0 inconclusive) -> runs/c"
     old = outcome_line([], [check(passed=False, value=70.0)], "runs/o")  # an old row: passed, no verdict
-    assert "1 failed" in old and "FAIL          unet onnxruntime/cpu/fp32 miou: -5.000" in old
+    assert "1 failed" in old and "FAIL          unet onnxruntime cpu fp32 miou: -5.000" in old
     many = outcome_line([cell(batch=b, status="failed") for b in range(1, 15)], [], "runs/m")
     lines = many.splitlines()
     assert len(lines) == 12 and lines[-1].startswith("  ... and 4 more")
