@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="finish the run in --out: skip the cells and checks it already has",
     )
+    run.add_argument("--dry-run", action="store_true", help="print the plan (units, cells, checks) and exit")
     run.add_argument(
         "--no-report", action="store_true",
         help="skip writing the report files (CSV, Parquet, Markdown, HTML, plots) at the end",
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--out", type=Path, help="output directory (default: runs/check-NAME-TIMESTAMP)")
     check.add_argument("--models", type=_names, help="comma-separated models to keep from the config")
     check.add_argument("--backends", type=_names, help="comma-separated backends to keep from the config")
+    check.add_argument("--dry-run", action="store_true", help="print the checks it would run and exit")
     check.add_argument("--model", help="without a config: the model to check")
     check.add_argument("--backend", help="without a config: the backend to check (torch, onnxruntime, ...)")
     check.add_argument("--device", choices=("cpu", "cuda"), help="without a config: the backend's device")
@@ -238,18 +240,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from segbench.bench.run import filter_config, run_benchmark
+    from segbench.bench.plan import filter_config
     from segbench.config import load_config
 
     config = load_config(args.config)
     filter_config(config, args.models, args.backends)
     if args.resume and args.out is None:
         raise ConfigError("--resume needs --out: the directory of the run to finish")
+    if args.dry_run:
+        return _print_plan(config, args.out, console, timing=True, resume=args.resume)
     out_dir = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    summary = run_benchmark(config, out_dir, console, resume=args.resume)
+    summary = _run(config, out_dir, console, timing=True, resume=args.resume)
     if not args.no_report:
         _write_report_after_run(out_dir, console)
     return summary.exit_code
+
+
+def _print_plan(config: Any, out_dir: Path | None, console: Console, timing: bool, resume: bool) -> int:
+    """``--dry-run``: what the run would do, unit by unit; nothing is built or written."""
+    from segbench.bench.pipeline import plan_run
+
+    plan, _ = plan_run(config, out_dir, timing, resume)
+    for line in plan.lines():
+        console.print(escape(line), highlight=False)
+    what = f"{plan.total} cells" if timing else f"{plan.total} checks"
+    console.print(f"{len(plan.units)} units, {what}", highlight=False)
+    return 0
+
+
+def _run(config: Any, out_dir: Path, console: Console, timing: bool, resume: bool = False) -> Any:
+    """Run the pipeline with the console's progress, then print its tables and the outcome line."""
+    from segbench.bench.pipeline import run_benchmark
+    from segbench.bench.progress import ConsoleProgress
+    from segbench.reports.tables import numerics_table, outcome_line, results_table
+
+    summary = run_benchmark(config, out_dir, timing, resume, listeners=[ConsoleProgress(console)])
+    if timing:
+        console.print(results_table(summary.results))
+    if summary.numerics:
+        console.print(numerics_table(summary.numerics))
+    # The counts, then each failed cell and each failed or inconclusive check by name (plain text).
+    outcome = outcome_line(summary.results if timing else [], summary.numerics, out_dir)
+    console.print(outcome, markup=False, highlight=False, soft_wrap=True)
+    return summary
 
 
 def _write_report_after_run(out_dir: Path, console: Console) -> None:
@@ -363,7 +396,7 @@ def _adhoc_check_config(args: argparse.Namespace) -> Any:
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     """Exit 0 when every verdict passes, 1 when one fails (for CI), 3 when one stays inconclusive at the
     image cap, 2 on bad input."""
-    from segbench.bench.run import filter_config, run_benchmark
+    from segbench.bench.plan import filter_config
     from segbench.config import load_config
 
     adhoc = (args.model, args.backend, args.device, args.artifact)
@@ -374,8 +407,10 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         filter_config(config, args.models, args.backends)
     else:
         config = _adhoc_check_config(args)
+    if args.dry_run:
+        return _print_plan(config, args.out, console, timing=False, resume=False)
     out_dir = args.out or Path("runs") / f"check-{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    return run_benchmark(config, out_dir, console, timing=False).exit_code
+    return _run(config, out_dir, console, timing=False).exit_code
 
 
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
@@ -469,28 +504,6 @@ def cmd_trtcheck(args: argparse.Namespace, console: Console) -> int:
     return 0 if report.ready else 1
 
 
-def _profile_shapes(args: argparse.Namespace) -> list[tuple[int, int, int, int]]:
-    """The NCHW shapes the engine must serve: --sizes x --batch-sizes, defaulting to the static ones."""
-    if args.static and args.sizes and any(size != args.static for size in args.sizes):
-        raise ConfigError(f"--sizes must equal --static {args.static[0]}x{args.static[1]} for a static graph")
-    if args.batch and args.batch_sizes and any(b != args.batch for b in args.batch_sizes):
-        raise ConfigError(f"--batch-sizes must equal --batch {args.batch} for a static batch")
-    sizes = args.sizes or ([args.static] if args.static else [(256, 256), (512, 512)])
-    batches = args.batch_sizes or ([args.batch] if args.batch else [1, 4])
-    return [(batch, 3, height, width) for height, width in sizes for batch in batches]
-
-
-def _export_file_name(args: argparse.Namespace, precision: str) -> str:
-    parts = [args.model]
-    if args.static:
-        parts.append(f"{args.static[0]}x{args.static[1]}")
-    if args.batch:
-        parts.append(f"b{args.batch}")
-    if precision != "fp32":
-        parts.append(precision)
-    return "-".join(parts)
-
-
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
     """Export (or reuse) the model's verified ONNX graph; with --trt, check it and build an engine.
 
@@ -498,100 +511,53 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     TensorRT's parser, or when the engine build fails; 2 on bad input or when TensorRT or a GPU is
     missing for a build.
     """
-    from segbench.export import tensorrt as tensorrt_export
-    from segbench.export.artifacts import ExportRequest, cached_export, copy_graph
-    from segbench.export.cache import cache_root
-    from segbench.export.onnx import ExportError
-    from segbench.export.tensorrt_readiness import TENSORRT_VERSION, check_tensorrt_readiness
-    from segbench.models.registry import build_model, get_spec
+    from segbench.export.bundle import BundleRequest, export_bundle
+    from segbench.export.tensorrt_readiness import TENSORRT_VERSION
     from segbench.reports.tables import parity_table, readiness_table
-    from segbench.results.jsonl import write_json
 
-    get_spec(args.model)  # an unknown name lists the valid ones
-    if args.check_only and not args.trt:
-        raise ConfigError("--check-only needs --trt (it checks the graph an engine would be built from)")
-    shapes = _profile_shapes(args)
-    precision = "fp16" if args.fp16 else "fp32"
-    graph_precision = precision
-    trt = None
-    if args.trt and not args.check_only:
-        # Before any work: a missing TensorRT or GPU is a one-line exit 2.
-        trt = tensorrt_export.import_tensorrt()
-        tensorrt_export.gpu_identity()
-        if tensorrt_export.tensorrt_version(trt)[0] == 10:
-            graph_precision = "fp32"  # TensorRT 10 lowers an fp32 graph by builder flags
-    model = build_model(args.model, args.weights, dict(args.options))
-    if not model.dynamic_spatial and args.static is None:
-        raise ConfigError(f"{args.model} is exported per input size: give --static HxW")
-    request = ExportRequest(
+    request = BundleRequest(
+        model=args.model,
+        weights=args.weights,
+        options=dict(args.options),
         opset=args.opset,
         exporter=args.exporter,
         static_size=args.static,
-        static_batch=args.batch,
+        batch=args.batch,
+        fp16=args.fp16,
         simplify=args.simplify,
-        precision=graph_precision,
+        trt=args.trt,
+        check_only=args.check_only,
+        sizes=args.sizes,
+        batch_sizes=args.batch_sizes,
+        workspace_mb=args.workspace_mb,
+        cache_dir=args.cache_dir,
+        out=args.out,
     )
-    root = args.cache_dir or cache_root()
-    with console.status(f"exporting {args.model} ({graph_precision})"):
-        try:
-            export = cached_export(model, args.model, request, root)
-        except ExportError as exc:
-            console.print(f"[red]export failed:[/] {escape(str(exc))}")
-            return 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = _export_file_name(args, graph_precision)
-    onnx_path = copy_graph(export, args.out / f"{stem}.onnx")
+    with console.status(f"exporting {args.model}") as spinner:
+        outcome = export_bundle(request, status=spinner.update)
+    export, readiness, profile = outcome.export, outcome.readiness, outcome.profile
+    if export is None or readiness is None or profile is None:
+        console.print(f"[red]export failed:[/] {escape(str(outcome.export_error))}")
+        return outcome.exit_code
     how = "reused from the cache" if export.cached else f"exported in {export.export_s:.1f} s"
-    console.print(f"{onnx_path}: {how} (key {export.cache_key}, {export.exporter}, opset {export.opset})")
+    console.print(
+        f"{outcome.onnx_path}: {how} (key {export.cache_key}, {export.exporter}, opset {export.opset})"
+    )
     console.print(parity_table(export))
-
-    profile = tensorrt_export.profile_from_shapes(model.input_names[0], shapes)
-    ranges = {profile.input_name: (profile.min, profile.max)} if args.trt else None
-    readiness = check_tensorrt_readiness(onnx_path, ranges)
     if args.trt or not readiness.ready:
         console.print(readiness_table(readiness))
     verdict = "[green]ready[/]" if readiness.ready else "[red]not ready[/]"
     covered = f", profile {profile.min}..{profile.max}" if args.trt else ""
     console.print(f"TensorRT {TENSORRT_VERSION} parser readiness (static check{covered}): {verdict}")
-    manifest = {"onnx": str(onnx_path), "export": export.to_dict(), "tensorrt_ready": readiness.ready}
-    if args.trt:
-        manifest["profile"] = profile.to_dict()
-    code = 1 if args.trt and not readiness.ready else 0
-    if args.trt and not args.check_only and readiness.ready:
-        engine_path = args.out / f"{_export_file_name(args, precision)}.engine"
-        with console.status(f"building the TensorRT {trt.__version__} engine ({precision})"):
-            manifest["engine"] = _build_engine(
-                export.path, engine_path, precision, profile, root, args, console
-            )
-        code = 1 if "error" in manifest["engine"] else 0
-    write_json(args.out / f"{stem}.json", manifest)
-    return code
-
-
-def _build_engine(
-    onnx_path: Path,
-    engine_path: Path,
-    precision: str,
-    profile: Any,
-    cache_dir: Path,
-    args: argparse.Namespace,
-    console: Console,
-) -> dict[str, Any]:
-    """Build (or reuse) the engine and copy it to ``engine_path``; what happened, for the manifest."""
-    from segbench.export.tensorrt import EngineBuildError, load_or_build_engine
-    from segbench.files import atomic_write_bytes
-
-    try:
-        engine = load_or_build_engine(
-            onnx_path, precision, profile, cache_dir=cache_dir / "tensorrt", workspace_mb=args.workspace_mb
+    if outcome.engine_error is not None:
+        console.print(f"[red]TensorRT build failed:[/] {escape(outcome.engine_error)}")
+    elif outcome.engine is not None:
+        engine = outcome.engine
+        how = f"built in {engine.build_s:.1f} s" if engine.built else "reused from the cache"
+        console.print(
+            f"{outcome.engine_path}: TensorRT {engine.trt_version} engine on {engine.gpu_name}, {how}"
         )
-    except EngineBuildError as exc:
-        console.print(f"[red]TensorRT build failed:[/] {escape(str(exc))}")
-        return {"error": str(exc)}
-    atomic_write_bytes(engine_path, engine.path.read_bytes())
-    how = f"built in {engine.build_s:.1f} s" if engine.built else "reused from the cache"
-    console.print(f"{engine_path}: TensorRT {engine.trt_version} engine on {engine.gpu_name}, {how}")
-    return {**engine.to_dict(), "copy": str(engine_path)}
+    return outcome.exit_code
 
 
 COMMANDS = {
@@ -612,9 +578,10 @@ PLUGINS_ENV = "SEGBENCH_PLUGINS"
 
 
 def load_plugins() -> None:
-    """Import the modules named in ``$SEGBENCH_PLUGINS`` (comma-separated): they register extra models or
-    backends (one ``MODELS`` / ``RUNNERS`` entry each) without editing segbench, in every process a run
-    starts, per-cell child processes included."""
+    """Import the modules named in ``$SEGBENCH_PLUGINS`` (comma-separated): they register extra models
+    (a ``MODELS`` entry) or backends (a ``register_backend`` call) without editing segbench, in every
+    process a run starts, per-cell child processes included. This runs before any config is validated,
+    so a plugin's backend is part of the YAML schema."""
     for name in _names(os.environ.get(PLUGINS_ENV, "")):
         try:
             importlib.import_module(name)

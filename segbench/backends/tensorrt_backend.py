@@ -7,7 +7,8 @@ dedicated CUDA stream and copies the outputs back, so its time is what trtexec c
 GPU compute time alone comes from CUDA events around the engine (``last_stages_ms["compute"]``).
 
 Precision: TensorRT 10 gets the fp32 graph and lowers it with builder flags; TensorRT 11 has no such
-flags, so the harness hands it a graph exported at the target precision (see ``graph_precision``).
+flags, so the harness hands it a graph exported at the target precision (``graph_precision``, by
+``segbench.export.tensorrt.graph_precision_for``).
 
 Like :mod:`segbench.export.tensorrt`, this has not run against a real TensorRT installation here.
 """
@@ -22,21 +23,21 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from segbench.backends.base import BackendConfig, BackendError, Runner
+from segbench.backends.base import BackendConfig, BackendError, GraphBackendConfig, Runner
 from segbench.backends.spec import GRAPH, BackendSpec
 from segbench.export.tensorrt import (
-    TensorRTEngine,
     TensorRTUnavailable,
+    graph_precision_for,
     import_tensorrt,
     load_or_build_engine,
     profile_from_shapes,
-    tensorrt_version,
 )
+from segbench.export.tensorrt_engine import TensorRTEngine
 
 ENGINE_SUFFIX = ".engine"
 
 
-class TensorRTConfig(BackendConfig):
+class TensorRTConfig(GraphBackendConfig):
     name: Literal["tensorrt"] = "tensorrt"
     device: Literal["cuda"] = "cuda"
     # TensorRT runs on NVIDIA GPUs only; the "cpu" entry exists because the shared validator looks it up.
@@ -48,8 +49,6 @@ class TensorRTConfig(BackendConfig):
     # Replay a CUDA graph of the engine's launches (as trtexec 11 does by default); not with
     # data-dependent output shapes, where it stays off (``describe()`` says which).
     cuda_graph: bool = False
-    opset: int = Field(default=18, ge=13)
-    exporter: Literal["dynamo", "torchscript"] | None = None
 
     @field_validator("device", mode="before")
     @classmethod
@@ -70,7 +69,7 @@ def unavailable_reason(config: TensorRTConfig) -> str | None:
 
 
 def graph_precision(config: BackendConfig, precision: str) -> str:
-    """fp32 on TensorRT 10 (its builder flags lower the fp32 graph); the target precision on 11.
+    """The graph the installed TensorRT wants for ``precision`` (:func:`graph_precision_for`).
 
     Without TensorRT the backend will not run anyway; the requested precision is returned as is.
     """
@@ -78,8 +77,7 @@ def graph_precision(config: BackendConfig, precision: str) -> str:
         trt = import_tensorrt()
     except TensorRTUnavailable:
         return precision
-    major, _ = tensorrt_version(trt)
-    return "fp32" if major == 10 else precision
+    return graph_precision_for(precision, trt)
 
 
 class TensorRTRunner(Runner):

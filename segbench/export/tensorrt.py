@@ -1,27 +1,23 @@
-"""TensorRT engines: build from ONNX, cache on disk, and run with torch CUDA tensors as buffers.
+"""TensorRT engines: build from ONNX and cache on disk; :mod:`segbench.export.tensorrt_engine` runs them.
 
-Three parts, all written against NVIDIA's documented TensorRT Python API for the 10.x and 11.x majors:
+Two parts, both written against NVIDIA's documented TensorRT Python API for the 10.x and 11.x majors:
 
 * **Builder** (:func:`build_serialized_engine`): ONNX file -> serialized engine, with one optimization
   profile derived from the benchmark's sweep shapes, an optional workspace limit and builder optimization
   level, and a timing cache kept on disk so that later builds skip kernel timing they already did.
-  Precision is handled per major version: TensorRT 10 takes the fp32 graph and lowers it with
-  ``BuilderFlag.FP16`` / ``BF16``; TensorRT 11 has no such flags (every network is strongly typed), so
-  the caller must hand over a graph that already carries the precision (an fp16 graph for fp16).
+  Precision is handled per major version (:func:`lowers_precision_by_flags`, the one place the rule
+  lives): TensorRT 10 takes the fp32 graph and lowers it with ``BuilderFlag.FP16`` / ``BF16``; TensorRT
+  11 has no such flags (every network is strongly typed), so the caller must hand over a graph that
+  already carries the precision (an fp16 graph for fp16; :func:`graph_precision_for` says which).
 * **Cache** (:func:`load_or_build_engine`): engines are keyed by everything that decides their bytes
   (ONNX digest, precision, profile, TensorRT version, GPU name and compute capability, workspace,
   optimization level) and written atomically, so a killed build never leaves an engine a later run trusts.
-* **Runtime** (:class:`TensorRTEngine`): named I/O tensors (``set_input_shape`` / ``set_tensor_address``
-  / ``execute_async_v3``), device buffers from torch's allocator (no pycuda or cuda-python), an
-  ``IOutputAllocator`` for outputs whose shape depends on the data (NMS, NonZero), optional CUDA events
-  for GPU compute time and optional CUDA graph capture.
 
 What was and was not verified: this module has never run against a real TensorRT installation here
 (TensorRT cannot be installed on the project's machines, see ``shared/notes/tensorrt.md``). The calls
 follow NVIDIA's Python API reference for TensorRT 10 and 11; the unit tests run them against a stand-in
 ``tensorrt`` module (``tests/fakes/fake_tensorrt.py``) that implements that documented surface and
-checks the arguments, on the CPU. The CUDA-only paths (streams, events, graph capture) have not run at
-all. Treat the first run on a GPU with TensorRT as the real test.
+checks the arguments, on the CPU. Treat the first run on a GPU with TensorRT as the real test.
 
 ``tensorrt`` is imported lazily, inside functions: this module imports fine where it is not installed.
 """
@@ -34,7 +30,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -51,9 +47,6 @@ INSTALL_HINT = (
 )
 SUPPORTED_MAJORS = (10, 11)
 PRECISIONS = ("fp32", "fp16", "bf16")
-# TensorRT's allocator contract asks for at least the requested alignment; 256 bytes covers every
-# element type and matches cudaMalloc's guarantee.
-MIN_ALIGNMENT = 256
 
 
 class TensorRTUnavailable(SegbenchError):
@@ -100,6 +93,22 @@ def tensorrt_version(trt: ModuleType) -> tuple[int, int]:
             f"{' or '.join(str(m) for m in SUPPORTED_MAJORS)}"
         )
     return major, minor
+
+
+def lowers_precision_by_flags(major: int) -> bool:
+    """Whether TensorRT ``major`` builds fp16/bf16 engines from the fp32 graph with builder flags.
+
+    True for 10 (a weakly typed network: ``BuilderFlag.FP16`` / ``BF16`` let the builder lower layers).
+    False for 11, which dropped those flags: every network is strongly typed, so the graph's own types
+    are the engine's precision.
+    """
+    return major == 10
+
+
+def graph_precision_for(precision: str, trt: ModuleType) -> str:
+    """The precision of the ONNX graph to hand ``trt`` for an engine at ``precision``."""
+    major, _ = tensorrt_version(trt)
+    return "fp32" if lowers_precision_by_flags(major) else precision
 
 
 @functools.lru_cache(maxsize=4)
@@ -303,9 +312,10 @@ def build_serialized_engine(
     major, _ = tensorrt_version(trt)
     logger = logger if logger is not None else default_logger(trt)
     builder = trt.Builder(logger)
+    by_flags = lowers_precision_by_flags(major)
     # 11 is always strongly typed (the flag is accepted and ignored; passing it states the intent).
     # 10 gets a weakly typed network, so the builder may lower precision where the flags below allow it.
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if major >= 11 else 0
+    flags = 0 if by_flags else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     # parse_from_file (not parse(bytes)) resolves external-data files next to the graph.
@@ -313,7 +323,7 @@ def build_serialized_engine(
         raise EngineBuildError(f"TensorRT's ONNX parser rejected {onnx_path}: {_parser_errors(parser)}")
 
     config = builder.create_builder_config()
-    if major == 10 and precision != "fp32":
+    if by_flags and precision != "fp32":
         config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
     if workspace_mb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
@@ -422,311 +432,3 @@ def load_or_build_engine(
     atomic_write_bytes(directory / f"{key}.json", (json.dumps(sidecar, indent=2) + "\n").encode())
     atomic_write_bytes(engine_path, engine_bytes)
     return artifact
-
-
-# -- runtime ------------------------------------------------------------------------------------------
-
-_TORCH_DTYPES = (
-    ("FLOAT", torch.float32),
-    ("HALF", torch.float16),
-    ("BF16", torch.bfloat16),
-    ("INT32", torch.int32),
-    ("INT64", torch.int64),
-    ("INT8", torch.int8),
-    ("BOOL", torch.bool),
-    ("UINT8", torch.uint8),
-)
-
-
-def torch_dtype(trt: ModuleType, trt_dtype: Any) -> torch.dtype:
-    """The torch dtype of a TensorRT ``DataType`` (FP8 / INT4 / FP4 I/O tensors are not supported)."""
-    for name, dtype in _TORCH_DTYPES:
-        member = getattr(trt.DataType, name, None)
-        if member is not None and trt_dtype == member:
-            return dtype
-    raise TypeError(f"TensorRT I/O type {trt_dtype} has no torch equivalent here")
-
-
-def _make_output_allocator(trt: ModuleType, device: torch.device) -> Any:
-    """An ``IOutputAllocator`` that hands TensorRT torch-owned device memory for data-dependent outputs.
-
-    TensorRT calls ``reallocate_output_async`` once it knows the byte size of such an output, and
-    ``notify_shape`` with its final shape; the buffer grows when needed and is reused otherwise.
-    """
-
-    class TorchOutputAllocator(trt.IOutputAllocator):  # type: ignore[name-defined, misc]
-        def __init__(self) -> None:
-            trt.IOutputAllocator.__init__(self)  # the bindings need the base initialised explicitly
-            self.buffers: dict[str, torch.Tensor] = {}
-            self.offsets: dict[str, int] = {}
-            self.shapes: dict[str, tuple[int, ...]] = {}
-
-        def reallocate_output_async(
-            self, tensor_name: str, memory: Any, size: int, alignment: int, stream: Any
-        ) -> int:
-            align = max(int(alignment), MIN_ALIGNMENT)
-            need = max(int(size), 1) + align  # room to align the start
-            buffer = self.buffers.get(tensor_name)
-            if buffer is None or buffer.numel() < need:
-                grown = need if buffer is None else max(need, 2 * buffer.numel())
-                buffer = torch.empty(grown, dtype=torch.uint8, device=device)
-                self.buffers[tensor_name] = buffer
-            offset = -buffer.data_ptr() % align
-            self.offsets[tensor_name] = offset
-            return buffer.data_ptr() + offset
-
-        def reallocate_output(self, tensor_name: str, memory: Any, size: int, alignment: int) -> int:
-            # The older synchronous callback; TensorRT 10+ calls the async one, kept for completeness.
-            return self.reallocate_output_async(tensor_name, memory, size, alignment, 0)
-
-        def notify_shape(self, tensor_name: str, shape: Any) -> None:
-            self.shapes[tensor_name] = tuple(int(d) for d in shape)
-
-        def tensor(self, tensor_name: str, dtype: torch.dtype) -> torch.Tensor:
-            """The output as a view of its buffer with the notified shape and ``dtype``."""
-            if tensor_name not in self.shapes or tensor_name not in self.buffers:
-                raise RuntimeError(f"TensorRT did not produce data-dependent output {tensor_name!r}")
-            shape = self.shapes[tensor_name]
-            nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-            start = self.offsets[tensor_name]
-            return self.buffers[tensor_name][start : start + nbytes].view(dtype).reshape(shape)
-
-    return TorchOutputAllocator()
-
-
-@dataclass
-class _CapturedGraph:
-    key: tuple
-    graph: Any
-    inputs: dict[str, torch.Tensor]
-    outputs: dict[str, torch.Tensor]
-
-
-class TensorRTEngine:
-    """One deserialized engine with one execution context, fed and read through torch tensors.
-
-    ``infer`` returns the engine's own output buffers (reused by the next call): copy or clone them
-    before calling again. On a CPU device (tests with a stand-in module) the stream handle is 0 and
-    CUDA events and graphs are off.
-    """
-
-    def __init__(
-        self,
-        trt: ModuleType,
-        engine_bytes: bytes,
-        device: torch.device,
-        logger: Any = None,
-        *,
-        record_compute_ms: bool = False,
-        use_cuda_graph: bool = False,
-    ) -> None:
-        self.trt = trt
-        self.device = torch.device(device)
-        self._logger = logger if logger is not None else default_logger(trt)
-        self._runtime = trt.Runtime(self._logger)  # kept alive as long as the engine
-        self.engine = self._runtime.deserialize_cuda_engine(engine_bytes)
-        if self.engine is None:
-            raise RuntimeError("TensorRT could not deserialize the engine (built by another version or GPU?)")
-        self.context = self.engine.create_execution_context()
-        if self.context is None:
-            raise RuntimeError("TensorRT could not create an execution context (out of device memory?)")
-        self._inputs: list[str] = []
-        self._outputs: list[str] = []
-        self._dtypes: dict[str, torch.dtype] = {}
-        for i in range(int(self.engine.num_io_tensors)):
-            name = self.engine.get_tensor_name(i)
-            mode = self.engine.get_tensor_mode(name)
-            if mode == trt.TensorIOMode.INPUT:
-                self._inputs.append(name)
-            elif mode == trt.TensorIOMode.OUTPUT:
-                self._outputs.append(name)
-            else:
-                continue
-            self._dtypes[name] = torch_dtype(trt, self.engine.get_tensor_dtype(name))
-        self._allocator: Any = None
-        self._data_dependent: set[str] = set()
-        self._probe_data_dependent_outputs()
-        self._buffers: dict[str, torch.Tensor] = {}
-        self._bound_inputs: dict[str, torch.Tensor] = {}
-        self._on_cuda = self.device.type == "cuda"
-        self._events = None
-        if record_compute_ms and self._on_cuda:
-            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-        self._timed = False
-        self.cuda_graph_active = bool(use_cuda_graph and self._on_cuda and not self._data_dependent)
-        self._graph: _CapturedGraph | None = None
-
-    # -- introspection ----------------------------------------------------------------------------
-    @property
-    def input_names(self) -> list[str]:
-        return list(self._inputs)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self._outputs)
-
-    @property
-    def has_data_dependent_outputs(self) -> bool:
-        return bool(self._data_dependent)
-
-    @property
-    def device_memory_bytes(self) -> int:
-        """Activation memory TensorRT allocates per execution context (outside torch's allocator)."""
-        size = getattr(self.engine, "device_memory_size_v2", None)
-        if size is None:
-            size = self.engine.device_memory_size
-        return int(size)
-
-    @property
-    def last_compute_ms(self) -> float | None:
-        """GPU time of the last execution between CUDA events on its stream (waits for it to finish)."""
-        if self._events is None or not self._timed:
-            return None
-        start, end = self._events
-        end.synchronize()
-        return float(start.elapsed_time(end))
-
-    def _probe_data_dependent_outputs(self) -> None:
-        """Find outputs whose shape stays unknown (-1) once every input shape is set.
-
-        Dynamic inputs are set to their profile's opt shape for the probe; an output with a -1 dim then
-        depends on the data and needs an output allocator (and rules out CUDA graphs).
-        """
-        for name in self._inputs:
-            shape = tuple(int(d) for d in self.engine.get_tensor_shape(name))
-            if any(d < 0 for d in shape):
-                shape = tuple(int(d) for d in self.engine.get_tensor_profile_shape(name, 0)[1])
-            self.context.set_input_shape(name, shape)
-        for name in self._outputs:
-            if any(int(d) < 0 for d in self.context.get_tensor_shape(name)):
-                self._use_allocator(name)
-
-    def _use_allocator(self, name: str) -> None:
-        if self._allocator is None:
-            self._allocator = _make_output_allocator(self.trt, self.device)
-        self.context.set_output_allocator(name, self._allocator)
-        self._data_dependent.add(name)
-
-    # -- execution --------------------------------------------------------------------------------
-    def _prepare(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        missing = [name for name in self._inputs if name not in inputs]
-        if missing:
-            raise ValueError(f"missing engine inputs: {', '.join(missing)} (got {', '.join(inputs)})")
-        return {
-            name: inputs[name].to(device=self.device, dtype=self._dtypes[name]).contiguous()
-            for name in self._inputs
-        }
-
-    def _bind(self, inputs: Mapping[str, torch.Tensor], *, fresh: bool = False) -> dict[str, torch.Tensor]:
-        """Set input shapes and addresses and output addresses; returns the static output buffers used.
-
-        Output buffers are reused across calls and reallocated only when an output's shape changed;
-        ``fresh`` gives new buffers that nothing else uses (the static buffers of a CUDA graph).
-        """
-        for name, tensor in inputs.items():
-            if not self.context.set_input_shape(name, tuple(tensor.shape)):
-                raise ValueError(
-                    f"input {name!r} shape {tuple(tensor.shape)} is outside the engine's optimization profile"
-                )
-            self.context.set_tensor_address(name, tensor.data_ptr())
-        bound = {}
-        for name in self._outputs:
-            if name in self._data_dependent:
-                continue
-            shape = tuple(int(d) for d in self.context.get_tensor_shape(name))
-            if any(d < 0 for d in shape):  # data-dependent after all (not seen by the probe)
-                self._use_allocator(name)
-                self.cuda_graph_active = False
-                continue
-            buffer = None if fresh else self._buffers.get(name)
-            if buffer is None or tuple(buffer.shape) != shape:
-                buffer = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
-                if not fresh:
-                    self._buffers[name] = buffer
-            bound[name] = buffer
-            self.context.set_tensor_address(name, buffer.data_ptr())
-        return bound
-
-    def _execute(self, stream_handle: int) -> None:
-        if not self.context.execute_async_v3(stream_handle):
-            raise RuntimeError("TensorRT execute_async_v3 failed (see its log above)")
-
-    def _results(self, static: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        results = {}
-        for name in self._outputs:
-            if name in self._data_dependent:
-                results[name] = self._allocator.tensor(name, self._dtypes[name])
-            else:
-                results[name] = static[name]
-        return results
-
-    def infer(
-        self, inputs: Mapping[str, torch.Tensor], stream: torch.cuda.Stream | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Run the engine on ``inputs`` (by name) and return its outputs by name, on the engine's device.
-
-        Work is queued on ``stream`` (the current CUDA stream when None) and is not waited for: read the
-        outputs on that stream or after synchronising it. For data-dependent outputs TensorRT reports the
-        shape (``notify_shape``) before ``execute_async_v3`` returns, waiting internally as it needs to.
-        """
-        if not self._on_cuda:
-            return self._infer_on(inputs, None, 0)
-        stream = stream if stream is not None else torch.cuda.current_stream(self.device)
-        with torch.cuda.stream(stream):
-            return self._infer_on(inputs, stream, stream.cuda_stream)
-
-    def _infer_on(
-        self, inputs: Mapping[str, torch.Tensor], stream: torch.cuda.Stream | None, handle: int
-    ) -> dict[str, torch.Tensor]:
-        prepared = self._prepare(inputs)
-        if self.cuda_graph_active and stream is not None:
-            return self._replay(prepared, stream)
-        self._bound_inputs = prepared  # keep the inputs alive until the next call
-        static = self._bind(prepared)
-        self._timed_execute(stream, lambda: self._execute(handle))
-        return self._results(static)
-
-    def _timed_execute(self, stream: torch.cuda.Stream | None, run: Any) -> None:
-        if self._events is None or stream is None:
-            run()
-            return
-        start, end = self._events
-        start.record(stream)
-        run()
-        end.record(stream)
-        self._timed = True
-
-    def _replay(
-        self, prepared: dict[str, torch.Tensor], stream: torch.cuda.Stream
-    ) -> dict[str, torch.Tensor]:
-        """Run through a CUDA graph captured for these input shapes, capturing it on first use.
-
-        One graph is kept: a change of input shapes recaptures, because a context's device state is only
-        known to match the graph that was captured last. Inputs are copied into the graph's static buffers.
-        """
-        key = tuple((name, tuple(t.shape)) for name, t in prepared.items())
-        if self._graph is None or self._graph.key != key:
-            self._graph = None
-            static_inputs = {name: t.clone() for name, t in prepared.items()}
-            static_outputs = self._bind(static_inputs, fresh=True)
-            self._execute(stream.cuda_stream)  # warm-up: lets TensorRT do its one-off setup outside capture
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
-                self._execute(stream.cuda_stream)
-            self._graph = _CapturedGraph(key, graph, static_inputs, static_outputs)
-        else:
-            for name, tensor in prepared.items():
-                self._graph.inputs[name].copy_(tensor)
-        graph = self._graph
-        self._timed_execute(stream, graph.graph.replay)
-        return dict(graph.outputs)
-
-    def close(self) -> None:
-        """Drop the graph, context and engine (in that order) and the buffers they used."""
-        self._graph = None
-        self._buffers.clear()
-        self._bound_inputs = {}
-        self._allocator = None
-        self.context = None
-        self.engine = None
-        self._runtime = None

@@ -26,6 +26,9 @@ How each data-dependent step of torchvision is made static:
 * Multi-level RoIAlign: one RoiAlign per FPN level over all boxes, then each box takes its own level's
   result with a chain of Where ops. Static, at 4x the RoIAlign work (cheap next to the box head).
 * Mask head: run on the fixed set of detection slots; the predicted class's 28x28 logits are gathered.
+
+The static ops (grouped NMS, box decoding, anchors) and ``paste_masks`` are in
+:mod:`segbench.models.mask_rcnn_ops`; this module holds the network and its constructor.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
-from torch.onnx import symbolic_opset11
 from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
 from torchvision.models.detection import (
     MaskRCNN_ResNet50_FPN_V2_Weights,
@@ -52,138 +54,29 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.resnet import BasicBlock, ResNet
-from torchvision.ops import MultiScaleRoIAlign, nms, roi_align
+from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from segbench.errors import WeightsError
 from segbench.models.base import SegmentationModel, pad_to_multiple
+from segbench.models.mask_rcnn_ops import (
+    INVALID_SCORE,
+    NMS_SCORE_THRESHOLD,
+    box_sizes,
+    clip_boxes,
+    decode_boxes,
+    gather_rows,
+    grid_anchors,
+    nms_keep_mask,
+    paste_masks,
+)
 
 BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50")
 VERSIONS = (1, 2)
 # Strides of the FPN maps "0".."3" that the RoI heads pool from (ResNet layer1..layer4).
 _FPN_STRIDES = {"0": 4, "1": 8, "2": 16, "3": 32}
-# Score of a candidate that was filtered out; every real score (a probability) is above it.
-_INVALID = -1.0
-# NMS drops candidates scoring at or below this, i.e. the invalid ones, before comparing boxes.
-_NMS_SCORE_THRESHOLD = -0.5
 # torchvision.models.detection.roi_heads.RoIHeads.postprocess_detections drops boxes below this size.
 _MIN_DETECTION_SIZE = 1e-2
-
-
-class _GroupedNMS(torch.autograd.Function):
-    """Greedy NMS run independently in each group: boxes ``[G, N, 4]``, scores ``[G, N]`` -> ``[K, 3]``.
-
-    The rows are ``(group, 0, box index)``: the output of ONNX NonMaxSuppression with the groups as its
-    batch dimension and one class, which is what ``symbolic`` exports. In PyTorch each group runs
-    through ``torchvision.ops.nms``, the kernel torchvision's own post-processing uses.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        boxes: Tensor,
-        scores: Tensor,
-        iou_threshold: float,
-        score_threshold: float,
-        max_per_group: int,
-    ) -> Tensor:
-        rows = [boxes.new_zeros((0, 3), dtype=torch.int64)]
-        for group in range(boxes.shape[0]):
-            candidates = torch.nonzero(scores[group] > score_threshold).squeeze(1)
-            if candidates.numel() == 0:
-                continue
-            kept = nms(boxes[group, candidates], scores[group, candidates], iou_threshold)
-            kept = candidates[kept[:max_per_group]]
-            group_column = torch.full_like(kept, group)
-            rows.append(torch.stack([group_column, torch.zeros_like(kept), kept], dim=1))
-        return torch.cat(rows)
-
-    @staticmethod
-    def symbolic(
-        g: Any,
-        boxes: Any,
-        scores: Any,
-        iou_threshold: float,
-        score_threshold: float,
-        max_per_group: int,
-    ) -> Any:
-        # ONNX wants scores as [batch, classes, boxes]; boxes may be given as (x1, y1, x2, y2) because
-        # IoU does not change when x and y swap roles (torchvision's own NMS symbolic relies on this).
-        return g.op(
-            "NonMaxSuppression",
-            boxes,
-            symbolic_opset11.unsqueeze(g, scores, 1),
-            g.op("Constant", value_t=torch.tensor([max_per_group], dtype=torch.int64)),
-            g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float32)),
-            g.op("Constant", value_t=torch.tensor([score_threshold], dtype=torch.float32)),
-        )
-
-
-def _nms_keep_mask(boxes: Tensor, scores: Tensor, iou_threshold: float, max_per_group: int) -> Tensor:
-    """Boolean ``[G, N]``: which boxes NMS keeps in each group (scores <= -0.5 never are)."""
-    selected = _GroupedNMS.apply(boxes, scores, iou_threshold, _NMS_SCORE_THRESHOLD, max_per_group)
-    # Scatter the variable-length index list back into a fixed-shape mask (ScatterND in ONNX).
-    keep = torch.zeros_like(scores)
-    keep[selected[:, 0], selected[:, 2]] = 1.0
-    return keep > 0.5
-
-
-def _decode(deltas: Tensor, references: Tensor, weights: tuple[float, ...], clip: float) -> Tensor:
-    """torchvision's ``BoxCoder.decode_single`` on broadcastable ``[..., 4]`` tensors, same arithmetic."""
-    widths = references[..., 2] - references[..., 0]
-    heights = references[..., 3] - references[..., 1]
-    ctr_x = references[..., 0] + 0.5 * widths
-    ctr_y = references[..., 1] + 0.5 * heights
-    wx, wy, ww, wh = weights
-    dx = deltas[..., 0] / wx
-    dy = deltas[..., 1] / wy
-    # Clamped like torchvision so that exp() cannot overflow.
-    dw = torch.clamp(deltas[..., 2] / ww, max=clip)
-    dh = torch.clamp(deltas[..., 3] / wh, max=clip)
-    pred_ctr_x = dx * widths + ctr_x
-    pred_ctr_y = dy * heights + ctr_y
-    half_w = 0.5 * (torch.exp(dw) * widths)
-    half_h = 0.5 * (torch.exp(dh) * heights)
-    return torch.stack(
-        (pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h), dim=-1
-    )
-
-
-def _clip(boxes: Tensor, height: Tensor | int, width: Tensor | int) -> Tensor:
-    """Clamp x to ``[0, width]`` and y to ``[0, height]``; sizes may be traced shape values."""
-    h = torch.as_tensor(height, device=boxes.device).to(boxes.dtype)
-    w = torch.as_tensor(width, device=boxes.device).to(boxes.dtype)
-    x1 = torch.minimum(boxes[..., 0].clamp(min=0), w)
-    y1 = torch.minimum(boxes[..., 1].clamp(min=0), h)
-    x2 = torch.minimum(boxes[..., 2].clamp(min=0), w)
-    y2 = torch.minimum(boxes[..., 3].clamp(min=0), h)
-    return torch.stack((x1, y1, x2, y2), dim=-1)
-
-
-def _box_sizes(boxes: Tensor) -> tuple[Tensor, Tensor]:
-    return boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
-
-
-def _grid_anchors(feature: Tensor, image: Tensor, cell_anchors: Tensor) -> Tensor:
-    """Anchors ``[H*W*A, 4]`` of one level, in torchvision's order (row, column, anchor).
-
-    As in torchvision's ``AnchorGenerator``, the stride is the padded image size // the map size
-    (48 rather than 64 for the pool level of a 96-pixel image) and the shifts are integers.
-    """
-    grid_h, grid_w = feature.shape[-2], feature.shape[-1]
-    stride_h = image.shape[-2] // grid_h
-    stride_w = image.shape[-1] // grid_w
-    shifts_x = torch.arange(grid_w, device=feature.device) * stride_w
-    shifts_y = torch.arange(grid_h, device=feature.device) * stride_h
-    shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
-    shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
-    shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1).to(cell_anchors.dtype)
-    return (shifts[:, None, :] + cell_anchors[None, :, :]).reshape(-1, 4)
-
-
-def _gather_rows(values: Tensor, index: Tensor) -> Tensor:
-    """``values[b, index[b, k], :]`` for ``values [B, N, C]`` and ``index [B, K]`` (GatherElements)."""
-    return values.gather(1, index[..., None].expand(-1, -1, values.shape[-1]))
 
 
 class _UnresizedTransform(GeneralizedRCNNTransform):
@@ -298,7 +191,7 @@ class MaskRCNN(SegmentationModel):
         for feature, logits, regression, cells in zip(
             features, objectness, deltas, cell_anchors, strict=True
         ):
-            anchors = _grid_anchors(feature, padded, cells.to(feature.device, feature.dtype))
+            anchors = grid_anchors(feature, padded, cells.to(feature.device, feature.dtype))
             # [B, A, H, W] -> [B, H*W*A]: torchvision's (row, column, anchor) order.
             logits = logits.permute(0, 2, 3, 1).reshape(logits.shape[0], -1)
             regression = regression.permute(0, 2, 3, 1).reshape(logits.shape[0], -1, 4)
@@ -307,29 +200,31 @@ class MaskRCNN(SegmentationModel):
             top_logits, index = F.pad(logits, (0, pre_nms), value=float("-inf")).topk(pre_nms, dim=1)
             valid = index < count
             index = torch.where(valid, index, 0)
-            boxes = _decode(
-                _gather_rows(regression, index),
+            boxes = decode_boxes(
+                gather_rows(regression, index),
                 anchors[index],
                 rpn.box_coder.weights,
                 rpn.box_coder.bbox_xform_clip,
             )
-            boxes = _clip(boxes, height, width)
+            boxes = clip_boxes(boxes, height, width)
             scores = torch.sigmoid(top_logits)
-            box_w, box_h = _box_sizes(boxes)
+            box_w, box_h = box_sizes(boxes)
             valid = valid & (box_w >= rpn.min_size) & (box_h >= rpn.min_size) & (scores >= rpn.score_thresh)
             level_boxes.append(boxes)
-            level_scores.append(torch.where(valid, scores, _INVALID))
+            level_scores.append(torch.where(valid, scores, INVALID_SCORE))
         boxes = torch.stack(level_boxes, dim=1)  # [B, L, pre_nms, 4]
         scores = torch.stack(level_scores, dim=1)  # [B, L, pre_nms]
         num_levels = len(level_boxes)
         # NMS per (image, level); no level can contribute more than post_nms proposals to the top post_nms.
-        keep = _nms_keep_mask(
+        keep = nms_keep_mask(
             boxes.reshape(-1, pre_nms, 4), scores.reshape(-1, pre_nms), rpn.nms_thresh, post_nms
         )
-        ranked = torch.where(keep, scores.reshape(-1, pre_nms), _INVALID).reshape(-1, num_levels * pre_nms)
+        ranked = torch.where(keep, scores.reshape(-1, pre_nms), INVALID_SCORE).reshape(
+            -1, num_levels * pre_nms
+        )
         top_scores, index = ranked.topk(min(post_nms, num_levels * pre_nms), dim=1)
-        proposals = _gather_rows(boxes.reshape(-1, num_levels * pre_nms, 4), index)
-        return proposals, top_scores > _NMS_SCORE_THRESHOLD
+        proposals = gather_rows(boxes.reshape(-1, num_levels * pre_nms, 4), index)
+        return proposals, top_scores > NMS_SCORE_THRESHOLD
 
     def _pool(self, pool: MultiScaleRoIAlign, features: Mapping[str, Tensor], boxes: Tensor) -> Tensor:
         """torchvision's ``MultiScaleRoIAlign`` for boxes ``[B, R, 4]`` -> ``[B*R, C, S, S]``, statically.
@@ -342,7 +237,7 @@ class MaskRCNN(SegmentationModel):
         rois = rois.reshape(-1, 5)
         strides = [_FPN_STRIDES[name] for name in pool.featmap_names]
         level_min = int(np.log2(strides[0]))
-        box_w, box_h = _box_sizes(rois[:, 1:])
+        box_w, box_h = box_sizes(rois[:, 1:])
         # As torchvision: floor(4 + log2(sqrt(area) / 224) + 1e-6), clamped to the available levels.
         # Padding slots have zero area: log2(0) = -inf, which the clamp maps to the finest level.
         scale = torch.sqrt(box_w * box_h)
@@ -377,16 +272,16 @@ class MaskRCNN(SegmentationModel):
         box_features = heads.box_head(self._pool(heads.box_roi_pool, features, proposals))
         class_logits, regression = heads.box_predictor(box_features)
         coder = heads.box_coder
-        boxes = _decode(
+        boxes = decode_boxes(
             regression.reshape(-1, self.num_classes, 4),
             proposals.reshape(-1, 1, 4),
             coder.weights,
             coder.bbox_xform_clip,
         )
         # Drop the background column; [B, P, C-1, ...].
-        boxes = _clip(boxes, height, width).reshape(-1, num_proposals, self.num_classes, 4)[:, :, 1:]
+        boxes = clip_boxes(boxes, height, width).reshape(-1, num_proposals, self.num_classes, 4)[:, :, 1:]
         scores = F.softmax(class_logits, dim=-1).reshape(-1, num_proposals, self.num_classes)[:, :, 1:]
-        box_w, box_h = _box_sizes(boxes)
+        box_w, box_h = box_sizes(boxes)
         valid = (
             proposal_valid[..., None]
             & (scores > heads.score_thresh)
@@ -395,13 +290,13 @@ class MaskRCNN(SegmentationModel):
         )
         # NMS groups are (image, class): [B*(C-1), P, ...].
         group_boxes = boxes.permute(0, 2, 1, 3).reshape(-1, num_proposals, 4)
-        group_scores = torch.where(valid, scores, _INVALID).permute(0, 2, 1).reshape(-1, num_proposals)
+        group_scores = torch.where(valid, scores, INVALID_SCORE).permute(0, 2, 1).reshape(-1, num_proposals)
         # At most max_detections per class can make the image's top max_detections.
-        keep = _nms_keep_mask(group_boxes, group_scores, heads.nms_thresh, self.max_detections)
-        ranked = torch.where(keep, group_scores, _INVALID).reshape(-1, num_fg * num_proposals)
+        keep = nms_keep_mask(group_boxes, group_scores, heads.nms_thresh, self.max_detections)
+        ranked = torch.where(keep, group_scores, INVALID_SCORE).reshape(-1, num_fg * num_proposals)
         top_scores, index = ranked.topk(self.max_detections, dim=1)
-        valid = top_scores > _NMS_SCORE_THRESHOLD
-        det_boxes = _gather_rows(group_boxes.reshape(-1, num_fg * num_proposals, 4), index)
+        valid = top_scores > NMS_SCORE_THRESHOLD
+        det_boxes = gather_rows(group_boxes.reshape(-1, num_fg * num_proposals, 4), index)
         det_boxes = torch.where(valid[..., None], det_boxes, 0.0)
         det_scores = torch.where(valid, top_scores, 0.0)
         # index = class * P + proposal; indices are >= 0, so truncating division is floor division and
@@ -443,43 +338,6 @@ class MaskRCNN(SegmentationModel):
                 }
             )
         return results
-
-
-def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
-    """Paste RoI masks ``[K, M, M]`` into images: ``[K, H, W]`` float, one ``grid_sample`` for all K.
-
-    Replicates torchvision's ``paste_masks_in_image``: the mask gets a one-pixel zero border (M+2) and
-    the box grows by (M+2)/M around its centre, so mask cells keep their size; the grown box is
-    truncated to integers and the mask resized bilinearly (half-pixel centres) to its (w+1, h+1) pixels.
-    Sampling the bordered mask at ``2 * (x + 0.5 - x0) / w - 1`` (align_corners=False) is that same
-    resize; outside the box the samples only see the zero border, so the rest of the image is 0.
-    Memory is ``K * H * W`` grid pairs: chunk the detections for very large images.
-    """
-    height, width = image_size
-    num, size = masks.shape[0], masks.shape[-1]
-    if num == 0:
-        return masks.new_zeros((0, height, width))
-    bordered = F.pad(masks[:, None], (1, 1, 1, 1))
-    scale = (size + 2) / size
-    half_w = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
-    half_h = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
-    ctr_x = (boxes[:, 2] + boxes[:, 0]) * 0.5
-    ctr_y = (boxes[:, 3] + boxes[:, 1]) * 0.5
-    # .to(int64) truncates toward zero, as torchvision's does.
-    x0 = (ctr_x - half_w).to(torch.int64)
-    x1 = (ctr_x + half_w).to(torch.int64)
-    y0 = (ctr_y - half_h).to(torch.int64)
-    y1 = (ctr_y + half_h).to(torch.int64)
-    box_w = (x1 - x0 + 1).clamp(min=1).to(masks.dtype)
-    box_h = (y1 - y0 + 1).clamp(min=1).to(masks.dtype)
-    xs = torch.arange(width, dtype=masks.dtype) + 0.5
-    ys = torch.arange(height, dtype=masks.dtype) + 0.5
-    grid_x = 2 * (xs[None, :] - x0[:, None]) / box_w[:, None] - 1  # [K, W]
-    grid_y = 2 * (ys[None, :] - y0[:, None]) / box_h[:, None] - 1  # [K, H]
-    grid = torch.stack(
-        (grid_x[:, None, :].expand(num, height, width), grid_y[:, :, None].expand(num, height, width)), dim=-1
-    )
-    return F.grid_sample(bordered, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
 
 
 def torchvision_coco_checkpoint(options: Mapping[str, Any]) -> Path:

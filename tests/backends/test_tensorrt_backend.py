@@ -14,8 +14,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from segbench.backends.base import BackendError
 from segbench.backends import BACKENDS, GRAPH
+from segbench.backends.base import BackendError
 from segbench.backends.tensorrt_backend import SPEC, TensorRTConfig, TensorRTRunner, _to_host
 from segbench.export.tensorrt import INSTALL_HINT
 from tests.fakes.fake_tensorrt import make_fake_tensorrt

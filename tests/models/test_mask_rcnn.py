@@ -16,7 +16,8 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from segbench.export.onnx import TRACE_BATCH, export_onnx
-from segbench.models.mask_rcnn import MaskRCNN, mask_rcnn, paste_masks
+from segbench.models.mask_rcnn import MaskRCNN, mask_rcnn
+from segbench.models.mask_rcnn_ops import paste_masks
 
 NUM_CLASSES = 4
 MAX_DETECTIONS = 10
