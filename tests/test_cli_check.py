@@ -9,11 +9,11 @@ import pytest
 import yaml
 from onnx import numpy_helper
 
-from segbench.bench.run import NUMERICS_FILE
 from segbench.cli import main
 from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.models import build_model
 from segbench.results.jsonl import read_jsonl
+from segbench.results.layout import NUMERICS_FILE
 
 
 def convolutions(graph: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.TensorProto]]:

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from segbench.bench.run import NUMERICS_FILE
 from segbench.results.jsonl import read_jsonl
+from segbench.results.layout import NUMERICS_FILE
 
 pytestmark = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to compare one thread with two"

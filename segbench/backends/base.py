@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from segbench.models.base import SegmentationModel
 from segbench.sweep import SweepConfig
@@ -78,6 +78,14 @@ class BackendConfig(BaseModel):
             for key, value in self.model_dump(mode="json").items()
             if key not in shared and value != fields[key].get_default(call_default_factory=True)
         }
+
+
+class GraphBackendConfig(BackendConfig):
+    """A backend that runs an ONNX graph: how segbench exports the graph it is handed."""
+
+    opset: int = Field(default=18, ge=13)
+    # None: the exporter the model prefers (dynamo, or torchscript for detectors with NMS).
+    exporter: Literal["dynamo", "torchscript"] | None = None
 
 
 class BackendError(RuntimeError):

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from segbench.backends.base import BackendConfig, BackendError, Runner
+from segbench.backends.base import BackendError, GraphBackendConfig, Runner
 from segbench.backends.spec import GRAPH, BackendSpec
 from segbench.export.onnx import cpu_session
 
@@ -35,7 +35,7 @@ TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 INSTALL_HINT = "pip install 'segbench[cpu]' (or 'segbench[gpu]' for onnxruntime-gpu)"
 
 
-class OnnxRuntimeConfig(BackendConfig):
+class OnnxRuntimeConfig(GraphBackendConfig):
     name: Literal["onnxruntime"] = "onnxruntime"
     # Precision lives in the ONNX graph: fp16 runs the fp16 graph.
     supported_precisions: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -57,9 +57,6 @@ class OnnxRuntimeConfig(BackendConfig):
     io_binding: bool | None = None
     intra_op_num_threads: int | None = Field(default=None, ge=1)
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
-    opset: int = Field(default=18, ge=13)
-    # None: the exporter the model prefers (dynamo, or torchscript for detectors with NMS).
-    exporter: Literal["dynamo", "torchscript"] | None = None
 
 
 def _installed_distributions() -> list[str]:

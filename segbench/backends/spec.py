@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from segbench.backends.base import BackendConfig, Runner
+from segbench.backends.base import BackendConfig, GraphBackendConfig, Runner
 from segbench.models.base import SegmentationModel
 
 # What a runner consumes.
@@ -46,6 +46,8 @@ class BackendSpec:
     def __post_init__(self) -> None:
         if self.consumes not in (MODULE, GRAPH):
             raise ValueError(f"backend {self.name}: consumes must be {MODULE!r} or {GRAPH!r}")
+        if self.consumes == GRAPH and not issubclass(self.config_class, GraphBackendConfig):
+            raise ValueError(f"backend {self.name}: a graph backend's config must be a GraphBackendConfig")
         if self.config_class.model_fields["name"].default != self.name:
             raise ValueError(f"backend {self.name}: its config class must default name to {self.name!r}")
 

@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from segbench.config import BenchmarkConfig, FolderDatasetConfig
 from segbench.data.readers import SemanticFolder
 from segbench.data.shapes import ShapesDataset
-from segbench.metrics.equivalence import INCONCLUSIVE, MetricVerdict, next_image_count
+from segbench.metrics.equivalence import MetricVerdict, next_image_count
 from segbench.metrics.tasks import Evaluation
+from segbench.results.verdicts import INCONCLUSIVE
 
 
 class EvaluationSet:

@@ -9,19 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 from segbench.errors import ConfigError
 from segbench.results.jsonl import read_jsonl, truncate_torn_tail
+from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE
+from segbench.results.records import BASELINE, CellRecord, CheckRecord
 
 if TYPE_CHECKING:
     from segbench.backends import BackendConfig
+    from segbench.bench.plan import Cell
     from segbench.config import ModelEntry
 
-# The files of a run directory (segbench.bench.run writes them).
-RESULTS_FILE = "results.jsonl"
-NUMERICS_FILE = "numerics.jsonl"
-ENV_FILE = "env.json"
 
-
-def _backend_key(name: str, options: dict[str, Any], device: str) -> tuple[str, str, str]:
-    return name, json.dumps(options, sort_keys=True), device
+def _key(model: str, backend: BackendConfig, precision: str) -> tuple[str, ...]:
+    return model, backend.name, json.dumps(backend.variant(), sort_keys=True), backend.device, precision
 
 
 @dataclass
@@ -55,26 +53,22 @@ class FinishedWork:
                 truncate_torn_tail(path)
         if (out_dir / RESULTS_FILE).exists():
             for row in read_jsonl(out_dir / RESULTS_FILE):
-                key = _backend_key(row["backend"], row["backend_options"], row["device"])
-                cell = (row["height"], row["width"], row["batch_size"])
-                done.cells.add((row["model"], key, row["precision"], cell, row.get("repeat", 0)))
+                cell = CellRecord.from_dict(row)
+                done.cells.add((*cell.subject.key(), cell.cell, cell.repeat))
         if (out_dir / NUMERICS_FILE).exists():
             for row in read_jsonl(out_dir / NUMERICS_FILE):
-                if row["role"] == "baseline":
-                    done.baselines.add(row["model"])
-                    continue
-                # The tensor-level row is a check's last verdict; a failed check writes error rows.
-                if row.get("level") == "tensor" or row.get("error") is not None:
-                    key = _backend_key(row["backend"], row["backend_options"], row["device"])
-                    done.checks.add((row["model"], key, row["precision"]))
+                check = CheckRecord.from_dict(row)
+                if check.role == BASELINE:
+                    done.baselines.add(check.subject.model)
+                elif check.closes_check:
+                    done.checks.add(check.subject.key())
         return done
 
     def has_cell(
-        self, entry: ModelEntry, backend: BackendConfig, precision: str, cell: tuple, repeat: int = 0
+        self, entry: ModelEntry, backend: BackendConfig, precision: str, cell: Cell, repeat: int = 0
     ) -> bool:
-        key = _backend_key(backend.name, backend.variant(), backend.device)
-        return (entry.name, key, precision, tuple(cell), repeat) in self.cells
+        size = (cell.height, cell.width, cell.batch)
+        return (*_key(entry.name, backend, precision), size, repeat) in self.cells
 
     def checked(self, entry: ModelEntry, backend: BackendConfig, precision: str) -> bool:
-        key = _backend_key(backend.name, backend.variant(), backend.device)
-        return (entry.name, key, precision) in self.checks
+        return _key(entry.name, backend, precision) in self.checks

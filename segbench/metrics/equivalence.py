@@ -25,8 +25,8 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from segbench.metrics.tasks import Evaluation
+from segbench.results.verdicts import FAIL, INCONCLUSIVE, PASS
 
-PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 _EPS = 1e-9  # points: float noise at a band edge must not decide a verdict
 _SEED = 0  # a fixed stream: the same statistics give the same interval on every machine
 

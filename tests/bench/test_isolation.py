@@ -5,10 +5,10 @@ import textwrap
 
 import yaml
 
-from segbench.bench.run import RESULTS_FILE
 from segbench.cli import PLUGINS_ENV, main
 from segbench.models import registry
 from segbench.results.jsonl import read_jsonl
+from segbench.results.layout import RESULTS_FILE
 
 PLUGIN = '''
 import os

@@ -4,9 +4,10 @@ import numpy as np
 
 from segbench.bench.numerics import EvaluationSet, grown_verdicts, joined
 from segbench.config import validate_config
-from segbench.metrics.equivalence import FAIL, INCONCLUSIVE, PASS, judge
+from segbench.metrics.equivalence import judge
 from segbench.metrics.semantic import SemanticStats
 from segbench.metrics.tasks import Evaluation, _unit_metrics
+from segbench.results.verdicts import FAIL, INCONCLUSIVE, PASS
 
 STEPS = [8, 16, 32, 64]
 

@@ -9,9 +9,9 @@ import time
 
 import yaml
 
-from segbench.bench.run import ENV_FILE, NUMERICS_FILE, RESULTS_FILE
 from segbench.cli import main
 from segbench.results.jsonl import read_jsonl, truncate_torn_tail
+from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE
 
 CONFIG = {
     "name": "resumable",

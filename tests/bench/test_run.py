@@ -7,12 +7,12 @@ import pytest
 import torch
 import yaml
 
-from segbench.bench.run import NUMERICS_FILE, RESULTS_FILE
 from segbench.cli import main
 from segbench.models import registry
 from segbench.models.base import SegmentationModel
 from segbench.models.registry import ModelSpec
 from segbench.results.jsonl import read_jsonl
+from segbench.results.layout import NUMERICS_FILE, RESULTS_FILE
 
 TINY = {
     "name": "tiny",

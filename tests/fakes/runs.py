@@ -11,6 +11,7 @@ import numpy as np
 
 from segbench.results.latency import latency_stats
 from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE, SCHEMA_VERSION
+from segbench.results.records import CellRecord, CheckRecord, Measurement, Provenance, Subject
 
 ENV = {
     "schema": SCHEMA_VERSION,
@@ -38,41 +39,32 @@ def cell(
     options: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A result row; its statistics are computed from ``samples`` (ms) as the harness does."""
-    record: dict[str, Any] = {
-        "model": model,
-        "task": "semantic",
-        "weights": "trained",
-        "model_options": {"num_classes": 6},
-        "backend": backend,
-        "backend_options": options or {},
-        "device": device,
-        "precision": precision,
-        "batch_size": batch,
-        "height": size,
-        "width": size,
-        "status": status,
-        "error": None if status == "ok" else "RuntimeError: out of memory",
-        "latency_ms": None,
-        "throughput_ips": None,
-        "peak_host_mb": None,
-        "peak_device_mb": None,
-        "samples_ms": [],
-        "env": {"fingerprint": ENV["fingerprint"], "git_sha": ENV["git_sha"]},
-        "timestamp": "2026-11-21T12:00:00+00:00",
-    }
+    """A result row, built as the pipeline builds it; its statistics are computed from ``samples`` (ms)
+    as the harness does. ``extra`` sets any other field of the row."""
+    subject = Subject(
+        model, "semantic", backend, options or {}, device, precision, "trained", {"num_classes": 6}
+    )
+    measurement = Measurement.failed("RuntimeError: out of memory", status)
     if status == "ok":
         values = [float(v) for v in (samples if samples is not None else [10.0, 10.5, 11.0, 10.2])]
         stats = latency_stats(values)
-        record.update(
+        measurement = Measurement(
             latency_ms=stats,
             throughput_ips=batch * 1000.0 / stats["mean"],
             peak_host_mb=900.0,
             samples_ms=values,
             stages_ms={"infer": {"mean": stats["mean"] * 0.9, "p50": stats["p50"] * 0.9}},
         )
-    record.update(extra)
-    return record
+    record = CellRecord(
+        subject,
+        height=size,
+        width=size,
+        batch_size=batch,
+        measurement=measurement,
+        env=Provenance(fingerprint=ENV["fingerprint"], git_sha=ENV["git_sha"]),
+        timestamp="2026-11-21T12:00:00+00:00",
+    )
+    return {**record.to_dict(), **extra}
 
 
 def check(
@@ -120,13 +112,13 @@ def check(
         "error": error,
     }
     if verdict is None:
-        return row
-    del row["paired"]
-    row.update(verdict=verdict, passed={"pass": True, "fail": False}.get(verdict))
+        return row  # the schema-1 layout before three-valued verdicts, as committed runs have it
+    found = {key: row[key] for key in ("metric", "value", "baseline", "delta", "tolerance", "bound")}
+    found.update(verdict=verdict, passed={"pass": True, "fail": False}.get(verdict), relative_floor=0.99)
     if level == "task" and role == "candidate":
         low, high = ci if ci is not None else (delta, delta)
         band_low = -tolerance if baseline is None else max(-tolerance, -(1 - 0.99) * baseline)
-        row.update(
+        found.update(
             ci_low=low,
             ci_high=high,
             confidence=0.95,
@@ -138,8 +130,9 @@ def check(
             worst=[],
         )
     elif level == "task":  # the PyTorch baseline's own row: the images it was evaluated on
-        row.update(images=images)
-    return row
+        found.update(images=images)
+    subject = Subject(model, "semantic", backend, {}, "cpu", precision)
+    return CheckRecord.of(subject, found, role=role, level=level, error=error).to_dict()
 
 
 def write_run(

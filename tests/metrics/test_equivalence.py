@@ -7,9 +7,6 @@ import pytest
 
 from segbench.metrics.coco_ap import CocoApStats
 from segbench.metrics.equivalence import (
-    FAIL,
-    INCONCLUSIVE,
-    PASS,
     band,
     decide,
     images_needed,
@@ -19,6 +16,7 @@ from segbench.metrics.equivalence import (
 from segbench.metrics.instance import evaluate_instances_with
 from segbench.metrics.semantic import SemanticStats
 from segbench.metrics.tasks import Evaluation, InstanceStats, _unit_metrics
+from segbench.results.verdicts import FAIL, INCONCLUSIVE, PASS
 
 pytestmark = pytest.mark.filterwarnings("error")  # a degenerate bootstrap must not warn either
 

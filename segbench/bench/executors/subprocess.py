@@ -1,0 +1,84 @@
+"""Each cell in its own child ``segbench run`` (``isolation.subprocess``): a crash (segfault, abort, a
+CUDA error that poisons the context) or a hang fails that cell only. Costs a process start and a model
+load per cell. The child's log joins the parent's, so its traceback is kept."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segbench.bench.context import ModelState, RunnerPool
+from segbench.bench.executors.base import Executor
+from segbench.bench.plan import Cell, Unit
+from segbench.bench.stages.timing import cell_record
+from segbench.results.jsonl import read_jsonl
+from segbench.results.layout import LOG_FILE, RESULTS_FILE
+from segbench.results.records import CellRecord, Measurement
+
+
+class SubprocessExecutor(Executor):
+    name = "subprocess"
+
+    def run_cells(self, state: ModelState, unit: Unit, pool: RunnerPool) -> Iterator[CellRecord]:
+        for cell in unit.cells:
+            self.ctx.sink.status(f"{unit.where} · {cell} (isolated)")
+            yield self._run_cell(state, unit, cell)
+
+    def _cell_config(self, state: ModelState, unit: Unit, cell: Cell) -> dict[str, Any]:
+        """The run's config narrowed to one cell, one pass, no numerics."""
+        data = self.ctx.config.model_dump(mode="json", exclude={"isolation"})
+        data["timing"]["repeats"] = 1  # the parent runs the passes, one child per cell and pass
+        entry = state.entry.model_dump(mode="json")
+        entry["sweep"] = None
+        if entry["timing"] is not None:
+            entry["timing"]["repeats"] = 1
+        backend = {**unit.backend.model_dump(mode="json"), "precisions": [unit.precision], "model": None}
+        backend["sweep"] = {"input_sizes": [[cell.height, cell.width]], "batch_sizes": [cell.batch]}
+        data.update(models=[entry], backends=[backend], numerics={**data["numerics"], "enabled": False})
+        return data
+
+    def _run_cell(self, state: ModelState, unit: Unit, cell: Cell) -> CellRecord:
+        log, where = self.ctx.log, f"{unit.where} {cell} (isolated)"
+        timeout = self.ctx.config.isolation.timeout_s
+        with tempfile.TemporaryDirectory(prefix="segbench-cell-") as tmp:
+            config_path, out = Path(tmp) / "cell.yaml", Path(tmp) / "out"
+            config_path.write_text(yaml.safe_dump(self._cell_config(state, unit, cell)), encoding="utf-8")
+            argv = [
+                sys.executable,
+                "-m",
+                "segbench",
+                "run",
+                str(config_path),
+                "--out",
+                str(out),
+                "--no-report",
+            ]
+            try:
+                child = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+            except subprocess.TimeoutExpired as exc:
+                log.block(f"{where} timed out after {timeout:g} s; its stderr", _text(exc.stderr))
+                failed = Measurement.failed(f"cell timed out after {timeout:g} s", status="timeout")
+                return cell_record(self.ctx, state, unit, cell, failed)
+            child_log = (out / LOG_FILE).read_text(encoding="utf-8") if (out / LOG_FILE).exists() else ""
+            if child_log.strip():  # the child's failures, with their tracebacks
+                log.block(f"{where}: the child's log", child_log)
+            rows = read_jsonl(out / RESULTS_FILE) if (out / RESULTS_FILE).exists() else []
+        if rows:
+            return CellRecord.from_dict(rows[0]).stamped(self.ctx.provenance, isolated=True)
+        log.block(f"{where}: the child exited with code {child.returncode}; its stderr", child.stderr)
+        lines = [line for line in child.stderr.strip().splitlines() if line.strip()]
+        why = lines[-1] if lines else "no output"
+        error = f"cell process exited with code {child.returncode}: {why}"
+        return cell_record(self.ctx, state, unit, cell, Measurement.failed(error, status="crashed"))
+
+
+def _text(output: str | bytes | None) -> str:
+    if isinstance(output, bytes):
+        return output.decode("utf-8", "replace")
+    return output or ""

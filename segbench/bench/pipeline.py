@@ -1,0 +1,119 @@
+"""``segbench run`` and ``segbench check``: plan the grid, then run it unit by unit through the stages.
+
+    config -> plan (units of model x backend x precision x pass, their cells)
+           -> context (model, baseline, runners on an ExitStack) -> stages -> records (JSONL) -> reports
+
+Every record is written the moment it exists. A failing cell (export error, session error, out of
+memory, a crashed child) is recorded with its one-line error, its traceback goes to ``segbench.log``,
+and the run goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from segbench.bench.context import ModelState, RunContext, RunnerPool, build_model_state, cache_export
+from segbench.bench.executors import EXECUTORS, executor_name
+from segbench.bench.numerics import EvaluationSet
+from segbench.bench.plan import Plan, Unit, build_plan, config_hash, searches_batches
+from segbench.bench.resume import FinishedWork
+from segbench.bench.runlog import RunLog
+from segbench.bench.sink import Listener, RecordSink, RunSummary
+from segbench.bench.stages.capacity import find_max_batch
+from segbench.bench.stages.diagnosis import diagnose
+from segbench.bench.stages.numerics import check, prepare_baseline
+from segbench.bench.stages.timing import time_cells
+from segbench.config import BenchmarkConfig
+from segbench.env import collect_env
+from segbench.errors import ConfigError
+from segbench.results.jsonl import write_json
+from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE, SCHEMA_VERSION
+from segbench.results.records import Provenance, now
+
+# What a unit goes through, in order. Each stage reads the context and writes records to its sink;
+# capacity and numerics act in the first timing pass only (the plan says which units those are).
+Stage = Callable[[RunContext, ModelState, Unit, RunnerPool], None]
+UNIT_STAGES: tuple[Stage, ...] = (time_cells, find_max_batch, check, diagnose)
+
+
+def plan_run(
+    config: BenchmarkConfig, out_dir: Path | None, timing: bool = True, resume: bool = False
+) -> Plan:
+    """The plan of a run into ``out_dir`` (what a resumed run has left), checking its inputs first."""
+    if not timing and not config.numerics.enabled:
+        raise ConfigError("numerics.enabled is false: there is nothing to check")
+    done = FinishedWork()
+    if out_dir is not None:
+        results_path = out_dir / (RESULTS_FILE if timing else NUMERICS_FILE)
+        if results_path.exists() and not resume:
+            raise ConfigError(
+                f"{results_path} already exists: choose another --out so earlier results are kept "
+                "(or --resume to finish that run)"
+            )
+        if resume and results_path.exists():
+            done = FinishedWork.load(out_dir, config_hash(config))
+    return build_plan(config, timing, done), done
+
+
+def _environment(config: BenchmarkConfig, plan: Plan, done: FinishedWork) -> dict[str, Any]:
+    if done.env is not None:  # resuming: the first session's environment stays, resumes listed
+        return {**done.env, "resumed": [*done.env.get("resumed", []), now()]}
+    env = collect_env()
+    env.update(schema=SCHEMA_VERSION, config_name=config.name, config_hash=config_hash(config),
+               skipped_backends=list(plan.skipped_backends))  # fmt: skip
+    return env
+
+
+def run_benchmark(
+    config: BenchmarkConfig,
+    out_dir: Path,
+    timing: bool = True,
+    resume: bool = False,
+    listeners: Sequence[Listener] = (),
+    exporter: Callable | None = None,
+) -> RunSummary:
+    """Run the grid (or, without ``timing``, the numerics check alone) into ``out_dir`` and return what
+    was written. With ``resume``, finish the run there: cells and checks already written are skipped.
+    ``exporter`` replaces the export cache (tests)."""
+    plan, done = plan_run(config, out_dir, timing, resume)
+    evaluation_set = None
+    if config.numerics.enabled:
+        # Read the evaluation data before writing anything: a bad dataset path is bad input (exit 2).
+        evaluation_set = EvaluationSet.from_config(config)
+        evaluation_set.chunk(0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = _environment(config, plan, done)
+    write_json(out_dir / ENV_FILE, env)
+    # Every row carries it: comparisons across machines or versions can tell and say so.
+    provenance = Provenance(env.get("fingerprint"), env.get("config_hash"), env.get("git_sha"))
+    with ExitStack() as stack:
+        log = stack.enter_context(RunLog(out_dir))
+        sink = stack.enter_context(
+            RecordSink(out_dir, timing, searches_batches(config, timing), list(listeners))
+        )
+        sink.summary.skipped_backends = list(plan.skipped_backends)
+        for skipped in plan.skipped_backends:
+            sink.note(f"skipping {skipped['backend']} on {skipped['device']}: {skipped['reason']}")
+            log.info(f"skipping {skipped['backend']} on {skipped['device']}: {skipped['reason']}")
+        for listener in listeners:
+            listener.begin(plan.total)
+            stack.callback(listener.end)
+        ctx = RunContext(config, out_dir, sink, log, timing, provenance, evaluation_set, done,
+                         exporter or cache_export)  # fmt: skip
+        ctx.executor = EXECUTORS[executor_name(config)](ctx)
+        states: dict[str, ModelState] = {}
+        for unit in plan.units:
+            if unit.entry.name not in states:
+                state = states[unit.entry.name] = build_model_state(ctx, unit.entry)
+                if state.model is not None and evaluation_set is not None:
+                    prepare_baseline(ctx, state)
+            state = states[unit.entry.name]
+            with RunnerPool(ctx, state, unit) as pool:  # every runner closed, whatever a stage does
+                for stage in UNIT_STAGES:
+                    stage(ctx, state, unit, pool)
+            if not timing:
+                sink.advance()
+        return sink.summary

@@ -1,0 +1,104 @@
+"""The timing stage: one cell measured on an open runner, as a record."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from segbench.backends import Runner
+from segbench.bench.context import ModelState, RunContext
+from segbench.bench.harness import TimingPlan, measure_cell
+from segbench.bench.memory import PeakDeviceMemory, PeakHostMemory
+from segbench.bench.plan import Cell, Unit
+from segbench.data.shapes import scene_images
+from segbench.results.records import CellRecord, Measurement
+
+
+class TimingImages:
+    """Batches of synthetic scenes for timing, generated once per (batch, height, width)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._cache: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def get(self, batch: int, height: int, width: int) -> np.ndarray:
+        key = (batch, height, width)
+        if key not in self._cache:
+            images = scene_images(batch, height, width, seed=self.seed)
+            # Keep only the latest batch: cells run size by size, and a large sweep must not pile up images.
+            self._cache.clear()
+            self._cache[key] = images
+        return self._cache[key]
+
+
+def nvml_index(runner: Runner) -> int | None:
+    """NVML's index of the GPU a CUDA runner uses (NVML counts in PCI order, ignoring
+    CUDA_VISIBLE_DEVICES), or None for host backends: no NVML sampling thread on CPU cells."""
+    if runner.config.device != "cuda":
+        return None
+    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return int(visible[0]) if visible and visible[0].strip().isdigit() else 0
+
+
+def measure(
+    ctx: RunContext, state: ModelState, runner: Runner, cell: Cell, images: TimingImages
+) -> Measurement:
+    """Warm up and time the full pipeline on ``cell``; an error is the cell's failure (logged)."""
+    timing = state.entry.timing or ctx.config.timing
+    plan = TimingPlan(**timing.model_dump(exclude={"repeats"}))
+    try:
+        batch = images.get(cell.batch, cell.height, cell.width)
+        runner.reset_peak_device_memory()
+        with PeakHostMemory() as memory, PeakDeviceMemory(nvml_index(runner)) as device:
+            measured = measure_cell(state.model, runner, batch, plan)
+    except Exception as exc:
+        return Measurement.failed(ctx.log.failure(f"{state.entry.name} {runner.config.name} {cell}", exc))
+    return Measurement(
+        latency_ms=measured.latency_ms,
+        throughput_ips=measured.throughput_ips,
+        peak_host_mb=memory.peak_mb,
+        peak_device_mb=runner.peak_device_memory_mb(),
+        peak_device_nvml_process_mb=device.process_peak_mb,
+        peak_device_nvml_device_mb=device.device_peak_mb,
+        stages_ms=measured.stages_ms,
+        compute_ms=measured.compute_ms,
+        warmup=measured.warmup,
+        iterations=measured.iterations,
+        first_iteration_ms=measured.first_iteration_ms,
+        samples_ms=measured.samples_ms,
+        backend_info=runner.describe(),
+    )
+
+
+def cell_record(
+    ctx: RunContext,
+    state: ModelState,
+    unit: Unit,
+    cell: Cell,
+    measurement: Measurement,
+    opened: dict[str, Any] | None = None,
+) -> CellRecord:
+    """The record of ``cell``: what ran, how it measured, what opening its runner cost."""
+    opened = opened or {}
+    sizes = state.size_stats(cell.height, cell.width) if measurement.ok else {}
+    return CellRecord(
+        subject=state.subject(unit.backend, unit.precision),
+        height=cell.height,
+        width=cell.width,
+        batch_size=cell.batch,
+        measurement=measurement,
+        repeat=unit.repeat,
+        env=ctx.provenance,
+        cold_start=opened.get("cold_start"),
+        artifact=opened.get("artifact"),
+        params=sizes.get("params"),
+        gflops=sizes.get("gflops"),
+    )
+
+
+def time_cells(ctx: RunContext, state: ModelState, unit: Unit, pool: Any) -> None:
+    """The stage itself: the unit's cells through the run's executor, each record written as it comes."""
+    for record in ctx.executor.run_cells(state, unit, pool):
+        ctx.sink.cell(record)

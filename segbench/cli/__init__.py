@@ -1,0 +1,70 @@
+"""The ``segbench`` command line.
+
+Bad input (a malformed config, an unknown name, a missing file) prints one ``segbench: error:`` line
+and exits with code 2; ``run`` exits 1 when a cell or a numerics check failed, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from rich.console import Console
+
+from segbench.cli.commands import (
+    cmd_check,
+    cmd_compare,
+    cmd_data,
+    cmd_env,
+    cmd_eval,
+    cmd_export,
+    cmd_models,
+    cmd_report,
+    cmd_run,
+    cmd_trtcheck,
+)
+from segbench.cli.parser import EXIT_BAD_INPUT, build_parser, names
+from segbench.errors import ConfigError, SegbenchError
+
+COMMANDS = {
+    "run": cmd_run,
+    "report": cmd_report,
+    "compare": cmd_compare,
+    "check": cmd_check,
+    "eval": cmd_eval,
+    "env": cmd_env,
+    "models": cmd_models,
+    "data": cmd_data,
+    "trtcheck": cmd_trtcheck,
+    "export": cmd_export,
+}
+
+
+PLUGINS_ENV = "SEGBENCH_PLUGINS"
+
+
+def load_plugins() -> None:
+    """Import the modules named in ``$SEGBENCH_PLUGINS`` (comma-separated): they register extra models
+    (a ``MODELS`` entry) or backends (a ``register_backend`` call) without editing segbench, in every
+    process a run starts, per-cell child processes included. This runs before any config is validated,
+    so a plugin's backend is part of the YAML schema."""
+    for name in names(os.environ.get(PLUGINS_ENV, "")):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ConfigError(f"${PLUGINS_ENV}: cannot import {name}: {type(exc).__name__}: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        load_plugins()
+        return COMMANDS[args.command](args, console)
+    except SegbenchError as exc:
+        print(f"segbench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("segbench: interrupted; results written so far are kept", file=sys.stderr)
+        return 130

@@ -1,0 +1,227 @@
+"""The ``segbench`` argument parser: commands, options and their value types (a bad value is one
+error line and exit code 2, never a traceback)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import NoReturn
+
+from segbench import __version__
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse prints the whole usage block; one line naming the problem is easier to act on.
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _size(value: str) -> tuple[int, int]:
+    from segbench.sweep import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _batches(value: str) -> list[int]:
+    try:
+        batches = [int(v) for v in names(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid batch sizes {value!r}: use e.g. 1,4") from None
+    if not batches or min(batches) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers, got {value!r}")
+    return batches
+
+
+def _sizes(value: str) -> list[tuple[int, int]]:
+    return [_size(v) for v in names(value)] or [_size("")]
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _threshold(value: str) -> float:
+    from segbench.reports.compare import parse_threshold
+
+    try:
+        return parse_threshold(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _probability(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {value!r}")
+    return number
+
+
+def _option(value: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with the value read as YAML (``width=0.5``, ``backbone=vgg16``, ``bilinear=true``)."""
+    import yaml
+
+    key, sep, text = value.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
+    try:
+        return key.strip(), yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"cannot read the value of {value!r}") from None
+
+
+def _add_weights_and_options(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """``--weights`` and repeatable ``--option KEY=VALUE``: the model a command builds."""
+    parser.add_argument(
+        "--weights", default="trained", help=f"{when}random | trained | PATH (default: trained)"
+    )
+    parser.add_argument(
+        "--option", dest="options", type=_option, action="append", default=[], metavar="KEY=VALUE",
+        help=f"{when}a constructor option, repeatable (e.g. --option width=0.5)",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="segbench", description="Benchmark, export and check segmentation models.")
+    parser.add_argument("--version", action="version", version=f"segbench {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run a benchmark YAML: timing grid + numerics check")
+    run.add_argument("config", type=Path, help="benchmark YAML, e.g. benchmark.yaml")
+    run.add_argument("--out", type=Path, help="output directory (default: runs/NAME-TIMESTAMP)")
+    run.add_argument("--models", type=names, help="comma-separated models to keep from the config")
+    run.add_argument("--backends", type=names, help="comma-separated backends to keep from the config")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish the run in --out: skip the cells and checks it already has",
+    )
+    run.add_argument("--dry-run", action="store_true", help="print the plan (units, cells, checks) and exit")
+    run.add_argument(
+        "--no-report", action="store_true",
+        help="skip writing the report files (CSV, Parquet, Markdown, HTML, plots) at the end",
+    )  # fmt: skip
+
+    report = commands.add_parser(
+        "report", help="re-render a run's report (CSV, Parquet, Markdown, HTML, plots) from its results"
+    )
+    report.add_argument("run_dir", type=Path, help="a run directory (holding results.jsonl)")
+    report.add_argument("--out", type=Path, help="where to write (default: the run directory)")
+
+    compare = commands.add_parser(
+        "compare", help="compare two runs cell by cell; exit 1 on a performance or accuracy regression"
+    )
+    compare.add_argument("baseline", type=Path, help="the baseline run directory")
+    compare.add_argument("current", type=Path, help="the run directory to judge")
+    compare.add_argument(
+        "--threshold", type=_threshold, default=0.05, metavar="PCT",
+        help="p50 latency (and peak memory) change that counts, e.g. 5%% or 0.05 (default 5%%)",
+    )  # fmt: skip
+    compare.add_argument(
+        "--alpha", type=_probability, default=0.01,
+        help="significance level of the Mann-Whitney U test, Benjamini-Hochberg adjusted (default 0.01)",
+    )  # fmt: skip
+    compare.add_argument("--md", type=Path, metavar="FILE", help="also write the comparison as Markdown")
+    compare.add_argument("--json", type=Path, metavar="FILE", help="also write the comparison as JSON")
+
+    check = commands.add_parser(
+        "check", help="numerics only: every backend's task metric and raw outputs against PyTorch fp32"
+    )
+    check.add_argument("config", type=Path, nargs="?", help="benchmark YAML (or use --model/--backend)")
+    check.add_argument("--out", type=Path, help="output directory (default: runs/check-NAME-TIMESTAMP)")
+    check.add_argument("--models", type=names, help="comma-separated models to keep from the config")
+    check.add_argument("--backends", type=names, help="comma-separated backends to keep from the config")
+    check.add_argument("--dry-run", action="store_true", help="print the checks it would run and exit")
+    check.add_argument("--model", help="without a config: the model to check")
+    check.add_argument("--backend", help="without a config: the backend to check (torch, onnxruntime, ...)")
+    check.add_argument("--device", choices=("cpu", "cuda"), help="without a config: the backend's device")
+    check.add_argument("--precision", default="fp32", help="without a config: fp32 | fp16 | bf16")
+    check.add_argument("--artifact", type=Path, help="without a config: a pre-exported .onnx / .engine file")
+    _add_weights_and_options(check, "without a config: ")
+    check.add_argument("--images", type=_positive, default=16, help="without a config: evaluation scenes")
+    check.add_argument(
+        "--max-images",
+        type=_positive,
+        default=256,
+        help="without a config: the most scenes to grow to while a verdict is inconclusive (default 256)",
+    )
+    check.add_argument("--size", type=_size, default=(256, 256), help="without a config: scene size HxW")
+
+    evaluate = commands.add_parser("eval", help="evaluate prediction files against ground truth (JSON out)")
+    evaluate.add_argument("--task", required=True, choices=("semantic", "instance", "panoptic"))
+    evaluate.add_argument("--gt", type=Path, required=True, help="label PNG folder / COCO JSON")
+    evaluate.add_argument("--pred", type=Path, required=True, help="label PNG folder / COCO results JSON")
+    evaluate.add_argument("--gt-dir", type=Path, help="panoptic: the ground-truth PNG folder")
+    evaluate.add_argument("--pred-dir", type=Path, help="panoptic: the prediction PNG folder")
+    evaluate.add_argument("--num-classes", type=_positive, help="semantic: class count (default: inferred)")
+    evaluate.add_argument("--ignore-index", type=int, default=255, help="semantic: void label (default 255)")
+
+    env = commands.add_parser("env", help="this machine and its software, as every run records them")
+    env.add_argument("--json", action="store_true", help="print env.json's content instead of a table")
+
+    models = commands.add_parser("models", help="list the registered models")
+    models.add_argument("--size", type=_size, default=(512, 512), help="input size for GFLOPs (HxW)")
+    models.add_argument("--json", action="store_true", help="print the registry as JSON instead of a table")
+
+    trtcheck = commands.add_parser("trtcheck", help="check an ONNX file against TensorRT's parser rules")
+    trtcheck.add_argument("onnx", type=Path, help="the ONNX file")
+
+    export = commands.add_parser(
+        "export", help="export a model to ONNX (cached, parity-checked), optionally build a TensorRT engine"
+    )
+    export.add_argument("model", help="a registered model (segbench models)")
+    _add_weights_and_options(export)
+    export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    export.add_argument("--exporter", choices=("dynamo", "torchscript"), help="default: the model's choice")
+    export.add_argument(
+        "--out", type=Path, default=Path("exports"), help="output directory (default: exports)"
+    )
+    export.add_argument("--static", type=_size, metavar="HxW", help="fix height and width (default: dynamic)")
+    export.add_argument("--batch", type=_positive, metavar="N", help="fix the batch size (default: dynamic)")
+    export.add_argument(
+        "--fp16", action="store_true", help="an fp16 graph (fp32 keep-list, fp32 inputs/outputs)"
+    )
+    export.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim")
+    export.add_argument(
+        "--trt", action="store_true", help="also build a TensorRT engine (needs segbench[trt])"
+    )
+    export.add_argument(
+        "--check-only", action="store_true",
+        help="with --trt: only run the TensorRT readiness check on the export (no TensorRT or GPU needed)",
+    )  # fmt: skip
+    export.add_argument(
+        "--sizes", type=_sizes, metavar="HxW,...",
+        help="input sizes the engine's optimization profile covers (default: --static, else 256x256,512x512)",
+    )  # fmt: skip
+    export.add_argument(
+        "--batch-sizes", type=_batches, metavar="N,...",
+        help="batch sizes the profile covers (default: --batch, else 1,4)",
+    )  # fmt: skip
+    export.add_argument("--workspace-mb", type=_positive, help="TensorRT workspace limit in MiB")
+    export.add_argument("--cache-dir", type=Path, help="export/engine cache (default: $SEGBENCH_CACHE_DIR "
+                        "or ~/.cache/segbench)")  # fmt: skip
+
+    data = commands.add_parser("data", help="write the synthetic shapes dataset to disk")
+    data.add_argument("--out", type=Path, required=True, help="directory to write into")
+    data.add_argument("--num", type=int, default=16, help="number of images (default 16)")
+    data.add_argument("--size", type=_size, default=(256, 256), help="image size HxW (default 256x256)")
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--split", choices=("train", "val"), default="val")
+    return parser

@@ -1,0 +1,75 @@
+"""Planning is pure: config (and what a resumed run wrote) -> units and cells, printable by --dry-run."""
+
+from __future__ import annotations
+
+import yaml
+
+from segbench.bench.plan import Cell, build_plan
+from segbench.bench.resume import FinishedWork
+from segbench.cli import main
+from segbench.config import validate_config
+
+CONFIG = {
+    "name": "plan",
+    "models": [{"name": "unet", "options": {"base_channels": 4}},
+               {"name": "fcn8s", "timing": {"repeats": 2}}],
+    "backends": [{"name": "torch"}, {"name": "onnxruntime", "precisions": ["fp32", "fp16"]},
+                 {"name": "torch", "channels_last": True, "model": "unet"}],
+    "sweep": {"input_sizes": ["32x32", "64x64"], "batch_sizes": [1, 2]},
+    "numerics": {"batch_size": 4, "dataset": {"kind": "shapes", "num_images": 4, "height": 64, "width": 64}},
+}  # fmt: skip
+
+
+def test_units_come_pass_by_pass_model_by_model():
+    plan = build_plan(validate_config(CONFIG))
+    first = [(u.repeat, u.entry.name, u.backend.name, u.precision) for u in plan.units if u.repeat == 0]
+    assert first == [
+        (0, "unet", "torch", "fp32"),
+        (0, "unet", "onnxruntime", "fp32"),
+        (0, "unet", "onnxruntime", "fp16"),
+        (0, "unet", "torch", "fp32"),  # the channels_last entry is for unet only
+        (0, "fcn8s", "torch", "fp32"),
+        (0, "fcn8s", "onnxruntime", "fp32"),
+        (0, "fcn8s", "onnxruntime", "fp16"),
+    ]
+    # Only fcn8s repeats its timing; the second pass has no checks.
+    second = [u for u in plan.units if u.repeat == 1]
+    assert {u.entry.name for u in second} == {"fcn8s"} and not any(u.check for u in second)
+    unit = plan.units[0]
+    assert unit.cells == (Cell(32, 32, 1), Cell(32, 32, 2), Cell(64, 64, 1), Cell(64, 64, 2))
+    # Runners are sized for the cells and the numerics batches (4 and a remainder of 1) alike.
+    assert Cell(64, 64, 4) in unit.served and unit.check
+    assert plan.total == 7 * 4 + 3 * 4
+
+
+def test_a_check_only_plan_has_one_step_per_unit_and_no_cells():
+    plan = build_plan(validate_config(CONFIG), timing=False)
+    assert len(plan.units) == 7 and plan.total == 7
+    assert all(unit.cells == () and unit.check for unit in plan.units)
+
+
+def test_a_resumed_plan_leaves_out_what_was_written():
+    config = validate_config(CONFIG)
+    full = build_plan(config)
+    done = FinishedWork()
+    unit = full.units[0]
+    key = (unit.entry.name, unit.backend.name, "{}", unit.backend.device, unit.precision)
+    done.cells = {(*key, (c.height, c.width, c.batch), 0) for c in unit.cells[:3]}
+    done.checks = {key}
+    resumed = build_plan(config, done=done)
+    assert resumed.units[0].cells == unit.cells[3:] and not resumed.units[0].check
+    done.cells |= {(*key, (c.height, c.width, c.batch), 0) for c in unit.cells}
+    assert build_plan(config, done=done).units[0].backend.name == "onnxruntime"  # nothing left: dropped
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "unet · onnxruntime/cpu/fp16: pass 1: 4 cells" in printed and "numerics check" in printed
+    assert "10 units, 40 cells" in printed
+    assert not out.exists()
+    assert main(["check", str(path), "--dry-run"]) == 0
+    assert "7 units, 7 checks" in capsys.readouterr().out
