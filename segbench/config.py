@@ -83,7 +83,31 @@ class FolderDatasetConfig(_Strict):
     limit: int | None = Field(default=None, ge=1)
 
 
-DatasetEntry = Annotated[ShapesDatasetConfig | FolderDatasetConfig, Field(discriminator="kind")]
+class CocoDatasetConfig(_Strict):
+    """A COCO-format dataset on disk, for instance (``instances``) and panoptic (``panoptic``) models."""
+
+    kind: Literal["coco"]
+    images: Path
+    instances: Path | None = None  # COCO instances JSON (polygon or RLE masks)
+    panoptic: Path | None = None  # COCO panoptic JSON
+    panoptic_masks: Path | None = None  # its PNG folder (default: the JSON's path without .json)
+    # The class count a model with random weights is built with (category ids up to it, background 0).
+    num_classes: int = Field(ge=1)
+    limit: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _has_annotations(self) -> CocoDatasetConfig:
+        if self.instances is None and self.panoptic is None:
+            raise ValueError("a coco dataset needs instances: JSON, panoptic: JSON, or both")
+        return self
+
+    def tasks(self) -> set[str]:
+        return {task for task, path in (("instance", self.instances), ("panoptic", self.panoptic)) if path}
+
+
+DatasetEntry = Annotated[
+    ShapesDatasetConfig | FolderDatasetConfig | CocoDatasetConfig, Field(discriminator="kind")
+]
 
 
 # Allowed |backend - baseline| in metric points (percent), per precision: the issue-tracked defaults are
@@ -219,14 +243,23 @@ class BenchmarkConfig(_Strict):
 
     @model_validator(mode="after")
     def _models_buildable(self) -> BenchmarkConfig:
-        folder = isinstance(self.numerics.dataset, FolderDatasetConfig)
+        dataset = self.numerics.dataset
         for entry in self.models:
             task = entry.options.get("task", MODELS[entry.name].task)
-            if folder and self.numerics.enabled and task != "semantic":
+            if self.numerics.enabled and isinstance(dataset, FolderDatasetConfig) and task != "semantic":
                 raise ValueError(
                     f"model {entry.name} is a {task} model, but a folder dataset has semantic labels only; "
-                    "use the shapes dataset or set numerics.enabled: false"
+                    "use the shapes or a coco dataset, or set numerics.enabled: false"
                 )
+            if (
+                self.numerics.enabled
+                and isinstance(dataset, CocoDatasetConfig)
+                and task not in dataset.tasks()
+            ):
+                needs = {"instance": "instances", "panoptic": "panoptic"}.get(task)
+                hint = f"give the dataset's {needs}: JSON" if needs else "use a folder dataset"
+                raise ValueError(f"model {entry.name} is a {task} model: the coco dataset has no {task} "
+                                 f"labels ({hint}, or set numerics.enabled: false)")  # fmt: skip
             options = dict(entry.options)
             if entry.weights == RANDOM and "num_classes" not in options:
                 options["num_classes"] = self.dataset_num_classes()
@@ -238,7 +271,7 @@ class BenchmarkConfig(_Strict):
 
     def dataset_num_classes(self) -> int:
         dataset = self.numerics.dataset
-        if isinstance(dataset, FolderDatasetConfig):
+        if isinstance(dataset, FolderDatasetConfig | CocoDatasetConfig):
             return dataset.num_classes
         from segbench.data.shapes import NUM_CLASSES
 
@@ -267,7 +300,7 @@ def _schema() -> type[BenchmarkConfig]:
 
 
 def _union_tags() -> set[str]:
-    return {*BACKENDS, "shapes", "folder"}
+    return {*BACKENDS, "shapes", "folder", "coco"}
 
 
 def _format_error(error: dict[str, Any]) -> str:

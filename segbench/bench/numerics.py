@@ -1,16 +1,18 @@
 """The numerics check's evaluation set, and the growth of that set while a verdict is inconclusive.
 
 The set starts at the configured image count and doubles up to ``numerics.max_images`` (or a folder's
-size); the images added at each step form a chunk, generated or read once and evaluated once per pipeline,
-so a backend's evaluation on 128 images is its evaluation on 64 plus the next chunk (the per-image
-statistics concatenate). See ``segbench.metrics.equivalence`` for the verdicts themselves.
+or a COCO dataset's size); the images added at each step form a chunk, generated or read once and
+evaluated once per pipeline, so a backend's evaluation on 128 images is its evaluation on 64 plus the
+next chunk (the per-image statistics concatenate). See ``segbench.metrics.equivalence`` for the
+verdicts themselves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from segbench.config import BenchmarkConfig, FolderDatasetConfig
+from segbench.config import BenchmarkConfig, CocoDatasetConfig, FolderDatasetConfig
+from segbench.data.coco_dataset import CocoDataset
 from segbench.data.readers import SemanticFolder
 from segbench.data.shapes import ShapesDataset
 from segbench.metrics.equivalence import MetricVerdict, next_image_count
@@ -34,6 +36,10 @@ class EvaluationSet:
         dataset = numerics.dataset
         if isinstance(dataset, FolderDatasetConfig):
             samples = SemanticFolder(dataset.images, dataset.masks, ignore_index=dataset.ignore_index)
+            first = min(len(samples), dataset.limit or len(samples))
+            cap = min(len(samples), max(first, numerics.max_images))
+        elif isinstance(dataset, CocoDatasetConfig):
+            samples = CocoDataset(dataset.images, dataset.instances, dataset.panoptic, dataset.panoptic_masks)
             first = min(len(samples), dataset.limit or len(samples))
             cap = min(len(samples), max(first, numerics.max_images))
         else:

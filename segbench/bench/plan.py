@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from segbench.backends import BACKENDS, BackendConfig, BackendSpec
 from segbench.bench.resume import FinishedWork
-from segbench.config import BenchmarkConfig, FolderDatasetConfig, ModelEntry
+from segbench.config import BenchmarkConfig, ModelEntry, ShapesDatasetConfig
 from segbench.errors import ConfigError
 from segbench.models.registry import get_spec
 
@@ -109,7 +109,7 @@ def filter_config(
 def numerics_cells(config: BenchmarkConfig) -> list[Cell]:
     """The numerics batches' shapes (the full batch and a remainder of 1), when the dataset has one size."""
     dataset = config.numerics.dataset
-    if not config.numerics.enabled or isinstance(dataset, FolderDatasetConfig):
+    if not config.numerics.enabled or not isinstance(dataset, ShapesDatasetConfig):  # images of any size
         return []
     return [Cell(dataset.height, dataset.width, b) for b in sorted({1, config.numerics.batch_size})]
 

@@ -21,6 +21,7 @@ from segbench.reports.tables import backend_label
 from segbench.results.jsonl import read_jsonl
 from segbench.results.latency import latency_stats
 from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE, SCHEMA_VERSION
+from segbench.results.records import CellRecord
 from segbench.results.verdicts import band_of, images_of, interval_of, verdict_of
 
 # What identifies a cell across runs (compare matches on it) and how a row is shown.
@@ -72,42 +73,44 @@ def _labels(frame: pd.DataFrame) -> list[str]:
     ]
 
 
-def _cell_row(record: dict[str, Any]) -> dict[str, Any]:
-    latency = record.get("latency_ms") or {}
-    stages = record.get("stages_ms") or {}
-    env = record.get("env") or {}
-    row: dict[str, Any] = {
-        "model": record["model"],
-        "model_options": options_text(record.get("model_options")),
-        "weights": record.get("weights"),
-        "task": record.get("task"),
-        "backend": record["backend"],
-        "backend_options": options_text(record["backend_options"]),
-        "device": record["device"],
-        "precision": record["precision"],
-        "height": int(record["height"]),
-        "width": int(record["width"]),
-        "batch_size": int(record["batch_size"]),
-        "status": record["status"],
-        "error": record.get("error"),
+def _cell_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A results row flattened for a table, read through its typed record."""
+    record = CellRecord.from_dict(row)
+    subject, measured = record.subject, record.measurement
+    latency = measured.latency_ms or {}
+    stages = measured.stages_ms or {}
+    flat: dict[str, Any] = {
+        "model": subject.model,
+        "model_options": options_text(subject.model_options),
+        "weights": subject.weights,
+        "task": subject.task or None,
+        "backend": subject.backend,
+        "backend_options": options_text(subject.backend_options),
+        "device": subject.device,
+        "precision": subject.precision,
+        "height": record.height,
+        "width": record.width,
+        "batch_size": record.batch_size,
+        "status": measured.status,
+        "error": measured.error,
     }
-    row.update({f"{stat}_ms": latency.get(stat) for stat in LATENCY_STATS})
-    row["throughput_ips"] = record.get("throughput_ips")
-    row.update({key: record.get(key) for key in PEAK_MEMORY})
-    row.update({f"{stage}_p50_ms": (stages.get(stage) or {}).get("p50") for stage in STAGES})
-    row.update(
-        first_iteration_ms=record.get("first_iteration_ms"),
-        warmup=record.get("warmup"),
-        iterations=record.get("iterations"),
-        params=record.get("params"),
-        gflops=record.get("gflops"),
-        artifact=record.get("artifact"),
-        fingerprint=env.get("fingerprint"),
-        git_sha=env.get("git_sha"),
-        timestamp=record.get("timestamp"),
-        samples_ms=[float(v) for v in record.get("samples_ms") or ()],
+    flat.update({f"{stat}_ms": latency.get(stat) for stat in LATENCY_STATS})
+    flat["throughput_ips"] = measured.throughput_ips
+    flat.update({key: getattr(measured, key) for key in PEAK_MEMORY})
+    flat.update({f"{stage}_p50_ms": (stages.get(stage) or {}).get("p50") for stage in STAGES})
+    flat.update(
+        first_iteration_ms=measured.first_iteration_ms,
+        warmup=measured.warmup,
+        iterations=measured.iterations,
+        params=record.params,
+        gflops=record.gflops,
+        artifact=record.artifact,
+        fingerprint=record.env.fingerprint,
+        git_sha=record.env.git_sha,
+        timestamp=record.timestamp or None,
+        samples_ms=[float(v) for v in measured.samples_ms or ()],
     )
-    return row
+    return flat
 
 
 def _pool_repeats(rows: list[dict[str, Any]]) -> dict[str, Any]:
