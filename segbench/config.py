@@ -219,6 +219,9 @@ class BenchmarkConfig(_Strict):
     timing: TimingConfig = Field(default_factory=TimingConfig)
     numerics: NumericsConfig = Field(default_factory=NumericsConfig)
     isolation: IsolationConfig = Field(default_factory=IsolationConfig)
+    # How timing cells are executed (segbench.bench.executors): "inline" in this process, "subprocess"
+    # one child per cell. None: "subprocess" when isolation.subprocess is set, else "inline".
+    executor: str | None = None
 
     @model_validator(mode="after")
     def _backend_artifacts(self) -> BenchmarkConfig:

@@ -45,6 +45,7 @@ def plan_run(
     """The plan of a run into ``out_dir`` (what a resumed run has left), checking its inputs first."""
     if not timing and not config.numerics.enabled:
         raise ConfigError("numerics.enabled is false: there is nothing to check")
+    executor_name(config)  # an unknown executor is bad input before anything runs
     done = FinishedWork()
     if out_dir is not None:
         results_path = out_dir / (RESULTS_FILE if timing else NUMERICS_FILE)

@@ -73,3 +73,16 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     assert not out.exists()
     assert main(["check", str(path), "--dry-run"]) == 0
     assert "7 units, 7 checks" in capsys.readouterr().out
+
+
+def test_the_executor_comes_from_the_config(tmp_path, capsys):
+    from segbench.bench.executors import executor_name
+
+    assert executor_name(validate_config(CONFIG)) == "inline"
+    assert executor_name(validate_config({**CONFIG, "isolation": {"subprocess": True}})) == "subprocess"
+    assert executor_name(validate_config({**CONFIG, "executor": "subprocess"})) == "subprocess"
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "executor": "cluster"}))
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "segbench: error: executor: unknown executor 'cluster'; valid executors: inline, subprocess"

@@ -32,7 +32,7 @@ class SubprocessExecutor(Executor):
 
     def _cell_config(self, state: ModelState, unit: Unit, cell: Cell) -> dict[str, Any]:
         """The run's config narrowed to one cell, one pass, no numerics."""
-        data = self.ctx.config.model_dump(mode="json", exclude={"isolation"})
+        data = self.ctx.config.model_dump(mode="json", exclude={"isolation", "executor"})
         data["timing"]["repeats"] = 1  # the parent runs the passes, one child per cell and pass
         entry = state.entry.model_dump(mode="json")
         entry["sweep"] = None
