@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segbench.backends import GRAPH, BackendConfig, Runner
 from segbench.backends.torch_backend import TorchConfig
@@ -29,6 +29,9 @@ from segbench.metrics.tasks import Evaluation
 from segbench.models.base import SegmentationModel
 from segbench.models.registry import build_model, get_spec, model_stats
 from segbench.results.records import Provenance, Subject
+
+if TYPE_CHECKING:  # executors build on the context; the context only holds one
+    from segbench.bench.executors.base import Executor
 
 # Exports a model's graph: (model, model name, request, weights digest) -> the verified graph.
 Exporter = Callable[[SegmentationModel, str, ExportRequest, str], OnnxExport]
@@ -53,7 +56,7 @@ class RunContext:
     evaluation_set: EvaluationSet | None = None
     done: FinishedWork = field(default_factory=FinishedWork)
     exporter: Exporter = cache_export
-    executor: Any = None  # the Executor that runs timing cells (segbench.bench.executors)
+    executor: Executor | None = None  # runs the timing cells (segbench.bench.executors)
 
     @property
     def ignore_index(self) -> int:

@@ -216,7 +216,7 @@ def check_text(check: ParityCheck) -> tuple[str, str]:
         holds = shown >= limit if check.direction == ">=" else shown <= limit
         if holds == check.passed:
             break
-    return value, f"{check.direction} {bound}"
+    return value, f"{check.direction}{bound}"  # spelled as every report spells a bound: "<=0.227"
 
 
 def parity_failure(reports: list[ParityReport], precision: str) -> str | None:

@@ -64,8 +64,8 @@ def test_table_prints_judged_checks_with_bounds_and_keeps_rel_err_informational(
     assert "pass" in lines[0]  # the overall verdict, in the title
     rows = [line for line in lines if "pass" in line or "FAIL" in line][1:]
     assert len(rows) == 4
-    assert any("max abs err (logits)" in r and "0.0111" in r and "<= 0.227" in r for r in rows)
-    assert any("argmax agreement" in r and "100.000%" in r and ">= 99%" in r for r in rows)
+    assert any("max abs err (logits)" in r and "0.0111" in r and "<=0.227" in r for r in rows)
+    assert any("argmax agreement" in r and "100.000%" in r and ">=99%" in r for r in rows)
     # Floored, never rounded up: 99.996% of pixels agree, not "100.000%".
     assert any("argmax agreement" in r and "99.996%" in r for r in rows)
     # The relative errors appear only in the note that says they are not judged.
@@ -79,9 +79,9 @@ def test_failed_check_reads_as_failed():
     failing = semantic_report((1, 3, 64, 64), 0.5, 0.98)
     lines = render(OnnxExport(None, 18, "dynamo", 0.0, [failing], precision="fp16"))
     assert "FAIL" in lines[0]
-    assert any("argmax agreement" in r and "98.000%" in r and ">= 99%" in r and "FAIL" in r for r in lines)
+    assert any("argmax agreement" in r and "98.000%" in r and ">=99%" in r and "FAIL" in r for r in lines)
     message = parity_failure([failing], "fp16")
-    assert message == "fp16 ONNX parity failed at input 1x3x64x64: argmax agreement 98.000%, needs >= 99%"
+    assert message == "fp16 ONNX parity failed at input 1x3x64x64: argmax agreement 98.000%, needs >=99%"
 
 
 def test_a_graph_that_did_not_run_shows_why():
@@ -96,7 +96,7 @@ def test_detection_reports_explain_the_match_and_keep_box_error_informational():
     check = ParityCheck("detections reproduced", 0.96, 0.95, ">=", True, percent=True)
     report = ParityReport((1, 3, 128, 128), 0.0123, 0.0, None, True, 0.96, (check,))
     lines = render(OnnxExport(None, 18, "torchscript", 0.0, [report], precision="fp16"))
-    assert any("detections reproduced" in r and "96.000%" in r and ">= 95%" in r for r in lines)
+    assert any("detections reproduced" in r and "96.000%" in r and ">=95%" in r for r in lines)
     text = " ".join(lines)
     assert "same label, score within 0.01, box IoU >= 0.95" in text
     assert "Not judged: largest box coordinate error (pixels) of reproduced detections 0.0123" in text
@@ -107,12 +107,12 @@ def test_detection_reports_explain_the_match_and_keep_box_error_informational():
     ("check", "value", "bound"),
     [
         # Three digits would print 0.0614 <= 0.0614 next to FAIL: more digits until it reads as judged.
-        (ParityCheck("max abs err (x)", 0.06142, 0.0614, "<=", False), "0.06142", "<= 0.0614"),
-        (ParityCheck("max abs err (x)", 3.81e-06, 0.0109, "<=", True), "3.81e-06", "<= 0.0109"),
-        (ParityCheck("argmax agreement", 0.998996, 0.999, ">=", False, True), "99.899%", ">= 99.9%"),
-        (ParityCheck("argmax agreement", 0.9999996, 0.99, ">=", True, True), "99.999%", ">= 99%"),
-        (ParityCheck("argmax agreement", 1.0, 0.999, ">=", True, True), "100.000%", ">= 99.9%"),
-        (ParityCheck("max abs err (x)", float("nan"), 0.01, "<=", False), "nan", "<= 0.01"),
+        (ParityCheck("max abs err (x)", 0.06142, 0.0614, "<=", False), "0.06142", "<=0.0614"),
+        (ParityCheck("max abs err (x)", 3.81e-06, 0.0109, "<=", True), "3.81e-06", "<=0.0109"),
+        (ParityCheck("argmax agreement", 0.998996, 0.999, ">=", False, True), "99.899%", ">=99.9%"),
+        (ParityCheck("argmax agreement", 0.9999996, 0.99, ">=", True, True), "99.999%", ">=99%"),
+        (ParityCheck("argmax agreement", 1.0, 0.999, ">=", True, True), "100.000%", ">=99.9%"),
+        (ParityCheck("max abs err (x)", float("nan"), 0.01, "<=", False), "nan", "<=0.01"),
     ],
 )
 def test_check_text_reads_as_judged(check, value, bound):

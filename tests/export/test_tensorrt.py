@@ -34,13 +34,6 @@ GPU = ("NVIDIA H100 80GB HBM3", (9, 0))
 PROFILE = OptimizationProfile("images", (1, 3, 8, 8), (2, 3, 16, 16), (4, 3, 32, 32))
 
 
-@pytest.fixture
-def onnx_file(tmp_path):
-    path = tmp_path / "model.onnx"
-    path.write_bytes(b"not parsed by the fake, only opened")
-    return path
-
-
 def install(monkeypatch, version="10.8.0", **controls):
     trt = make_fake_tensorrt(version, FakeControls(**controls))
     monkeypatch.setitem(sys.modules, "tensorrt", trt)

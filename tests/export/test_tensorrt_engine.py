@@ -16,13 +16,6 @@ from tests.fakes.fake_tensorrt import FakeControls, calls_named, make_fake_tenso
 PROFILE = OptimizationProfile("images", (1, 3, 8, 8), (2, 3, 16, 16), (4, 3, 32, 32))
 
 
-@pytest.fixture
-def onnx_file(tmp_path):
-    path = tmp_path / "model.onnx"
-    path.write_bytes(b"not parsed by the fake, only opened")
-    return path
-
-
 def engine_for(onnx_file, version="10.8.0", **controls):
     trt = make_fake_tensorrt(version, FakeControls(**controls))
     engine_bytes = build_serialized_engine(trt, onnx_file, "fp32", PROFILE)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from segbench.backends import Runner
-from segbench.bench.context import ModelState, RunContext
+from segbench.bench.context import ModelState, RunContext, RunnerPool
 from segbench.bench.harness import TimingPlan, measure_cell
 from segbench.bench.memory import PeakDeviceMemory, PeakHostMemory
 from segbench.bench.plan import Cell, Unit
@@ -98,7 +98,7 @@ def cell_record(
     )
 
 
-def time_cells(ctx: RunContext, state: ModelState, unit: Unit, pool: Any) -> None:
+def time_cells(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool) -> None:
     """The stage itself: the unit's cells through the run's executor, each record written as it comes."""
     for record in ctx.executor.run_cells(state, unit, pool):
         ctx.sink.cell(record)
