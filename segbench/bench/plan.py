@@ -7,14 +7,21 @@ already wrote), so ``segbench run --dry-run`` prints exactly what a run would do
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
 
 from segbench.backends import BACKENDS, BackendConfig, BackendSpec
 from segbench.bench.resume import FinishedWork
 from segbench.config import BenchmarkConfig, ModelEntry, ShapesDatasetConfig
 from segbench.errors import ConfigError
 from segbench.models.registry import get_spec
+from segbench.results.jsonl import read_jsonl
+from segbench.results.layout import RESULTS_FILE
+from segbench.results.records import CellRecord
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,7 @@ class Unit:
     find_max_batch: bool
     # Every shape the unit's runners will see (cells and numerics batches): engines build profiles from it.
     served: tuple[Cell, ...] = field(default=())
+    skipped: str | None = None  # why it cannot run on this machine (its backend is unavailable)
 
     @property
     def where(self) -> str:
@@ -56,9 +64,10 @@ class Unit:
 
 @dataclass(frozen=True)
 class Plan:
-    units: tuple[Unit, ...]
+    units: tuple[Unit, ...]  # what runs, in order
     skipped_backends: tuple[dict[str, str], ...]
     timing: bool
+    skipped_units: tuple[Unit, ...] = ()  # what the unavailable backends would have run
 
     @property
     def total(self) -> int:
@@ -68,14 +77,15 @@ class Plan:
         return len(self.units)
 
     def lines(self) -> list[str]:
-        """The plan in words, a line per unit (``--dry-run``)."""
-        lines = [f"skip {s['backend']} on {s['device']}: {s['reason']}" for s in self.skipped_backends]
-        for unit in self.units:
+        """The plan in words, a line per unit, the skipped ones with why (``--dry-run``)."""
+        lines = []
+        for unit in (*self.units, *self.skipped_units):
             what = [f"pass {unit.repeat + 1}: {len(unit.cells)} cells"] if self.timing else []
             what += [", ".join(str(cell) for cell in unit.cells)] if unit.cells else []
             what += ["largest batch"] if unit.find_max_batch else []
             what += ["numerics check"] if unit.check else []
-            lines.append(f"{unit.where}: {'; '.join(what)}")
+            where = f"{unit.where} [skipped here: {unit.skipped}]" if unit.skipped else unit.where
+            lines.append(f"{where}: {'; '.join(what)}")
         return lines
 
 
@@ -136,21 +146,20 @@ def build_plan(config: BenchmarkConfig, timing: bool = True, done: FinishedWork 
     ``done`` (a resumed run), the cells and checks already written are left out, and so is a unit left
     with nothing to do."""
     done = done or FinishedWork()
-    available: list[tuple[BackendConfig, BackendSpec]] = []
+    reasons: dict[int, str | None] = {}
     skipped = []
     for backend in config.backends:
-        spec = BACKENDS[backend.name]
-        reason = spec.unavailable(backend)
-        if reason is None:
-            available.append((backend, spec))
-        else:
-            skipped.append({"backend": backend.name, "device": backend.device, "reason": reason})
+        reasons[id(backend)] = BACKENDS[backend.name].unavailable(backend)
+        if reasons[id(backend)] is not None:
+            skipped.append(
+                {"backend": backend.name, "device": backend.device, "reason": reasons[id(backend)]}
+            )
     check_cells = numerics_cells(config)
     passes = max(repeats(config, entry, timing) for entry in config.models)
     units = []
     for repeat in range(passes):
         for entry in config.models:
-            for backend, spec in available:
+            for backend in config.backends:
                 if backend.model not in (None, entry.name):
                     continue
                 grid = timing_cells(config, entry, backend) if timing else []
@@ -165,5 +174,60 @@ def build_plan(config: BenchmarkConfig, timing: bool = True, done: FinishedWork 
                         continue  # finished before a resume
                     find = repeat == 0 and timing and config.sweep_for(entry, backend).find_max_batch
                     served = tuple(dict.fromkeys([*cells, *check_cells]))
-                    units.append(Unit(entry, backend, spec, precision, repeat, cells, check, find, served))
-    return Plan(tuple(units), tuple(skipped), timing)
+                    units.append(Unit(entry, backend, BACKENDS[backend.name], precision, repeat, cells, check,
+                                      find, served, reasons[id(backend)]))  # fmt: skip
+    runnable = tuple(unit for unit in units if unit.skipped is None)
+    return Plan(runnable, tuple(skipped), timing, tuple(unit for unit in units if unit.skipped))
+
+
+def estimate_seconds(
+    units: Sequence[Unit], config: BenchmarkConfig, measured_ms: dict[tuple, float] | None = None
+) -> tuple[float, float, int]:
+    """The timing loops' wall time: ``(floor_s, estimate_s, measured)``. Per cell, warm-up and
+    measurement run until both their counts and their durations are reached, so a cell costs at least
+    ``warmup_s + min_duration_s``; with an earlier run's p50 for the cell (``measured_ms``, keyed like
+    :func:`cell_key`) it costs about ``max(warmup x p50, warmup_s) + max(iterations x p50,
+    min_duration_s)``. ``measured`` counts the cells that had a p50. Exports, engine builds, model loads and
+    numerics checks are not in it."""
+    floor = estimate = 0.0
+    measured = 0
+    for unit in units:
+        timing = unit.entry.timing or config.timing
+        for cell in unit.cells:
+            cell_floor = timing.warmup_s + timing.min_duration_s
+            p50 = (measured_ms or {}).get(cell_key(unit, cell))
+            floor += cell_floor
+            if p50 is None:
+                estimate += cell_floor
+                continue
+            measured += 1
+            seconds = p50 / 1000
+            estimate += max(timing.warmup * seconds, timing.warmup_s)
+            estimate += min(
+                max(timing.iterations * seconds, timing.min_duration_s), timing.max_iterations * seconds
+            )
+    return floor, estimate, measured
+
+
+def cell_key(unit: Unit, cell: Cell) -> tuple:
+    """What matches a planned cell to a measured one: model, backend entry, precision and the cell."""
+    options = json.dumps(unit.backend.variant(), sort_keys=True)
+    return (unit.entry.name, unit.backend.name, options, unit.backend.device, unit.precision, cell.height,
+            cell.width, cell.batch)  # fmt: skip
+
+
+def measured_latencies(run_dir: Path) -> dict[tuple, float]:
+    """The p50 (ms) of every ok cell of an earlier run, keyed like :func:`cell_key` (a cell measured in
+    several passes: the median of its passes), for :func:`estimate_seconds`."""
+    path = run_dir / RESULTS_FILE
+    if not path.is_file():
+        raise ConfigError(f"--estimate-from: {path} not found: give a run directory")
+    found: dict[tuple, list[float]] = {}
+    for row in read_jsonl(path):
+        record = CellRecord.from_dict(row)
+        if record.measurement.ok and record.measurement.latency_ms:
+            s = record.subject
+            key = (s.model, s.backend, json.dumps(s.backend_options, sort_keys=True), s.device, s.precision,
+                   record.height, record.width, record.batch_size)  # fmt: skip
+            found.setdefault(key, []).append(record.measurement.latency_ms["p50"])
+    return {key: float(np.median(values)) for key, values in found.items()}

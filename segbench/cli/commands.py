@@ -29,7 +29,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.resume and args.out is None:
         raise ConfigError("--resume needs --out: the directory of the run to finish")
     if args.dry_run:
-        return _print_plan(config, args.out, console, timing=True, resume=args.resume)
+        return _print_plan(config, args, console, timing=True)
     out_dir = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
     summary = _run(config, out_dir, console, timing=True, resume=args.resume)
     if not args.no_report:
@@ -37,15 +37,30 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return summary.exit_code
 
 
-def _print_plan(config: Any, out_dir: Path | None, console: Console, timing: bool, resume: bool) -> int:
-    """``--dry-run``: what the run would do, unit by unit; nothing is built or written."""
+def _print_plan(config: Any, args: argparse.Namespace, console: Console, timing: bool) -> int:
+    """``--dry-run``: what the run would do, unit by unit, and how long its timing loops take; nothing is
+    built or written."""
     from segbench.bench.pipeline import plan_run
+    from segbench.bench.plan import estimate_seconds, measured_latencies
 
-    plan, _ = plan_run(config, out_dir, timing, resume)
+    plan, _ = plan_run(config, args.out, timing, getattr(args, "resume", False))
     for line in plan.lines():
         console.print(escape(line), highlight=False)
-    what = f"{plan.total} cells" if timing else f"{plan.total} checks"
-    console.print(f"{len(plan.units)} units, {what}", highlight=False)
+    skipped = sum(len(unit.cells) for unit in plan.skipped_units) if timing else len(plan.skipped_units)
+    what = "cells" if timing else "checks"
+    console.print(f"{len(plan.units)} units, {plan.total} {what} ({skipped} more {what} skipped here)",
+                  highlight=False)  # fmt: skip
+    if timing:
+        earlier = measured_latencies(args.estimate_from) if args.estimate_from else None
+        floor, estimate, measured = estimate_seconds(plan.units, config, earlier)
+        line = f"timing loops here: at least {floor:.0f} s (the warm-up and measurement durations)"
+        if earlier is not None:
+            source = args.estimate_from
+            line += f", about {estimate:.0f} s with {source}'s latencies for {measured} of {plan.total}"
+        if plan.skipped_units:
+            every, _, _ = estimate_seconds((*plan.units, *plan.skipped_units), config)
+            line += f"; with every backend available, at least {every:.0f} s"
+        console.print(f"{line}; exports, engine builds and numerics checks come on top", highlight=False)
     return 0
 
 
@@ -189,7 +204,7 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     else:
         config = _adhoc_check_config(args)
     if args.dry_run:
-        return _print_plan(config, args.out, console, timing=False, resume=False)
+        return _print_plan(config, args, console, timing=False)
     out_dir = args.out or Path("runs") / f"check-{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
     return _run(config, out_dir, console, timing=False).exit_code
 

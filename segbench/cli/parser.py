@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan (units, cells, checks) and exit")
     run.add_argument(
+        "--estimate-from", type=Path, metavar="RUN_DIR",
+        help="with --dry-run: estimate the timing loops from an earlier run's latencies",
+    )  # fmt: skip
+    run.add_argument(
         "--no-report", action="store_true",
         help="skip writing the report files (CSV, Parquet, Markdown, HTML, plots) at the end",
     )  # fmt: skip
@@ -149,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--models", type=names, help="comma-separated models to keep from the config")
     check.add_argument("--backends", type=names, help="comma-separated backends to keep from the config")
     check.add_argument("--dry-run", action="store_true", help="print the checks it would run and exit")
+    check.set_defaults(estimate_from=None)
     check.add_argument("--model", help="without a config: the model to check")
     check.add_argument("--backend", help="without a config: the backend to check (torch, onnxruntime, ...)")
     check.add_argument("--device", choices=("cpu", "cuda"), help="without a config: the backend's device")

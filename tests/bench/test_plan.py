@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
-from segbench.bench.plan import Cell, build_plan
+from segbench.bench.plan import Cell, build_plan, cell_key, estimate_seconds, measured_latencies
 from segbench.bench.resume import FinishedWork
 from segbench.cli import main
 from segbench.config import validate_config
@@ -86,3 +88,33 @@ def test_the_executor_comes_from_the_config(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "segbench: error: executor: unknown executor 'cluster'; valid executors: inline, subprocess"
+
+
+def test_the_gpu_benchmark_plans_on_a_cpu_machine_with_every_skip_named(capsys):
+    root = Path(__file__).resolve().parents[2]
+    assert main(["run", str(root / "benchmark-gpu.yaml"), "--dry-run"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "fcn8s · torch/cuda/fp32 [skipped here: no CUDA device visible to torch]" in printed
+    assert "0 units, 0 cells (400 more cells skipped here)" in printed
+    assert "with every backend available, at least 600 s" in printed
+
+
+def test_the_estimate_counts_time_floors_and_measured_latencies():
+    config = validate_config({**CONFIG, "timing": {"warmup": 2, "iterations": 10, "warmup_s": 0.5,
+                                                   "min_duration_s": 1.0}})  # fmt: skip
+    plan = build_plan(config)
+    unit = plan.units[0]
+    measured = {cell_key(unit, unit.cells[0]): 200.0, cell_key(unit, unit.cells[1]): 10.0}
+    floor, estimate, count = estimate_seconds(plan.units, config, measured)
+    cells = sum(len(u.cells) for u in plan.units if u.entry.timing is None)
+    # fcn8s has its own timing entry (repeats only): its cells use the model's defaults, floors 0.
+    assert floor == cells * 1.5 and count == 2
+    # 200 ms: 2 x 0.2 s warm-up (0.5 s floor wins) + 10 x 0.2 s; 10 ms: both floors.
+    assert estimate == floor - 1.5 + (0.5 + 2.0)
+
+
+def test_measured_latencies_read_an_earlier_run():
+    root = Path(__file__).resolve().parents[2]
+    found = measured_latencies(root / "reports" / "cpu-default")
+    key = ("unet", "torch", "{}", "cpu", "fp32", 256, 256, 1)
+    assert key in found and found[key] > 0
