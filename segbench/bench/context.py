@@ -57,6 +57,8 @@ class RunContext:
     done: FinishedWork = field(default_factory=FinishedWork)
     exporter: Exporter = cache_export
     executor: Executor | None = None  # runs the timing cells (segbench.bench.executors)
+    # The machine's measured matmul peak, {device: {precision: TFLOP/s}} (env.json ``peak_tflops``).
+    peak_tflops: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def ignore_index(self) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 from segbench.bench.context import ModelState, RunContext, RunnerPool, build_model_state, cache_export
 from segbench.bench.executors import EXECUTORS, executor_name
 from segbench.bench.numerics import EvaluationSet
+from segbench.bench.peak import measure_peaks
 from segbench.bench.plan import Plan, Unit, build_plan, config_hash, searches_batches
 from segbench.bench.resume import FinishedWork
 from segbench.bench.runlog import RunLog
@@ -65,6 +66,11 @@ def _environment(config: BenchmarkConfig, plan: Plan, done: FinishedWork) -> dic
     env = collect_env()
     env.update(schema=SCHEMA_VERSION, config_name=config.name, config_hash=config_hash(config),
                skipped_backends=list(plan.skipped_backends))  # fmt: skip
+    if plan.timing:  # what each cell's peak_fraction divides by; a check-only run has no cells
+        devices = {unit.backend.device for unit in plan.units if unit.cells}
+        env["peak_tflops"], errors = measure_peaks(devices)
+        if errors:
+            env["peak_tflops_errors"] = errors
     return env
 
 
@@ -104,6 +110,7 @@ def run_benchmark(
             stack.callback(listener.end)
         ctx = RunContext(config, out_dir, sink, log, timing, provenance, evaluation_set, done,
                          exporter or cache_export)  # fmt: skip
+        ctx.peak_tflops = env.get("peak_tflops") or {}  # a resumed run keeps its first session's peaks
         ctx.executor = EXECUTORS[executor_name(config)](ctx)
         states: dict[str, ModelState] = {}
         for unit in plan.units:

@@ -6,6 +6,7 @@ Adding a model means one new file with a constructor function and one ``ModelSpe
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,19 +168,43 @@ def model_stats(
 ) -> dict:
     """Parameter count and GFLOPs (multiply-add = 2 FLOPs) of one forward at 1 x 3 x height x width.
 
-    Counted on the meta device, so even the full-width networks cost no memory or time; GFLOPs are
-    None for a network that cannot run there.
+    Counted on the meta device, so even the full-width networks cost no memory or time. A network that
+    cannot run there (Mask R-CNN's data-dependent NMS, Mask2Former's real tensors made in forward) is
+    counted on one real CPU forward instead: seeded weights, a seeded input, batch 1, no grad; once per
+    model, options and size in a process. GFLOPs are None only when that forward fails too.
     """
+    key = (name, json.dumps(dict(options or {}), sort_keys=True, default=str), height, width)
+    if key not in _COUNTED:
+        _COUNTED[key] = _count_stats(name, dict(options or {}), height, width)
+    return dict(_COUNTED[key])
+
+
+# model_stats per (name, options as JSON text, height, width): a real forward is counted once.
+_COUNTED: dict[tuple[str, str, int, int], dict] = {}
+
+
+def _count_stats(name: str, options: dict[str, Any], height: int, width: int) -> dict:
     spec = get_spec(name)
     with torch.device("meta"):
-        model = _construct(spec, dict(options or {})).eval()
-        counter = FlopCounterMode(display=False)
-        try:
-            with counter, torch.no_grad():
-                model(torch.empty(1, 3, height, width))
-            gflops = counter.get_total_flops() / 1e9
-        except (RuntimeError, TypeError):  # a missing meta kernel raises a RuntimeError subclass
-            # Some networks create real tensors inside forward (e.g. transformers' spatial-shape
-            # tables), which the meta device refuses; report no figure rather than a wrong one.
-            gflops = None
+        model = _construct(spec, options).eval()
+        gflops = _count_gflops(model, torch.empty(1, 3, height, width))
+    if gflops is None:
+        # Some networks need data: nonzero after NMS, tables built from real tensors. Static shapes
+        # after NMS (Mask R-CNN's fixed detections, Mask2Former's fixed queries) make the count of one
+        # real forward that of every forward. Costs seconds for a full-width network, a one-off.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = _construct(spec, options).eval()
+            image = torch.randn(1, 3, height, width)
+        gflops = _count_gflops(model, image)
     return {"params": sum(p.numel() for p in model.parameters()), "gflops": gflops}
+
+
+def _count_gflops(model: SegmentationModel, image: torch.Tensor) -> float | None:
+    counter = FlopCounterMode(display=False)
+    try:
+        with counter, torch.no_grad():
+            model(image)
+    except Exception:  # e.g. a missing meta kernel (a RuntimeError subclass): try the next way
+        return None  # no figure rather than a wrong one; a count must never fail a run
+    return counter.get_total_flops() / 1e9

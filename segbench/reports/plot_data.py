@@ -198,3 +198,58 @@ def speedups(cells: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     # Indexed like ``cells``, so a table of all cells can look its rows' speed-ups up.
     return pd.DataFrame(rows, columns=columns, index=[row["_order"] for row in rows])
+
+
+@dataclass(frozen=True)
+class RooflinePoint:
+    """One cell in the roofline figure: GFLOPs per image (x) and achieved TFLOP/s (y, None without a
+    measurement, ``status`` then saying why). ``x`` is None where no cell of that model and size has a
+    FLOP count to place it by."""
+
+    model: str
+    config: str
+    batch: int
+    x: float | None
+    y: float | None
+    status: str
+
+
+def roofline_points(cells: pd.DataFrame) -> list[RooflinePoint]:
+    """Every cell of a run that recorded achieved FLOP/s, in cell order. A run from before they were
+    recorded has none, and gets no roofline figure rather than an empty one."""
+    rows = records(cells)
+    if not any(measured(row.get("achieved_tflops")) for row in rows):
+        return []
+
+    # A failed cell has no FLOP count of its own; the model's at that size places it all the same.
+    def key(row: Mapping[str, Any]) -> tuple:
+        return row["model"], row["model_options"], row["height"], row["width"]
+
+    gflops = {key(row): row["gflops"] for row in reversed(rows) if measured(row.get("gflops"))}
+    points = []
+    for row in rows:
+        x = gflops.get(key(row))
+        reason = failure(row, "achieved_tflops")
+        points.append(
+            RooflinePoint(
+                model=model_name(row),
+                config=_config(row),
+                batch=int(row["batch_size"]),
+                x=None if x is None else float(x),
+                y=None if reason else float(row["achieved_tflops"]),
+                status=reason or "ok",
+            )
+        )
+    return points
+
+
+def peak_lines(env: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """The run's measured peaks as ``("cpu fp32", TFLOP/s)``, highest first (env.json ``peak_tflops``)."""
+    peaks = env.get("peak_tflops") or {}
+    lines = [
+        (f"{device} {precision}", float(value))
+        for device, by_precision in peaks.items()
+        for precision, value in (by_precision or {}).items()
+        if measured(value)
+    ]
+    return sorted(lines, key=lambda line: -line[1])

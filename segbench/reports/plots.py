@@ -1,6 +1,7 @@
 """PNG figures of a run for the HTML report: latency and throughput sweeps, speed-up against PyTorch,
-latency distributions (:mod:`segbench.reports.timing_figures`, from :mod:`segbench.reports.plot_data`)
-and the numerics verdict table (:mod:`segbench.reports.verdict_figure`).
+latency distributions (:mod:`segbench.reports.timing_figures`, from :mod:`segbench.reports.plot_data`),
+achieved FLOP/s under the measured peak (:mod:`segbench.reports.roofline_figure`) and the numerics
+verdict table (:mod:`segbench.reports.verdict_figure`).
 
 Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas and never through pyplot, so rendering
 touches no global backend or figure registry (safe in tests, threads and a CLI alike) and nothing needs
@@ -29,6 +30,8 @@ from segbench.reports.plot_data import (
     speedups,
     throughput_series,
 )
+from segbench.reports.roofline_figure import TITLE as ROOFLINE_TITLE
+from segbench.reports.roofline_figure import roofline_figure
 from segbench.reports.timing_figures import TITLES as _TIMING_TITLES
 from segbench.reports.timing_figures import (
     distribution_figure,
@@ -62,9 +65,10 @@ PLOT_NAMES = (
     "throughput_vs_size",
     "speedup_vs_torch",
     "latency_distribution",
+    "roofline",
     "numerics_verdicts",
 )
-TITLES = {**_TIMING_TITLES, "numerics_verdicts": NUMERICS_TITLE}
+TITLES = {**_TIMING_TITLES, "roofline": ROOFLINE_TITLE, "numerics_verdicts": NUMERICS_TITLE}
 
 
 @dataclass(frozen=True)
@@ -83,15 +87,18 @@ def build_figures(
     """``(name, title, figure)`` for every figure that has data, in :data:`PLOT_NAMES` order."""
     caption = environment_caption(env)
     with matplotlib.style.context(_STYLE):
-        return _build_figures(cells, checks, caption)
+        return _build_figures(cells, checks, env, caption)
 
 
-def _build_figures(cells: pd.DataFrame, checks: pd.DataFrame, caption: str) -> list[tuple[str, str, Figure]]:
+def _build_figures(
+    cells: pd.DataFrame, checks: pd.DataFrame, env: Mapping[str, Any], caption: str
+) -> list[tuple[str, str, Figure]]:
     builders: dict[str, Callable[[], Figure | None]] = {
         "latency_vs_batch": lambda: latency_vs_batch_figure(cells, caption),
         "throughput_vs_size": lambda: throughput_vs_size_figure(cells, caption),
         "speedup_vs_torch": lambda: speedup_figure(cells, caption),
         "latency_distribution": lambda: distribution_figure(cells, caption),
+        "roofline": lambda: roofline_figure(cells, env, caption),
         "numerics_verdicts": lambda: numerics_figure(checks, caption),
     }
     built = [(name, TITLES[name], builders[name]()) for name in PLOT_NAMES]

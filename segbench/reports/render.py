@@ -47,7 +47,7 @@ def html_table(headers: Sequence[str], rows: Rows) -> str:
 
 RESULT_HEADERS = (
     "model", "backend", "device", "precision", "size", "batch", "p50 ms", "p90 ms", "p99 ms",
-    "images/s", "vs PyTorch", "peak host MiB", "peak device MiB", "status",
+    "images/s", "vs PyTorch", "TFLOP/s", "of peak", "peak host MiB", "peak device MiB", "status",
 )  # fmt: skip
 CHECK_HEADERS = (
     "model", "backend", "device", "precision", "level", "metric", "value", "baseline", "delta",
@@ -84,6 +84,8 @@ def result_rows(run: RunData, speedup: dict[int, float] | None = None) -> Rows:
                     shown.p99,
                     shown.throughput,
                     versus,
+                    shown.achieved,
+                    shown.peak_fraction,
                     shown.peak_host,
                     shown.peak_device,
                     shown.status_text,
@@ -157,13 +159,27 @@ def _run_facts(run: RunData) -> list[tuple[str, str]]:
         ("when", f"{stamps[0]} .. {stamps[-1]}" if stamps else view.MISSING),
         ("segbench revision", git),
         ("environment fingerprint", str(env.get("fingerprint") or view.MISSING)),
+        ("measured peak (matmul, TFLOP/s)", peak_text(env)),
     ]
+
+
+def peak_text(env: dict[str, Any]) -> str:
+    """``cpu fp32 0.130``: the peaks a run measured (env.json ``peak_tflops``); ``-`` before them."""
+    peaks = env.get("peak_tflops") or {}
+    found = [
+        f"{device} {precision} {view.tflops(value)}"
+        for device, by_precision in peaks.items()
+        for precision, value in by_precision.items()
+    ]
+    return ", ".join(found) or view.MISSING
 
 
 LATENCY_NOTE = (
     "Latency is end to end: preprocess + inference + postprocess, per batch, in milliseconds over every "
     "timed iteration (none dropped). images/s = batch / mean latency. vs PyTorch = PyTorch fp32 p50 / this "
-    "p50 on the same device, size and batch."
+    "p50 on the same device, size and batch. TFLOP/s = the model's FLOPs x batch / the compute p50 (the "
+    "device's compute stage where the backend times one, else the end-to-end p50); of peak = that over "
+    "the matmul peak this run measured for the device and precision."
 )
 
 

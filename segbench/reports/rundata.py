@@ -48,12 +48,16 @@ REQUIRED_NUMERICS_FIELDS = frozenset(
 LATENCY_STATS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
 STAGES = ("preprocess", "infer", "postprocess", "h2d", "compute", "d2h")
 PEAK_MEMORY = ("peak_host_mb", "peak_device_mb", "peak_device_nvml_process_mb", "peak_device_nvml_device_mb")
+# Achieved TFLOP/s (the model's FLOPs over the cell's compute time) and its share of the run's peak.
+EFFICIENCY = ("achieved_tflops", "peak_fraction")
 MEASUREMENTS = (
     *(f"{stat}_ms" for stat in LATENCY_STATS),
     "throughput_ips",
     *PEAK_MEMORY,
     *(f"{stage}_p50_ms" for stage in STAGES),
     "first_iteration_ms",
+    "gflops",
+    *EFFICIENCY,
 )
 
 
@@ -104,6 +108,9 @@ def _cell_row(row: dict[str, Any]) -> dict[str, Any]:
         iterations=measured.iterations,
         params=record.params,
         gflops=record.gflops,
+        # Missing (NaN) in rows written before they were recorded: shown as "-", never recomputed.
+        achieved_tflops=record.achieved_tflops,
+        peak_fraction=record.peak_fraction,
         artifact=record.artifact,
         fingerprint=record.env.fingerprint,
         git_sha=record.env.git_sha,
@@ -141,6 +148,9 @@ def _pool_repeats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for stage in STAGES:
         values = [row[f"{stage}_p50_ms"] for row in rows if row[f"{stage}_p50_ms"] is not None]
         pooled[f"{stage}_p50_ms"] = float(np.median(values)) if values else None
+    for column in EFFICIENCY:  # as the stage p50s: the median pass
+        values = [row[column] for row in rows if row[column] is not None]
+        pooled[column] = float(np.median(values)) if values else None
     pooled["iterations"] = sum(row["iterations"] or 0 for row in rows)
     return pooled
 

@@ -8,7 +8,8 @@ every one of them. The spellings follow the committed reports (``reports/*/repor
 
 - a missing number is ``-``; a missing interval, band or note is empty;
 - latency ``44.18`` (ms), throughput ``22.3`` (images/s), memory ``981`` (MiB), speed-up ``3.85x``,
-  relative change ``+4.4%``, p-value ``0.093``;
+  relative change ``+4.4%``, p-value ``0.093``, achieved or peak ``0.052`` (TFLOP/s) and its share of
+  the peak ``38.2%``;
 - a task metric ``80.87`` (points), a deviation or change ``+0.000``, its interval ``[-0.017, -0.005]``,
   a band ``[-0.51, +1.00]`` (points) and a band edge ``-0.50``;
 - a tensor statistic ``0.00061`` (``3.578e-07`` where five decimals would print a nonzero value as 0),
@@ -86,6 +87,17 @@ def speedup(ratio: Any) -> str:
     """How many times faster than the reference: ``3.85x``."""
     text = fixed(ratio, 2)
     return text if text == MISSING else text + SPEEDUP_SIGN
+
+
+def tflops(value: Any) -> str:
+    """TFLOP/s, three decimals (a 2-core CPU reaches tenths): ``0.052``."""
+    return fixed(value, 3)
+
+
+def peak_share(fraction: Any) -> str:
+    """Achieved over peak FLOP/s as a percentage: ``38.2%``."""
+    found = number(fraction)
+    return MISSING if found is None else f"{100 * found:.1f}%"
 
 
 def axis_number(value: float) -> str:
@@ -372,6 +384,8 @@ class CellView:
     throughput: str
     peak_host: str
     peak_device: str
+    achieved: str  # TFLOP/s
+    peak_fraction: str  # of the run's measured peak for the cell's device and precision
     status: str  # ok, failed, timeout, crashed
     error: str
     tone: str
@@ -403,6 +417,8 @@ def cell_view(row: Mapping[str, Any]) -> CellView:
         throughput=throughput(row.get("throughput_ips")),
         peak_host=memory(row.get("peak_host_mb")),
         peak_device=memory(row.get("peak_device_mb")),
+        achieved=tflops(row.get("achieved_tflops")),
+        peak_fraction=peak_share(row.get("peak_fraction")),
         status=str(row["status"]),
         error="" if missing(error) else str(error),
         tone=OK_TONE if ok else FAIL_TONE,

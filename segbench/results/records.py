@@ -126,6 +126,10 @@ class CellRecord:
     artifact: dict[str, Any] | None = None  # the graph or engine that ran, with its parity
     params: int | None = None
     gflops: float | None = None
+    # The model's FLOPs x batch over the cell's compute time, and that over the run's measured matmul
+    # peak of the cell's device and precision (env.json ``peak_tflops``); None in rows written before.
+    achieved_tflops: float | None = None
+    peak_fraction: float | None = None
     isolated: bool | None = None  # measured in a child process (isolation.subprocess)
 
     @property
@@ -152,8 +156,11 @@ class CellRecord:
             "params": self.params,
             "gflops": self.gflops,
         }
-        if self.isolated is not None:
-            row["isolated"] = self.isolated
+        # Written only when set: the FLOP rates where measured (a failed cell's row, and rows written
+        # before them, have none), ``isolated`` by a cell measured in a child.
+        for key in ("achieved_tflops", "peak_fraction", "isolated"):
+            if getattr(self, key) is not None:
+                row[key] = getattr(self, key)
         return row
 
     @classmethod
@@ -172,6 +179,8 @@ class CellRecord:
             artifact=row.get("artifact"),
             params=row.get("params"),
             gflops=row.get("gflops"),
+            achieved_tflops=row.get("achieved_tflops"),
+            peak_fraction=row.get("peak_fraction"),
             isolated=row.get("isolated"),
         )
 

@@ -4,6 +4,7 @@ from torchvision.models import vgg11, vgg16
 
 from segbench.models import build_model, model_stats
 from segbench.models.fcn import bilinear_kernel, fcn8s
+from segbench.models.registry import resolve_options
 
 SMALL = {
     "fcn32s": {"width": 0.0625, "num_classes": 5},
@@ -94,3 +95,16 @@ def test_gflops_scale_with_input_area():
     small = model_stats("unet", {"base_channels": 8}, 128, 128)["gflops"]
     large = model_stats("unet", {"base_channels": 8}, 256, 256)["gflops"]
     assert large == pytest.approx(4 * small, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mask_rcnn", "mask2former"])
+def test_networks_the_meta_device_refuses_are_counted_on_a_real_forward(name):
+    # Their shipped checkpoints' options: small, so the real CPU forward costs about a second.
+    options = resolve_options(name, "trained")
+    small = model_stats(name, options, 128, 128)
+    large = model_stats(name, options, 256, 256)
+    assert small["params"] == large["params"] > 0
+    assert 0 < small["gflops"] < large["gflops"]
+    # Seeded weights and input: the same count every time (and from the cache, a copy).
+    again = model_stats(name, options, 128, 128)
+    assert again == small and again is not small

@@ -13,6 +13,7 @@ ALL_PLOTS = [
     "throughput_vs_size",
     "speedup_vs_torch",
     "latency_distribution",
+    "roofline",
     "numerics_verdicts",
 ]
 ENV = {
@@ -130,7 +131,9 @@ def test_real_run_writes_every_plot_as_png(tmp_path):
     run = load_run(RUN)
     out = tmp_path / "plots" / "nested"
     result = plots.render_plots(run.cells, run.checks, run.env, out)
-    assert [p.name for p in result] == ALL_PLOTS
+    # A run from before achieved FLOP/s were recorded has no roofline.
+    recorded = run.cells["achieved_tflops"].notna().any()
+    assert [p.name for p in result] == [n for n in ALL_PLOTS if n != "roofline" or recorded]
     for plot in result:
         assert plot.path == out / f"{plot.name}.png"
         assert plot.png == plot.path.read_bytes()
@@ -378,3 +381,45 @@ def test_environment_caption_of_an_old_or_empty_env():
 def test_several_gpus_of_one_model_are_counted():
     env = {"gpus": [{"name": "NVIDIA H100"}, {"name": "NVIDIA H100"}], "fingerprint": "f"}
     assert "2× NVIDIA H100" in plots.environment_caption(env)
+
+
+def _with_rates(rows, gflops=2.0, peak=0.5):
+    """Result rows with what a run writes now: the model's GFLOPs and, for ok cells, the achieved rate
+    (GFLOPs x batch / p50) and its share of ``peak``."""
+    for row in rows:
+        row["gflops"] = gflops if row["status"] == "ok" else None
+        if row["status"] == "ok":
+            row["achieved_tflops"] = gflops * row["batch_size"] / row["latency_ms"]["p50"]
+            row["peak_fraction"] = row["achieved_tflops"] / peak
+    return rows
+
+
+def test_roofline_places_measured_cells_under_each_measured_peak():
+    rows = _with_rates([cell("fcn", "torch", 1, 10.0), cell("fcn", "torch", 4, 20.0),
+                        cell("fcn", "onnxruntime", 4, None, status="timeout")])  # fmt: skip
+    env = {**ENV, "peak_tflops": {"cpu": {"fp32": 0.5}, "cuda": {"fp16": 400.0, "fp32": 50.0}}}
+    fig = _figure(cells_frame(rows), checks_frame([]), "roofline", env)
+    (ax,) = fig.axes
+    points = sorted((float(line.get_xdata()[0]), float(line.get_ydata()[0]))
+                    for line in ax.lines if line.get_gid() == "cell")  # fmt: skip
+    assert points == [(2.0, pytest.approx(0.2)), (2.0, pytest.approx(0.4))]
+    peaks = sorted(float(line.get_ydata()[0]) for line in ax.lines if line.get_gid() == "peak")
+    assert peaks == [0.5, 50.0, 400.0]
+    texts = [text.get_text() for text in ax.texts]
+    assert "cpu fp32 peak 0.500 TFLOP/s" in texts and "cuda fp16 peak 400.000 TFLOP/s" in texts
+    # The timed-out cell: a red x at the model's GFLOPs (from its measured cells), with its status.
+    (failed,) = _failed_lines(fig)
+    assert float(failed.get_xdata()[0]) == 2.0
+    assert any("timeout" in text for text in texts)
+
+
+def test_roofline_of_a_cell_without_a_flop_count_says_so():
+    rows = [*_with_rates([cell("fcn", "torch", 1, 10.0)]), cell("mask2former", "torch", 1, 900.0)]
+    fig = _figure(cells_frame(rows), checks_frame([]), "roofline")
+    texts = [text.get_text() for text in fig.axes[0].texts]
+    assert "1 cell(s) without a FLOP count not shown" in texts
+    assert "no peak measured in this run" in texts  # ENV has no peak_tflops
+
+
+def test_a_run_before_the_rates_has_no_roofline(cells, checks):
+    assert "roofline" not in [name for name, _, _ in plots.build_figures(cells, checks, ENV)]

@@ -215,3 +215,31 @@ def test_old_rows_with_paired_and_no_verdict_still_load(tmp_path):
     tasks = current[(current["role"] == "candidate") & (current["level"] == "task")]
     assert set(tasks["verdict"]) == {"pass"} and (tasks["ci_low"] <= tasks["delta"]).all()
     assert (tasks["band_low"] <= tasks["ci_low"]).all() and (tasks["ci_high"] <= tasks["band_high"]).all()
+
+
+def test_the_rates_show_in_the_tables_and_the_peak_in_the_facts(tmp_path):
+    measured = cell("unet", "torch", 4, samples=[40.0, 40.0, 40.0], gflops=2.0, achieved_tflops=0.2,
+                    peak_fraction=0.4)  # fmt: skip
+    run_dir = write_run(tmp_path / "run", [measured, cell("unet", "torch", 1, status="failed")])
+    env = json.loads((run_dir / "env.json").read_text())
+    (run_dir / "env.json").write_text(json.dumps({**env, "peak_tflops": {"cpu": {"fp32": 0.5}}}))
+    write_report(load_run(run_dir))
+    markdown = (run_dir / REPORT_MD).read_text()
+    assert (
+        "| TFLOP/s | of peak |" in markdown
+        and "| measured peak (matmul, TFLOP/s) | cpu fp32 0.500 |" in markdown
+    )
+    assert "| 0.200 | 40.0% |" in markdown and (run_dir / "plots" / "roofline.png").exists()
+    failed = next(line for line in markdown.splitlines() if "failed: RuntimeError" in line)
+    assert "| - | - | - | - | - | - |" in failed  # p50 .. of peak: missing, never zero
+
+
+def test_an_old_run_without_the_rates_still_renders(tmp_path):
+    old = shutil.copytree(CI_BASELINE, tmp_path / "old")
+    assert "achieved_tflops" not in (old / "results.jsonl").read_text()
+    write_report(load_run(old))
+    markdown = (old / REPORT_MD).read_text()
+    assert "| measured peak (matmul, TFLOP/s) | - |" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| fcn8s | torch | cpu | fp32 | 256")]
+    assert rows and all("| reference | - | - |" in line for line in rows)
+    assert not (old / "plots" / "roofline.png").exists()

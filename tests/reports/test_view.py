@@ -186,18 +186,21 @@ def test_markdown_terminal_and_figure_show_the_same_numerics_strings(tmp_path):
 
 
 def test_markdown_and_terminal_show_the_same_cell_strings(tmp_path):
-    results = [cell(samples=[20.0, 21.0, 20.5, 20.2]), cell(batch=4, status="failed")]
+    measured = cell(samples=[20.0, 21.0, 20.5, 20.2], achieved_tflops=0.0523, peak_fraction=0.3816)
+    results = [measured, cell(batch=4, status="failed")]
     run = load_run(write_run(tmp_path / "run", results))
     markdown = [cells for cells, _ in result_rows(run)]
     terminal = [[plain(c) for c in cells] for cells, _ in results_table(results).rows]
     for md, term in zip(markdown, terminal, strict=True):
-        # Markdown: model backend device precision size batch p50 p90 p99 images/s vs MiB MiB status;
-        # terminal: model backend device prec size batch p50 p90 mean img/s host-MiB status error.
-        assert md[:8] == term[:8] and md[9] == term[9] and md[11] == term[10]
+        # Markdown: model backend device precision size batch p50 p90 p99 images/s vs TFLOP/s of-peak
+        # MiB MiB status; terminal: model backend device prec size batch p50 p90 mean img/s of-peak
+        # host-MiB status error.
+        assert md[:8] == term[:8] and md[9] == term[9] and md[12:14] == term[10:12]
     ok, failed = markdown
-    assert ok[6] == "20.35" and ok[9] == "49.0" and ok[11] == "900"
-    assert failed[6:10] == ["-", "-", "-", "-"] and failed[13] == "failed: RuntimeError: out of memory"
-    assert terminal[1][11:] == ["failed", "RuntimeError: out of memory"]
+    assert ok[6] == "20.35" and ok[9] == "49.0" and ok[13] == "900"
+    assert ok[11:13] == ["0.052", "38.2%"]
+    assert failed[6:13] == ["-"] * 7 and failed[15] == "failed: RuntimeError: out of memory"
+    assert terminal[1][12:] == ["failed", "RuntimeError: out of memory"]
 
 
 def test_compare_rows_spell_values_as_the_report_does(tmp_path):

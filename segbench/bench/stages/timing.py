@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from segbench.backends import Runner
+from segbench.bench import peak
 from segbench.bench.context import ModelState, RunContext, RunnerPool
 from segbench.bench.harness import TimingPlan, measure_cell
 from segbench.bench.memory import PeakDeviceMemory, PeakHostMemory
@@ -83,8 +84,14 @@ def cell_record(
     """The record of ``cell``: what ran, how it measured, what opening its runner cost."""
     opened = opened or {}
     sizes = state.size_stats(cell.height, cell.width) if measurement.ok else {}
+    subject = state.subject(unit.backend, unit.precision)
+    # Compute time: the device's compute stage (CUDA events) where the runner reports one, else the
+    # end-to-end p50 (preprocess + infer + postprocess), so a host backend is never flattered.
+    timed = measurement.compute_ms or measurement.latency_ms or {}
+    achieved = peak.achieved_tflops(sizes.get("gflops"), cell.batch, timed.get("p50"))
+    roof = peak.roof_precision(subject.device, subject.precision, subject.backend_options)
     return CellRecord(
-        subject=state.subject(unit.backend, unit.precision),
+        subject=subject,
         height=cell.height,
         width=cell.width,
         batch_size=cell.batch,
@@ -95,6 +102,8 @@ def cell_record(
         artifact=opened.get("artifact"),
         params=sizes.get("params"),
         gflops=sizes.get("gflops"),
+        achieved_tflops=achieved,
+        peak_fraction=peak.peak_fraction(achieved, ctx.peak_tflops.get(subject.device, {}).get(roof)),
     )
 
 
