@@ -142,6 +142,19 @@ class Runner(ABC):
         """Peak device memory since the last reset, in MiB; None for host backends."""
         return None
 
+    def release_cached_shapes(self) -> None:
+        """Free what the runner keeps per input shape (captured CUDA graphs, staging buffers).
+
+        The largest-batch search calls it between tries, so the memory one batch's graph holds is not
+        counted against the next one. No-op for runners that keep nothing per shape.
+        """
+        return None
+
+    def batch_limit(self) -> tuple[int, str] | None:
+        """The largest batch this runner can take and why (e.g. an engine's optimization profile), or
+        None when only the device's memory limits it. The largest-batch search stops there."""
+        return None
+
     def __enter__(self) -> Runner:
         self.activate()
         return self

@@ -12,7 +12,11 @@ checked without a GPU; fp16 timings on the CPU say nothing about a GPU.
 
 The TensorRT execution provider takes its engine and timing caches (under segbench's cache directory),
 its optimization profile (from the cells the harness will run) and its workspace from the same YAML
-entry. onnxruntime-gpu's TensorRT provider links TensorRT 10.
+entry. onnxruntime-gpu's TensorRT provider links TensorRT 10; an fp16 graph gets ``trt_fp16_enable``.
+
+On cuda, TF32 is off in the CUDA provider (``use_tf32``, on by onnxruntime's default) unless ``tf32``;
+with I/O binding the input is staged in pinned memory and its copy, the run and the copy back are timed
+on the host (``h2d``, ``run_host``, ``d2h``): onnxruntime exposes no CUDA events.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from segbench.backends.base import BackendError, GraphBackendConfig, Runner
 from segbench.backends.spec import GRAPH, BackendSpec
@@ -55,8 +59,23 @@ class OnnxRuntimeConfig(GraphBackendConfig):
     # explicitly, so no hidden copy sits inside session.run and each copy is timed (h2d / compute / d2h).
     # None: on for cuda, off for cpu (where there is nothing to copy).
     io_binding: bool | None = None
+    # With I/O binding on cuda: stage the input in a page-locked host buffer first, so its copy to the
+    # device is a DMA from pinned memory, as torch's (None: on with I/O binding on cuda).
+    pinned_memory: bool | None = None
+    # TF32 tensor-core math in the CUDA provider (its use_tf32 option, which onnxruntime turns on by
+    # default). Off, as for torch: fp32 graphs then compute in fp32, and so do an fp16 graph's fp32
+    # keep-list nodes. A use_tf32 in cuda_options still wins. TensorRT's provider has no TF32 switch.
+    tf32: bool = False
     intra_op_num_threads: int | None = Field(default=None, ge=1)
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+
+    @model_validator(mode="after")
+    def _cuda_only_options(self) -> OnnxRuntimeConfig:
+        if self.device != "cuda" and (self.pinned_memory or self.tf32):
+            raise ValueError("pinned_memory and tf32 need device: cuda")
+        if self.pinned_memory and self.io_binding is False:
+            raise ValueError("pinned_memory stages the I/O binding's input copy: it needs io_binding")
+        return self
 
 
 def _installed_distributions() -> list[str]:
@@ -78,6 +97,12 @@ def requested_providers(config: OnnxRuntimeConfig) -> list[str]:
     return [*wanted, CUDA_PROVIDER, CPU_PROVIDER]
 
 
+# The TensorRT provider's switch that lets TensorRT pick kernels of a precision (its network is weakly
+# typed under TensorRT 10): without it an fp16 graph may run in fp32. onnxruntime has trt_bf16_enable too,
+# but segbench writes no bf16 graphs, so onnxruntime entries take fp32 and fp16 only.
+TENSORRT_PRECISION_FLAGS = {"fp16": "trt_fp16_enable", "bf16": "trt_bf16_enable"}
+
+
 def _option_value(value: str | int | bool) -> str:
     # onnxruntime's provider options are strings; booleans are spelled "True"/"False" in its docs.
     return str(value)
@@ -88,8 +113,10 @@ def provider_options(
     input_name: str,
     input_shapes: list[tuple[int, ...]],
     cache_dir: Path | None = None,
+    precision: str = "fp32",
 ) -> list[dict[str, str]]:
-    """Options for each provider of ``requested_providers(config)``, in the same order."""
+    """Options for each provider of ``requested_providers(config)``, in the same order, for a graph of
+    ``precision``; options given in the YAML win over the derived ones."""
     from segbench.export.cache import cache_root
     from segbench.export.tensorrt import profile_from_shapes
 
@@ -110,9 +137,12 @@ def provider_options(
                 derived |= profile_from_shapes(input_name, input_shapes).to_ort_options()
             if config.trt_workspace_mb is not None:
                 derived["trt_max_workspace_size"] = config.trt_workspace_mb << 20
+            if precision in TENSORRT_PRECISION_FLAGS:
+                derived[TENSORRT_PRECISION_FLAGS[precision]] = True
             chosen = {**derived, **config.tensorrt_options}
         elif provider == CUDA_PROVIDER:
-            chosen = dict(config.cuda_options)
+            # onnxruntime's CUDA provider defaults use_tf32 to 1; segbench's fp32 is fp32 unless asked.
+            chosen = {"use_tf32": "1" if config.tf32 else "0", **config.cuda_options}
         else:
             chosen = {}
         options.append({key: _option_value(value) for key, value in chosen.items()})
@@ -134,7 +164,10 @@ def unavailable_reason(config: OnnxRuntimeConfig) -> str | None:
 
 
 class OnnxRuntimeRunner(Runner):
-    device_stages = ("h2d", "compute", "d2h")  # with I/O binding only
+    # With I/O binding only, all timed on the host: onnxruntime offers no CUDA events around its own
+    # stream, so the run is ``run_host`` (host wall time of run_with_iobinding, which returns when the
+    # device work is done), never ``compute``, the device-event time torch and TensorRT report.
+    device_stages = ("h2d", "run_host", "d2h")
     config: OnnxRuntimeConfig
 
     def activate(self) -> None:
@@ -153,7 +186,9 @@ class OnnxRuntimeRunner(Runner):
             options.intra_op_num_threads = self.config.intra_op_num_threads
         options.log_severity_level = 3  # errors only: provider fallbacks are checked below, not logged
         requested = requested_providers(self.config)
-        self.provider_options = provider_options(self.config, self.model.input_names[0], self.input_shapes)
+        self.provider_options = provider_options(
+            self.config, self.model.input_names[0], self.input_shapes, precision=self.precision
+        )
         # On the CPU an fp16 graph runs as its emulation (every fp16 tensor rounded after its producer):
         # the CPU provider would compute whole fp16 regions in fp32 and hide activation overflow.
         self.emulated = self.config.device == "cpu" and self.precision != "fp32"
@@ -173,6 +208,39 @@ class OnnxRuntimeRunner(Runner):
         binding = self.config.io_binding
         self.io_binding = (self.config.device == "cuda") if binding is None else binding
         self._ort_device = "cuda" if self.active_providers[0] != CPU_PROVIDER else "cpu"
+        # The CUDA ordinal the session runs on: bound inputs and outputs must live there too.
+        self._device_id = (
+            int(self.config.cuda_options.get("device_id", 0)) if self._ort_device == "cuda" else 0
+        )
+        self.pinned = self._pinned_staging()
+        self._staging: dict[tuple[Any, ...], tuple[Any, np.ndarray]] = {}
+
+    def _pinned_staging(self) -> bool:
+        """Whether inputs go through page-locked buffers (torch's pinned host allocator: onnxruntime's
+        Python API has no pinned host buffer to fill from numpy)."""
+        wanted = self.config.pinned_memory
+        if not (self.io_binding and self._ort_device == "cuda") or wanted is False:
+            return False
+        import torch
+
+        if not torch.cuda.is_available():
+            if wanted:
+                raise BackendError("pinned_memory needs a torch build with CUDA (page-locked buffers)")
+            return False  # a CPU-only torch next to onnxruntime-gpu: pageable copies, as describe() says
+        return True
+
+    def _stage(self, name: str, array: np.ndarray) -> np.ndarray:
+        """``array`` copied into this input's page-locked buffer (one per name, shape and dtype)."""
+        key = (name, array.shape, array.dtype.str)
+        if key not in self._staging:
+            import torch
+
+            dtype = torch.from_numpy(np.empty(0, array.dtype)).dtype
+            pinned = torch.empty(array.shape, dtype=dtype, pin_memory=True)
+            self._staging[key] = (pinned, pinned.numpy())  # the tensor keeps the page-locked memory
+        view = self._staging[key][1]
+        np.copyto(view, array)
+        return view
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self.io_binding:
@@ -181,37 +249,50 @@ class OnnxRuntimeRunner(Runner):
         import onnxruntime as ort
 
         clock = time.perf_counter_ns
-        t0 = clock()
         binding = self.session.io_binding()
+        # Staging into pinned memory is host work before the copy, as torch's is before its h2d event.
+        if self.pinned:
+            feeds = {name: self._stage(name, array) for name, array in feeds.items()}
+        t0 = clock()
         for name, array in feeds.items():
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, self._ort_device, 0))
+            value = ort.OrtValue.ortvalue_from_numpy(array, self._ort_device, self._device_id)
+            binding.bind_ortvalue_input(name, value)
         for name in self._output_names:
-            binding.bind_output(name, self._ort_device)
+            binding.bind_output(name, self._ort_device, self._device_id)
         t1 = clock()
         self.session.run_with_iobinding(binding)  # returns when the device work is done
         t2 = clock()
         outputs = binding.copy_outputs_to_cpu()
         t3 = clock()
-        self.last_stages_ms = {"h2d": (t1 - t0) / 1e6, "compute": (t2 - t1) / 1e6, "d2h": (t3 - t2) / 1e6}
+        self.last_stages_ms = {"h2d": (t1 - t0) / 1e6, "run_host": (t2 - t1) / 1e6, "d2h": (t3 - t2) / 1e6}
         return dict(zip(self._output_names, outputs, strict=True))
+
+    def release_cached_shapes(self) -> None:
+        self._staging.clear()
 
     def deactivate(self) -> None:
         self.session = None
+        self._staging = {}
         super().deactivate()
 
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort
 
-        info = {
+        info: dict[str, Any] = {
             "onnxruntime": ort.__version__,
             "provider": self.active_providers[0],
             "io_binding": self.io_binding,
         }
+        if self._ort_device == "cuda":
+            info["pinned_memory"] = self.pinned
         if self.emulated:
             info["fp16_emulated"] = True
         chosen = dict(zip(requested_providers(self.config), self.provider_options, strict=True))
         if chosen.get(self.active_providers[0]):
             info["provider_options"] = chosen[self.active_providers[0]]
+        if self.active_providers[0] == TENSORRT_PROVIDER and chosen.get(CUDA_PROVIDER):
+            # What TensorRT does not take runs on the CUDA provider, with these (use_tf32 among them).
+            info["cuda_provider_options"] = chosen[CUDA_PROVIDER]
         return info
 
 

@@ -3,8 +3,10 @@
 Each iteration times three host stages with ``time.perf_counter_ns``: preprocess, the backend's
 ``infer`` and the shared postprocess. End-to-end latency is their sum, so no backend can look faster by
 leaving a stage out. A device runner also reports, per ``infer``, its own split in ``last_stages_ms``:
-host-to-device copy, compute (CUDA events on the GPU) and device-to-host copy; these lie inside
-``infer`` and are reported next to it.
+host-to-device copy, the forward and device-to-host copy; these lie inside ``infer`` and are reported
+next to it. The forward is ``compute`` only when CUDA events on the device timed it (torch, TensorRT);
+a forward timed on the host (onnxruntime's ``run_with_iobinding``) is ``run_host``, so one column never
+mixes device time with host wall time. ``compute_ms`` summarises ``compute`` alone.
 
 Warm-up runs until both ``warmup`` iterations and ``warmup_s`` seconds have passed; measurement until
 both ``iterations`` and ``min_duration_s`` (capped at ``max_iterations``). Outlier policy: none are
@@ -26,7 +28,8 @@ from segbench.models.base import SegmentationModel
 from segbench.results.latency import latency_stats
 
 STAGES = ("preprocess", "infer", "postprocess")
-DEVICE_STAGES = ("h2d", "compute", "d2h")
+# The runner's own split of ``infer`` (``Runner.last_stages_ms``); other keys are ignored.
+DEVICE_STAGES = ("h2d", "compute", "run_host", "d2h")
 
 
 @dataclass(frozen=True)

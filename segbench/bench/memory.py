@@ -3,7 +3,9 @@
 Host: on Linux the kernel tracks the peak RSS (VmHWM) and lets a process reset it by writing "5" to
 /proc/self/clear_refs, which gives an exact per-cell peak at no cost. Where that is not allowed, a
 background thread samples RSS with psutil every few milliseconds (a lower bound on the true peak).
-Device: see PeakDeviceMemory.
+Device: see PeakDeviceMemory. NVML numbers GPUs in PCI bus order and ignores CUDA_VISIBLE_DEVICES, while
+CUDA (and so torch and onnxruntime) numbers the visible GPUs fastest first by default: the GPU a runner uses
+is found by its UUID (``cuda_device_uuid``, ``nvmlDeviceGetHandleByUUID``), never by its CUDA ordinal.
 """
 
 from __future__ import annotations
@@ -80,6 +82,35 @@ def _import_nvml() -> object | None:
         return None
 
 
+def cuda_device_uuid(ordinal: int) -> str | None:
+    """The UUID of CUDA device ``ordinal`` as torch reports it (``get_device_properties(i).uuid``: 36 hex
+    characters and dashes, without NVML's ``GPU-`` prefix), or None where torch cannot tell (no CUDA)."""
+    try:
+        import torch
+
+        uuid = getattr(torch.cuda.get_device_properties(ordinal), "uuid", None)
+    except Exception:  # no CUDA build, no device, a driver error: NVML gets nothing to match
+        return None
+    text = str(uuid).strip() if uuid is not None else ""
+    return text or None
+
+
+def nvml_handle(nvml: Any, device: int | str) -> Any:
+    """NVML's handle of ``device``: an NVML index (PCI order), or a UUID with or without its ``GPU-`` /
+    ``MIG-`` prefix (torch's has none; a MIG slice's UUID takes ``MIG-``). Raises NVML's error when no
+    GPU matches."""
+    if isinstance(device, int):
+        return nvml.nvmlDeviceGetHandleByIndex(device)
+    candidates = [device] if device.startswith(("GPU-", "MIG-")) else [f"GPU-{device}", f"MIG-{device}"]
+    for candidate in candidates[:-1]:
+        try:
+            # Bytes: nvidia-ml-py passes them to C as they are (its str handling varies by version).
+            return nvml.nvmlDeviceGetHandleByUUID(candidate.encode())
+        except Exception:
+            continue
+    return nvml.nvmlDeviceGetHandleByUUID(candidates[-1].encode())
+
+
 class PeakDeviceMemory:
     """Context manager; peak GPU memory in MiB over a window as NVML (nvidia-ml-py) reports it.
 
@@ -91,15 +122,17 @@ class PeakDeviceMemory:
     than the interval. ``process_start_mb`` and ``device_start_mb`` are the first samples, for the increase
     over the window.
 
-    Where there is nothing to measure (nvidia-ml-py missing, NVML failing to initialise, no GPU at
-    ``device_index``) the window runs untouched: the figures stay None, ``method`` is "unavailable" and
-    ``reason`` says why. It never raises. When NVML cannot attribute memory to this process (usedGpuMemory
-    unavailable, as under WSL or MIG, or this process not listed, as in a container's PID namespace)
-    ``process_peak_mb`` stays None, ``device_peak_mb`` is still measured, and ``reason`` says why.
+    ``device`` is the GPU: its UUID (from ``cuda_device_uuid``, the reliable way) or an NVML index (PCI
+    order); None for a host-only window. Where there is nothing to measure (nvidia-ml-py missing, NVML
+    failing to initialise, no such GPU) the window runs untouched: the figures stay None, ``method`` is
+    "unavailable" and ``reason`` says why. It never raises. When NVML cannot attribute memory to this
+    process (usedGpuMemory unavailable, as under WSL or MIG, or this process not listed, as in a
+    container's PID namespace) ``process_peak_mb`` stays None, ``device_peak_mb`` is still measured, and
+    ``reason`` says why.
     """
 
-    def __init__(self, device_index: int | None = 0, sample_interval_s: float = 0.005) -> None:
-        self.device_index = device_index  # None: a host-only window, nothing to sample
+    def __init__(self, device: int | str | None = 0, sample_interval_s: float = 0.005) -> None:
+        self.device = device  # None: a host-only window, nothing to sample
         self.sample_interval_s = sample_interval_s
         self.process_peak_mb: float | None = None
         self.device_peak_mb: float | None = None
@@ -123,7 +156,7 @@ class PeakDeviceMemory:
         self._pid = os.getpid()
         self._stop.clear()
         self._thread = None
-        if self.device_index is None:
+        if self.device is None:
             self.reason = "no GPU in use"
             return self
         nvml = _import_nvml()
@@ -136,9 +169,9 @@ class PeakDeviceMemory:
             self.reason = f"nvmlInit failed: {exc}"
             return self
         try:
-            self._handle = nvml.nvmlDeviceGetHandleByIndex(self.device_index)
+            self._handle = nvml_handle(nvml, self.device)
         except Exception as exc:
-            self.reason = f"no GPU {self.device_index} for NVML: {exc}"
+            self.reason = f"no GPU {self.device} for NVML: {exc}"
             self._shutdown(nvml)
             return self
         self._nvml = nvml
@@ -195,7 +228,7 @@ class PeakDeviceMemory:
         self._nvml = self._handle = None
         if self.process_peak_mb is None:
             self.reason = self._process_problem or (
-                f"this process (pid {self._pid}) held no CUDA context on GPU {self.device_index} in the "
+                f"this process (pid {self._pid}) held no CUDA context on GPU {self.device} in the "
                 "window, or NVML lists it under another pid (a container's PID namespace)"
             )
         if self.device_peak_mb is None:

@@ -46,7 +46,8 @@ REQUIRED_NUMERICS_FIELDS = frozenset(
 )
 # Flattened latency statistics, milliseconds, over every timed iteration.
 LATENCY_STATS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
-STAGES = ("preprocess", "infer", "postprocess", "h2d", "compute", "d2h")
+# run_host: a forward timed on the host (onnxruntime), kept apart from compute (CUDA events).
+STAGES = ("preprocess", "infer", "postprocess", "h2d", "compute", "run_host", "d2h")
 PEAK_MEMORY = ("peak_host_mb", "peak_device_mb", "peak_device_nvml_process_mb", "peak_device_nvml_device_mb")
 # Achieved TFLOP/s (the model's FLOPs over the cell's compute time) and its share of the run's peak.
 EFFICIENCY = ("achieved_tflops", "peak_fraction")

@@ -280,12 +280,15 @@ class CapacityRecord:
     height: int
     width: int
     max_batch: int
-    limit: int
+    limit: int  # the largest batch the search would try: sweep.max_batch_limit, or the runner's own limit
     limit_reached: bool
     fails_at: int | None = None
     error: str | None = None  # why ``fails_at`` failed
     env: Provenance = field(default_factory=Provenance)
     timestamp: str = field(default_factory=now)
+    # Whose limit ``limit`` is: "max_batch_limit", or the runner's reason (e.g. an engine profile's
+    # max batch), which stops the search without a failure.
+    stopped_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -298,6 +301,7 @@ class CapacityRecord:
             "limit_reached": self.limit_reached,
             "fails_at": self.fails_at,
             "error": self.error,
+            "stopped_by": self.stopped_by,
             "env": self.env.to_dict(),
             "timestamp": self.timestamp,
         }

@@ -108,3 +108,26 @@ def test_overhead_benchmark_script_prints_the_ratio():
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True)
     ratio = [line for line in proc.stdout.splitlines() if line.startswith("ratio segbench / bare: ")]
     assert len(ratio) == 1 and float(ratio[0].rsplit(" ", 1)[1]) > 0
+
+
+class HostTimedRunner(FakeDeviceRunner):
+    """A runner that can only time its forward on the host, as onnxruntime's I/O binding run."""
+
+    def infer(self, feeds):
+        result = super().infer(feeds)
+        self.last_stages_ms = {"h2d": 0.5, "run_host": 2.0, "d2h": 0.25, "unknown": 9.0}
+        return result
+
+
+def test_a_host_timed_forward_is_its_own_stage_never_compute(model):
+    from segbench.reports.rundata import cells_frame
+    from tests.fakes.runs import cell
+
+    measured = measure_cell(model, HostTimedRunner(), np.zeros((1, 8, 8, 3), np.uint8), TimingPlan(1, 3))
+    assert set(measured.stages_ms) == {"preprocess", "infer", "postprocess", "h2d", "run_host", "d2h"}
+    assert measured.stages_ms["run_host"]["p50"] == 2.0
+    assert measured.compute_ms is None  # compute_ms is device-event time only
+    # The reports read the stage as its own column, next to compute.
+    row = cell(backend="onnxruntime", stages_ms=measured.stages_ms, compute_ms=None)
+    frame = cells_frame([row])
+    assert frame["run_host_p50_ms"].iloc[0] == 2.0 and np.isnan(frame["compute_p50_ms"].iloc[0])

@@ -19,12 +19,15 @@ from segbench.backends import BACKENDS, GRAPH, MODULE, BackendConfig, BackendSpe
 from segbench.backends.base import GraphBackendConfig
 
 EVENTS: list[str] = []  # "activate" / "deactivate", in order, across every fake runner of a process
+# The batch of the last infer before each release_cached_shapes (None: released before any infer).
+RELEASES: list[int | None] = []
 
 
 class FakeConfig(BackendConfig):
     name: Literal["fake"] = "fake"
     fail_batches: list[int] = Field(default_factory=list)  # infer raises RuntimeError at these
     crash_batches: list[int] = Field(default_factory=list)  # infer kills its process (exit code 134)
+    batch_limit: int | None = None  # the runner's own largest batch (as an engine profile's)
 
 
 class FakeGraphConfig(GraphBackendConfig):
@@ -33,14 +36,25 @@ class FakeGraphConfig(GraphBackendConfig):
     name: Literal["fake_graph"] = "fake_graph"
     fail_batches: list[int] = Field(default_factory=list)
     crash_batches: list[int] = Field(default_factory=list)
+    batch_limit: int | None = None
 
 
 class FakeRunner(Runner):
     def activate(self) -> None:
         EVENTS.append("activate")
+        self._last_batch: int | None = None
+
+    def batch_limit(self) -> tuple[int, str] | None:
+        limit = self.config.batch_limit
+        return None if limit is None else (limit, f"fake profile max batch {limit}")
+
+    def release_cached_shapes(self) -> None:
+        RELEASES.append(self._last_batch)
+        self._last_batch = None
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = feeds[self.model.input_names[0]]
+        self._last_batch = len(images)
         if len(images) in self.config.crash_batches:
             os._exit(134)  # as a segfault or a poisoned CUDA context would
         if len(images) in self.config.fail_batches:
@@ -66,6 +80,7 @@ def registered():
     saved = dict(BACKENDS)
     BACKENDS.update({spec.name: spec for spec in SPECS})
     EVENTS.clear()
+    RELEASES.clear()
     try:
         yield
     finally:

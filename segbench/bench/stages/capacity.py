@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from segbench.backends import Runner
 from segbench.bench.context import ModelState, RunContext, RunnerPool, StageFailed
 from segbench.bench.plan import Unit
@@ -9,6 +11,17 @@ from segbench.bench.runlog import describe_error
 from segbench.data.shapes import scene_images
 from segbench.results.records import CapacityRecord
 from segbench.sweep import SweepConfig
+
+SWEEP_LIMIT = "max_batch_limit"  # ``stopped_by`` when the sweep's own limit ended the search
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    good: int  # the largest batch that ran (0: none)
+    bad: int | None  # the smallest that failed, or None when the limit was reached
+    error: str | None  # why ``bad`` failed
+    limit: int  # the largest batch the search would try
+    stopped_by: str  # whose limit that is: SWEEP_LIMIT or the runner's reason
 
 
 def find_max_batch(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool) -> None:
@@ -22,37 +35,55 @@ def find_max_batch(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerP
             runner, _ = pool.get((height, width))
         except StageFailed:
             continue  # the cells already recorded why
-        good, bad, error = _search(ctx, state, runner, height, width, sweep)
+        found = search(ctx, state, runner, height, width, sweep)
         ctx.sink.capacity(
             CapacityRecord(
                 subject=state.subject(unit.backend, unit.precision),
                 height=height,
                 width=width,
-                max_batch=good,
-                limit=sweep.max_batch_limit,
-                limit_reached=bad is None,
-                fails_at=bad,
-                error=error if bad is not None else None,
+                max_batch=found.good,
+                limit=found.limit,
+                limit_reached=found.bad is None,
+                fails_at=found.bad,
+                error=found.error if found.bad is not None else None,
                 env=ctx.provenance,
+                stopped_by=found.stopped_by if found.bad is None else None,
             )
         )
 
 
-def _search(
+def search(
     ctx: RunContext, state: ModelState, runner: Runner, height: int, width: int, sweep: SweepConfig
-) -> tuple[int, int | None, str | None]:
-    """Double from the sweep's largest batch until a run fails (out of memory or any other error) or
-    the limit, then bisect: (largest that ran, smallest that failed or None, why it failed)."""
+) -> SearchOutcome:
+    """Double from the sweep's largest batch until a run fails (out of memory or any other error) or the
+    limit (the sweep's ``max_batch_limit``, or the runner's ``batch_limit()`` when lower), then bisect.
+
+    The runner drops what it keeps per shape before the search and after every try (its captured CUDA
+    graphs and buffers: one per batch tried would pile up and make later tries fail early).
+    """
+    limit, stopped_by = sweep.max_batch_limit, SWEEP_LIMIT
+    own = runner.batch_limit()
+    if own is not None and own[0] < limit:
+        limit, stopped_by = max(own[0], 1), own[1]
+
+    def release() -> str | None:
+        try:
+            runner.release_cached_shapes()
+        except Exception as exc:  # a device left broken by the last try: the next try says so too
+            return describe_error(exc)
+        return None
 
     def fits(batch: int) -> str | None:
         try:
             images = scene_images(batch, height, width, seed=ctx.config.seed)
             state.model.postprocess(runner.infer(state.model.preprocess(images)), (height, width))
+            error = None
         except Exception as exc:  # running out is the expected end of the search: no traceback
-            return describe_error(exc)
-        return None
+            error = describe_error(exc)
+        released = release()
+        return error or released
 
-    limit = sweep.max_batch_limit
+    release()  # what the timing cells left behind
     good, bad, error = 0, None, None
     batch = min(max(sweep.batch_sizes), limit)
     while bad is None:
@@ -71,4 +102,4 @@ def _search(
             good = middle
         else:
             bad, error = middle, found
-    return good, bad, error
+    return SearchOutcome(good, bad, error, limit, stopped_by)

@@ -11,7 +11,7 @@ from segbench.backends import Runner
 from segbench.bench import peak
 from segbench.bench.context import ModelState, RunContext, RunnerPool
 from segbench.bench.harness import TimingPlan, measure_cell
-from segbench.bench.memory import PeakDeviceMemory, PeakHostMemory
+from segbench.bench.memory import PeakDeviceMemory, PeakHostMemory, cuda_device_uuid
 from segbench.bench.plan import Cell, Unit
 from segbench.data.shapes import scene_images
 from segbench.results.records import CellRecord, Measurement
@@ -34,13 +34,28 @@ class TimingImages:
         return self._cache[key]
 
 
-def nvml_index(runner: Runner) -> int | None:
-    """NVML's index of the GPU a CUDA runner uses (NVML counts in PCI order, ignoring
-    CUDA_VISIBLE_DEVICES), or None for host backends: no NVML sampling thread on CPU cells."""
+def nvml_device(runner: Runner) -> int | str | None:
+    """The GPU a CUDA runner uses, as PeakDeviceMemory takes it, or None for host backends (no NVML
+    sampling thread on CPU cells).
+
+    NVML counts GPUs in PCI order and ignores CUDA_VISIBLE_DEVICES, so a CUDA ordinal is no NVML index:
+    the device is named by its UUID, which both agree on. Only where torch cannot tell the UUID does the
+    CUDA_VISIBLE_DEVICES entry of that ordinal stand in (a UUID there is exact; an index may be wrong on
+    machines whose CUDA and PCI orders differ), else the ordinal itself.
+    """
     if runner.config.device != "cuda":
         return None
-    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    return int(visible[0]) if visible and visible[0].strip().isdigit() else 0
+    # onnxruntime's CUDA provider takes its ordinal from cuda_options; torch and TensorRT run on cuda:0.
+    options = getattr(runner.config, "cuda_options", None) or {}
+    ordinal = int(options.get("device_id", 0))
+    uuid = cuda_device_uuid(ordinal)
+    if uuid is not None:
+        return uuid
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if ordinal < len(visible):
+        entry = visible[ordinal]
+        return int(entry) if entry.isdigit() else entry
+    return ordinal
 
 
 def measure(
@@ -52,7 +67,7 @@ def measure(
     try:
         batch = images.get(cell.batch, cell.height, cell.width)
         runner.reset_peak_device_memory()
-        with PeakHostMemory() as memory, PeakDeviceMemory(nvml_index(runner)) as device:
+        with PeakHostMemory() as memory, PeakDeviceMemory(nvml_device(runner)) as device:
             measured = measure_cell(state.model, runner, batch, plan)
     except Exception as exc:
         return Measurement.failed(ctx.log.failure(f"{state.entry.name} {runner.config.name} {cell}", exc))
