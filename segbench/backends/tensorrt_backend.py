@@ -2,13 +2,15 @@
 
 The engine is built once per graph, precision, optimization profile, GPU and TensorRT version and cached
 on disk (``segbench.export.tensorrt``); the profile spans the sweep's input shapes, with the heaviest cell
-as the shape TensorRT tunes for. ``infer`` copies the host arrays to the GPU, runs the engine on a
-dedicated CUDA stream and copies the outputs back, so its time is what trtexec calls host latency; the
-GPU compute time alone comes from CUDA events around the engine (``last_stages_ms["compute"]``).
+as the shape TensorRT tunes for. ``infer`` copies the host arrays to the GPU through page-locked staging
+buffers (as the torch runner does, so every backend copies the same way), runs the engine on a dedicated
+CUDA stream and copies the outputs back into page-locked buffers, so its time is what trtexec calls host
+latency; the GPU compute time alone comes from CUDA events around the engine (``last_stages_ms["compute"]``).
 
-Precision: TensorRT 10 gets the fp32 graph and lowers it with builder flags; TensorRT 11 has no such
-flags, so the harness hands it a graph exported at the target precision (``graph_precision``, by
-``segbench.export.tensorrt.graph_precision_for``).
+Precision: the harness hands TensorRT a graph exported at the target precision (``graph_precision``, by
+``segbench.export.tensorrt.graph_precision_for``), strongly typed on TensorRT 10 and 11; bf16 on 10 is
+lowered from the fp32 graph by the BF16 flag, and bf16 on 11 is refused (it needs a bf16 graph, which
+segbench does not write). A graph named with ``artifact:`` must carry the precision it is run at.
 
 Like :mod:`segbench.export.tensorrt`, this has not run against a real TensorRT installation here.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -25,12 +28,14 @@ from pydantic import Field, field_validator
 
 from segbench.backends.base import BackendConfig, BackendError, GraphBackendConfig, Runner
 from segbench.backends.spec import GRAPH, BackendSpec
+from segbench.export.artifacts import GRAPH_PRECISIONS
 from segbench.export.tensorrt import (
     TensorRTUnavailable,
     graph_precision_for,
     import_tensorrt,
     load_or_build_engine,
     profile_from_shapes,
+    tensorrt_version,
 )
 from segbench.export.tensorrt_engine import TensorRTEngine
 
@@ -49,6 +54,9 @@ class TensorRTConfig(GraphBackendConfig):
     # Replay a CUDA graph of the engine's launches (as trtexec 11 does by default); not with
     # data-dependent output shapes, where it stays off (``describe()`` says which).
     cuda_graph: bool = False
+    # TF32 for fp32 layers. TensorRT enables it by default, which makes an "fp32" engine compute in
+    # TF32; segbench clears it unless asked for (and keys the engine cache on it), as torch's tf32 does.
+    tf32: bool = False
 
     @field_validator("device", mode="before")
     @classmethod
@@ -69,20 +77,113 @@ def unavailable_reason(config: TensorRTConfig) -> str | None:
 
 
 def graph_precision(config: BackendConfig, precision: str) -> str:
-    """The graph the installed TensorRT wants for ``precision`` (:func:`graph_precision_for`).
+    """The graph segbench exports for ``precision`` on the installed TensorRT (:func:`graph_precision_for`).
 
+    A graph segbench cannot write (bf16 on TensorRT 11) is refused here, before any export or build, in
+    one line for every cell of that precision; a bf16 graph named with ``artifact:`` does not come here.
     Without TensorRT the backend will not run anyway; the requested precision is returned as is.
     """
     try:
         trt = import_tensorrt()
     except TensorRTUnavailable:
         return precision
-    return graph_precision_for(precision, trt)
+    needed = graph_precision_for(precision, trt)
+    if needed not in GRAPH_PRECISIONS:
+        raise BackendError(
+            f"tensorrt {precision} on TensorRT {trt.__version__} needs a {needed} ONNX graph, which "
+            f"segbench does not write: run it at {' or '.join(GRAPH_PRECISIONS)}, or give a {needed} graph "
+            "with artifact:"
+        )
+    return needed
+
+
+_ONNX_FLOATS = {"FLOAT": "fp32", "FLOAT16": "fp16", "BFLOAT16": "bf16", "DOUBLE": "fp64"}
+
+
+def onnx_float_precision(onnx_path: str | Path) -> str:
+    """The float precision an ONNX graph computes in: ``fp16`` / ``bf16`` when any weight (initializer or
+    Constant) or graph input has that type, else ``fp32``.
+
+    segbench's fp16 graphs keep fp32 inputs, outputs and keep-list weights, so a single low-precision
+    weight marks the graph; weights are read from the graph only (external data is not loaded).
+    """
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    types = {t.data_type for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            types.update(a.t.data_type for a in node.attribute if a.type == onnx.AttributeProto.TENSOR)
+    types.update(i.type.tensor_type.elem_type for i in model.graph.input if i.type.HasField("tensor_type"))
+    names = {_ONNX_FLOATS.get(onnx.TensorProto.DataType.Name(t)) for t in types if t}
+    for low in ("bf16", "fp16"):
+        if low in names:
+            return low
+    return "fp32"
+
+
+def check_graph_precision(path: Path, precision: str, trt: ModuleType) -> None:
+    """Refuse a graph whose float precision is not what an engine at ``precision`` is built from: the
+    strongly typed build would keep the graph's types and label them ``precision`` (an fp32 graph run as
+    fp16 would be an fp32 engine). The graph at the engine's precision itself is accepted too."""
+    found = onnx_float_precision(path)
+    needed = graph_precision_for(precision, trt)
+    major, _ = tensorrt_version(trt)
+    if found not in (needed, precision):
+        raise BackendError(
+            f"{path.name} computes in {found}, but a TensorRT {major} {precision} engine is "
+            f"built from a graph in {needed}: export it at {needed}, or run it at precision {found}"
+        )
+
+
+class HostStaging:
+    """Page-locked host buffers for a device runner's copies, one per (name, shape, dtype), reused.
+
+    Copies from pageable memory go through a driver bounce buffer and cannot overlap; the torch runner
+    stages through pinned memory, so the TensorRT runner does too and their copy times compare. With
+    ``pinned=False`` (tests on the CPU) the buffers are ordinary host tensors.
+    """
+
+    def __init__(self, pinned: bool) -> None:
+        self.pinned = pinned
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def buffer(self, key: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        found = self._buffers.get((key, shape, dtype))
+        if found is None:
+            found = self._buffers[(key, shape, dtype)] = torch.empty(
+                shape, dtype=dtype, pin_memory=self.pinned
+            )
+        return found
+
+    def to_device(self, feeds: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+        """Each array copied into its staging buffer, then queued to ``device`` on the current stream."""
+        moved = {}
+        for name, array in feeds.items():
+            host = torch.from_numpy(np.ascontiguousarray(array))
+            staging = self.buffer(f"in:{name}", tuple(host.shape), host.dtype).copy_(host)
+            moved[name] = staging.to(device, non_blocking=self.pinned)
+        return moved
+
+    def to_host(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Outputs queued into their host buffers (half and bfloat16 as float32: numpy has no bfloat16);
+        synchronise the stream before reading them."""
+        host = {}
+        for name, tensor in outputs.items():
+            if tensor.dtype in (torch.float16, torch.bfloat16):
+                tensor = tensor.float()
+            buffer = self.buffer(f"out:{name}", tuple(tensor.shape), tensor.dtype)
+            host[name] = buffer.copy_(tensor, non_blocking=self.pinned)
+        return host
+
+    def clear(self) -> None:
+        self._buffers.clear()
 
 
 class TensorRTRunner(Runner):
     device_stages = ("compute",)  # CUDA events around the engine
     config: TensorRTConfig
+    _engine: TensorRTEngine | None = None
 
     def activate(self) -> None:
         trt = import_tensorrt()
@@ -99,6 +200,8 @@ class TensorRTRunner(Runner):
         else:
             if not self.input_shapes:
                 raise BackendError("tensorrt needs the input shapes to derive an optimization profile")
+            if self.config.artifact is not None:  # segbench's own exports follow graph_precision
+                check_graph_precision(path, self.precision, trt)
             profile = profile_from_shapes(self.model.input_names[0], self.input_shapes)
             artifact = load_or_build_engine(
                 path,
@@ -106,6 +209,7 @@ class TensorRTRunner(Runner):
                 profile,
                 workspace_mb=self.config.workspace_mb,
                 builder_optimization_level=self.config.builder_optimization_level,
+                tf32=self.config.tf32,
             )
             self._engine_path, self._engine_built = artifact.path, artifact.built
             self._build_s = artifact.build_s if artifact.built else None
@@ -114,6 +218,7 @@ class TensorRTRunner(Runner):
         self._engine_mb = len(engine_bytes) / 2**20
         self._device = torch.device("cuda")
         self._stream = torch.cuda.Stream(self._device)
+        self._staging = HostStaging(pinned=True)
         self._engine = TensorRTEngine(
             trt,
             engine_bytes,
@@ -125,32 +230,63 @@ class TensorRTRunner(Runner):
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.cuda.stream(self._stream):
-            inputs = {
-                name: torch.from_numpy(np.ascontiguousarray(array)).to(self._device)
-                for name, array in feeds.items()
-            }
+            inputs = self._staging.to_device(feeds, self._device)
             try:
                 outputs = self._engine.infer(inputs, stream=self._stream)
             except ValueError as exc:  # e.g. a shape outside the optimization profile
                 raise BackendError(str(exc)) from exc
-            # .cpu() waits for the stream, so the end event below has completed.
-            result = {name: _to_host(tensor) for name, tensor in outputs.items()}
+            host = self._staging.to_host(outputs)
+        # The copies are asynchronous: wait for them (and so for the end event) before reading.
+        self._stream.synchronize()
         compute = self._engine.last_compute_ms
         self.last_stages_ms = None if compute is None else {"compute": compute}
-        return result
+        # The staging buffers are reused by the next call: hand out copies.
+        return {name: tensor.numpy().copy() for name, tensor in host.items()}
+
+    def batch_limit(self) -> tuple[int, str] | None:
+        """The engine's largest batch: its optimization profile's max (or its static batch)."""
+        if self._engine is None:
+            return None
+        name = self.model.input_names[0]
+        batch = self._engine.profile_max_shape(name)[0]
+        static = int(self._engine.engine.get_tensor_shape(name)[0]) >= 0
+        reason = (
+            f"the engine takes a static batch of {batch}"
+            if static
+            else (f"the engine's optimization profile ends at batch {batch}")
+        )
+        return batch, reason
+
+    def release_cached_shapes(self) -> None:
+        """Drop the captured CUDA graph and the staging buffers (the largest-batch search calls it)."""
+        if self._engine is not None:
+            self._engine.release_graph()
+        staging = getattr(self, "_staging", None)
+        if staging is not None:
+            staging.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def deactivate(self) -> None:
-        engine = getattr(self, "_engine", None)
+        engine = self._engine
         if engine is not None:
             engine.close()
         self._engine = None
         self._stream = None
+        staging = getattr(self, "_staging", None)
+        if staging is not None:
+            staging.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         super().deactivate()
 
     def describe(self) -> dict[str, Any]:
         engine = self._engine
+        graph: bool | str = bool(engine is not None and engine.cuda_graph_active)
+        info: dict[str, Any] = {}
+        if engine is not None and engine.cuda_graph_fallback is not None:
+            graph = "fallback"
+            info["cuda_graph_fallback"] = engine.cuda_graph_fallback
         return {
             "tensorrt": self._trt_version,
             "engine_path": str(self._engine_path),
@@ -159,7 +295,10 @@ class TensorRTRunner(Runner):
             "load_s": self._load_s,
             "profile": self._profile,
             "device_name": torch.cuda.get_device_name(self._device),
-            "cuda_graph": bool(engine is not None and engine.cuda_graph_active),
+            "tf32": self.config.tf32,
+            "pinned_memory": True,
+            "cuda_graph": graph,
+            **info,
             "device_memory_mb": engine.device_memory_bytes / 2**20 if engine is not None else None,
             # The serialized engine's size: roughly its weights, which TensorRT keeps outside torch.
             "engine_mb": self._engine_mb,
@@ -177,13 +316,6 @@ class TensorRTRunner(Runner):
         """
         engine_bytes = self._engine.device_memory_bytes if self._engine is not None else 0
         return (torch.cuda.max_memory_allocated(self._device) + engine_bytes) / 2**20
-
-
-def _to_host(tensor: torch.Tensor) -> np.ndarray:
-    """A host copy with the engine's dtype, except half/bfloat16 -> float32 (numpy has no bfloat16)."""
-    if tensor.dtype in (torch.float16, torch.bfloat16):
-        tensor = tensor.float()
-    return tensor.cpu().numpy()
 
 
 SPEC = BackendSpec(

@@ -60,7 +60,7 @@ class BundleOutcome:
     """What :func:`export_bundle` made; ``export`` is None when the export failed (``export_error``)."""
 
     precision: str  # the engine's precision
-    graph_precision: str  # the ONNX graph's (fp32 for an fp16 engine on TensorRT 10)
+    graph_precision: str  # the ONNX graph's: the engine's own (strongly typed on TensorRT 10 and 11)
     exit_code: int = 0  # 0 done; 1 export failed, graph not ready for TensorRT, or engine build failed
     export: OnnxExport | None = None
     export_error: str | None = None

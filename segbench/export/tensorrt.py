@@ -1,30 +1,32 @@
-"""TensorRT engines: build from ONNX and cache on disk; :mod:`segbench.export.tensorrt_engine` runs them.
+"""TensorRT engines: built through NVIDIA's Polygraphy and cached on disk; :mod:`.tensorrt_engine` runs them.
 
-Two parts, both written against NVIDIA's documented TensorRT Python API for the 10.x and 11.x majors:
-
-* **Builder** (:func:`build_serialized_engine`): ONNX file -> serialized engine, with one optimization
-  profile derived from the benchmark's sweep shapes, an optional workspace limit and builder optimization
-  level, and a timing cache kept on disk so that later builds skip kernel timing they already did.
-  Precision is handled per major version (:func:`lowers_precision_by_flags`, the one place the rule
-  lives): TensorRT 10 takes the fp32 graph and lowers it with ``BuilderFlag.FP16`` / ``BF16``; TensorRT
-  11 has no such flags (every network is strongly typed), so the caller must hand over a graph that
-  already carries the precision (an fp16 graph for fp16; :func:`graph_precision_for` says which).
+* **Build** (:func:`build_serialized_engine`): Polygraphy's loaders do the TensorRT calls:
+  ``NetworkFromOnnxPath`` (a strongly typed network, see below), ``CreateConfig`` (the optimization
+  profile derived from the sweep, the timing cache, workspace limit, builder optimization level, TF32)
+  and ``EngineBytesFromNetwork`` (build, then merge the new timings into the timing cache file).
+  segbench keeps what Polygraphy does not know: the profile from the sweep shapes, the check that it
+  covers the network's dynamic inputs, and the precision rule.
+* **Precision** (:func:`lowers_precision_by_flags`, :func:`graph_precision_for`: the one place the rule
+  lives): the ONNX graph carries the precision and the network is strongly typed, on TensorRT 10 and 11
+  alike, so segbench's fp32 keep-list in the fp16 graph holds. The one exception is bf16 on TensorRT 10:
+  segbench writes no bf16 graph, so 10's ``BF16`` builder flag lowers the fp32 graph (weakly typed);
+  TensorRT 11 has no such flag and needs a bf16 graph. TF32 (on by default in TensorRT) is cleared unless
+  asked for, so an fp32 engine computes in fp32.
 * **Cache** (:func:`load_or_build_engine`): engines are keyed by everything that decides their bytes
-  (ONNX digest, precision, profile, TensorRT version, GPU name and compute capability, workspace,
-  optimization level) and written atomically, so a killed build never leaves an engine a later run trusts.
+  (ONNX digest, precision, TF32, profile, TensorRT and Polygraphy versions, GPU name and compute
+  capability, workspace, optimization level) and written atomically, so a killed build never leaves an
+  engine a later run trusts.
 
-What was and was not verified: this module has never run against a real TensorRT installation here
-(TensorRT cannot be installed on the project's machines, see ``shared/notes/tensorrt.md``). The calls
-follow NVIDIA's Python API reference for TensorRT 10 and 11; the unit tests run them against a stand-in
-``tensorrt`` module (``tests/fakes/fake_tensorrt.py``) that implements that documented surface and
-checks the arguments, on the CPU. Treat the first run on a GPU with TensorRT as the real test.
+Nothing here has run against a real TensorRT installation (TensorRT cannot be installed on the project's
+machines, see ``shared/notes/tensorrt.md``). The unit tests run Polygraphy's loaders against a stand-in
+``tensorrt`` module (``tests/fakes/fake_tensorrt.py``) on the CPU, and check every ``tensorrt`` attribute
+segbench still names itself against the ``tensorrt-stubs`` package. Treat the first GPU run as the test.
 
-``tensorrt`` is imported lazily, inside functions: this module imports fine where it is not installed.
+``tensorrt`` and ``polygraphy`` are imported lazily, inside functions: this module imports without them.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -32,6 +34,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,6 +48,7 @@ from segbench.files import atomic_write_bytes
 INSTALL_HINT = (
     "TensorRT is not installed: pip install 'segbench[trt]' (needs an NVIDIA GPU and NVIDIA's package index)"
 )
+POLYGRAPHY_HINT = "Polygraphy is not installed: pip install 'segbench[trt]' (segbench builds engines with it)"
 SUPPORTED_MAJORS = (10, 11)
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -63,7 +67,8 @@ class EngineBuildError(RuntimeError):
 def import_tensorrt() -> ModuleType:
     """The ``tensorrt`` module, or :class:`TensorRTUnavailable` with one line saying how to get it.
 
-    The version is checked here too, so every caller gets a supported major or a clear refusal.
+    The version is checked here too, so every caller gets a supported major or a clear refusal, and so is
+    Polygraphy, which builds the engines.
     """
     try:
         import tensorrt
@@ -73,7 +78,11 @@ def import_tensorrt() -> ModuleType:
         raise TensorRTUnavailable(
             f"TensorRT is installed but its libraries failed to load: {first_line(exc)}"
         ) from None
+    if getattr(tensorrt, "__file__", None) is None and not hasattr(tensorrt, "__version__"):
+        # A namespace package: only ``tensorrt-stubs`` (type stubs, no bindings) is installed.
+        raise TensorRTUnavailable(INSTALL_HINT)
     tensorrt_version(tensorrt)
+    polygraphy_trt()
     return tensorrt
 
 
@@ -95,26 +104,35 @@ def tensorrt_version(trt: ModuleType) -> tuple[int, int]:
     return major, minor
 
 
-def lowers_precision_by_flags(major: int) -> bool:
-    """Whether TensorRT ``major`` builds fp16/bf16 engines from the fp32 graph with builder flags.
+def polygraphy_trt() -> ModuleType:
+    """``polygraphy.backend.trt`` with Polygraphy's logger quiet below warnings (segbench prints its own
+    progress); :class:`TensorRTUnavailable` when Polygraphy is missing. Imports no ``tensorrt`` itself."""
+    try:
+        from polygraphy.backend import trt as poly_trt
+        from polygraphy.logger import G_LOGGER
+    except ImportError:
+        raise TensorRTUnavailable(POLYGRAPHY_HINT) from None
+    G_LOGGER.colors = False  # no colours, and no notice that the optional 'colored' package is missing
+    G_LOGGER.module_severity = G_LOGGER.WARNING
+    return poly_trt
 
-    True for 10 (a weakly typed network: ``BuilderFlag.FP16`` / ``BF16`` let the builder lower layers).
-    False for 11, which dropped those flags: every network is strongly typed, so the graph's own types
-    are the engine's precision.
+
+def lowers_precision_by_flags(major: int, precision: str) -> bool:
+    """Whether TensorRT ``major`` makes a ``precision`` engine from the fp32 graph with a builder flag.
+
+    Only bf16 on TensorRT 10: segbench writes no bf16 graph, and 10 still has ``BuilderFlag.BF16`` (a
+    weakly typed network). Everything else is strongly typed from a graph at the precision, on 10 as on
+    11 (where every network is strongly typed), so the fp16 graph's fp32 keep-list is obeyed; flags would
+    let the builder pick each layer's precision and ignore it.
     """
-    return major == 10
+    return major == 10 and precision == "bf16"
 
 
 def graph_precision_for(precision: str, trt: ModuleType) -> str:
-    """The precision of the ONNX graph to hand ``trt`` for an engine at ``precision``."""
+    """The precision of the ONNX graph ``trt`` needs for an engine at ``precision`` (bf16 on TensorRT 11:
+    a bf16 graph, which segbench does not write; the backend refuses that up front)."""
     major, _ = tensorrt_version(trt)
-    return "fp32" if lowers_precision_by_flags(major) else precision
-
-
-@functools.lru_cache(maxsize=4)
-def default_logger(trt: ModuleType) -> Any:
-    """One warning-level logger per TensorRT module: TensorRT warns when loggers differ."""
-    return trt.Logger(trt.Logger.WARNING)
+    return "fp32" if lowers_precision_by_flags(major, precision) else precision
 
 
 # -- optimization profile ---------------------------------------------------------------------------
@@ -196,13 +214,21 @@ def engine_key_fields(
     compute_capability: tuple[int, int],
     workspace_mb: int | None,
     builder_optimization_level: int | None,
+    tf32: bool = False,
+    polygraphy_version: str = "",
 ) -> dict[str, Any]:
-    """Everything that decides an engine's bytes; engines are not portable across GPUs or TensorRT builds."""
+    """Everything that decides an engine's bytes; engines are not portable across GPUs or TensorRT builds.
+
+    Polygraphy's version is in it because its ``CreateConfig`` defaults (e.g. profiling verbosity) shape
+    the engine too.
+    """
     return {
         "kind": "tensorrt-engine",
         "onnx_digest": onnx_digest,
         "precision": precision,
+        "tf32": bool(tf32),
         "profile": profile.to_dict(),
+        "polygraphy": polygraphy_version,
         "tensorrt": trt_version,
         "gpu_name": gpu_name,
         "compute_capability": [int(c) for c in compute_capability],
@@ -229,30 +255,76 @@ def onnx_digest(onnx_path: str | Path) -> str:
     return digest
 
 
-# -- builder ------------------------------------------------------------------------------------------
+# -- builder (through Polygraphy) ---------------------------------------------------------------------
 
 
-def _parser_errors(parser: Any) -> str:
-    messages = [str(parser.get_error(i)).strip() for i in range(int(parser.num_errors))]
-    return "; ".join(m for m in messages if m) or "no error message from the parser"
+def network_loader(onnx_path: str | Path, precision: str, major: int) -> Any:
+    """Polygraphy's ``NetworkFromOnnxPath`` for the graph: strongly typed unless ``precision`` is lowered
+    by flags (:func:`lowers_precision_by_flags`). It parses with ``parse_from_file``, so external-data
+    weights next to the graph are found."""
+    poly = polygraphy_trt()
+    return poly.NetworkFromOnnxPath(
+        str(onnx_path), strongly_typed=not lowers_precision_by_flags(major, precision)
+    )
 
 
-def _add_profile(
-    trt: ModuleType, builder: Any, network: Any, config: Any, profile: OptimizationProfile
-) -> bool:
-    """Add ``profile`` for the network's dynamic input; False when every input is static (none needed).
+def polygraphy_profile(profile: OptimizationProfile) -> Any:
+    """segbench's profile as Polygraphy's ``Profile`` (one input, min / opt / max)."""
+    return (
+        polygraphy_trt().Profile().add(profile.input_name, min=profile.min, opt=profile.opt, max=profile.max)
+    )
 
-    TensorRT needs a profile covering every input with a -1 dim; a profile naming another input, or
-    one that contradicts a static dim, would only fail later inside the build, so it is refused here.
+
+def create_config(
+    trt: ModuleType,
+    precision: str,
+    profiles: Sequence[Any],
+    *,
+    tf32: bool = False,
+    workspace_mb: int | None = None,
+    builder_optimization_level: int | None = None,
+    timing_cache_path: str | Path | None = None,
+) -> Any:
+    """Polygraphy's ``CreateConfig`` for an engine at ``precision`` with the given Polygraphy profiles.
+
+    TF32 is set only when asked for: TensorRT turns it on by default, and ``CreateConfig(tf32=False)``
+    clears it, so fp32 layers (an fp32 engine, the fp16 graph's keep-list) compute in fp32. The only
+    precision flag ever set is ``bf16`` on TensorRT 10 (:func:`lowers_precision_by_flags`).
     """
-    dynamic = {}
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (expected one of {', '.join(PRECISIONS)})")
+    major, _ = tensorrt_version(trt)
+    cache = Path(timing_cache_path) if timing_cache_path is not None else None
+    return polygraphy_trt().CreateConfig(
+        profiles=list(profiles),
+        tf32=bool(tf32),
+        bf16=lowers_precision_by_flags(major, precision),
+        memory_pool_limits=(
+            {trt.MemoryPoolType.WORKSPACE: int(workspace_mb) << 20} if workspace_mb is not None else None
+        ),
+        builder_optimization_level=builder_optimization_level,
+        # Only an existing file: Polygraphy warns about a missing one, which the first build always is.
+        load_timing_cache=str(cache) if cache is not None and cache.is_file() else None,
+    )
+
+
+def network_profiles(network: Any, profile: OptimizationProfile) -> list[Any]:
+    """The Polygraphy profiles for ``network``: ``profile`` for its dynamic input, or, for a network
+    without dynamic inputs, its static shapes.
+
+    TensorRT needs every input with a -1 dim covered. Polygraphy would fill an uncovered one with a
+    default shape; a profile naming another input, or contradicting a static dim, is refused here instead.
+    """
+    inputs = {}
     for i in range(int(network.num_inputs)):
         tensor = network.get_input(i)
-        shape = tuple(int(d) for d in tensor.shape)
-        if any(d < 0 for d in shape):
-            dynamic[tensor.name] = shape
+        inputs[tensor.name] = tuple(int(d) for d in tensor.shape)
+    dynamic = {name: shape for name, shape in inputs.items() if any(d < 0 for d in shape)}
     if not dynamic:
-        return False
+        static = polygraphy_trt().Profile()
+        for name, shape in inputs.items():
+            static.add(name, min=shape, opt=shape, max=shape)
+        return [static]
     uncovered = sorted(name for name in dynamic if name != profile.input_name)
     if profile.input_name not in dynamic or uncovered:
         raise EngineBuildError(
@@ -268,25 +340,17 @@ def _add_profile(
                 f"input {profile.input_name!r} has static dim {dim} at axis {axis}, but the profile spans "
                 f"{profile.min[axis]}..{profile.max[axis]}"
             )
-    trt_profile = builder.create_optimization_profile()
-    trt_profile.set_shape(profile.input_name, profile.min, profile.opt, profile.max)
-    index = config.add_optimization_profile(trt_profile)
-    if isinstance(index, int) and index < 0:
-        raise EngineBuildError(f"TensorRT rejected the optimization profile {profile.to_dict()}")
-    return True
+    return [polygraphy_profile(profile)]
 
 
-def _set_timing_cache(config: Any, timing_cache_path: Path | None) -> None:
-    data = (
-        timing_cache_path.read_bytes()
-        if timing_cache_path is not None and timing_cache_path.is_file()
-        else b""
-    )
-    cache = config.create_timing_cache(data)
-    # ignore_mismatch=False: a cache from another TensorRT build or GPU is refused; start afresh then.
-    accepted = cache is not None and config.set_timing_cache(cache, False)
-    if not accepted and data:
-        config.set_timing_cache(config.create_timing_cache(b""), False)
+def _polygraphy_call(loader: Any, what: str) -> Any:
+    """Run a Polygraphy loader; its failures (logged by Polygraphy above) become :class:`EngineBuildError`."""
+    from polygraphy.exception import PolygraphyException
+
+    try:
+        return loader()
+    except PolygraphyException as exc:
+        raise EngineBuildError(f"{what}: {first_line(exc)} (TensorRT's log above has the details)") from None
 
 
 def build_serialized_engine(
@@ -295,51 +359,41 @@ def build_serialized_engine(
     precision: str,
     profile: OptimizationProfile,
     *,
+    tf32: bool = False,
     workspace_mb: int | None = None,
     builder_optimization_level: int | None = None,
     timing_cache_path: str | Path | None = None,
-    logger: Any = None,
 ) -> bytes:
-    """Parse ``onnx_path`` and build a serialized engine at ``precision``.
+    """Parse ``onnx_path`` and build a serialized engine at ``precision`` through Polygraphy.
 
-    On TensorRT 10, fp16/bf16 come from builder flags on the fp32 graph (a weakly typed network). On
-    TensorRT 11 the network is strongly typed and the graph's own types are the precision, so an fp16
-    engine needs an fp16 graph from the caller. The timing cache at ``timing_cache_path`` is read when
-    present and written back (atomically) after a successful build.
+    The graph must carry the precision (:func:`graph_precision_for`). The timing cache at
+    ``timing_cache_path`` is loaded when present, and Polygraphy merges the new timings into it (under a
+    lock file) after a successful build.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r} (expected one of {', '.join(PRECISIONS)})")
     major, _ = tensorrt_version(trt)
-    logger = logger if logger is not None else default_logger(trt)
-    builder = trt.Builder(logger)
-    by_flags = lowers_precision_by_flags(major)
-    # 11 is always strongly typed (the flag is accepted and ignored; passing it states the intent).
-    # 10 gets a weakly typed network, so the builder may lower precision where the flags below allow it.
-    flags = 0 if by_flags else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    # parse_from_file (not parse(bytes)) resolves external-data files next to the graph.
-    if not parser.parse_from_file(str(onnx_path)):
-        raise EngineBuildError(f"TensorRT's ONNX parser rejected {onnx_path}: {_parser_errors(parser)}")
-
-    config = builder.create_builder_config()
-    if by_flags and precision != "fp32":
-        config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
-    if workspace_mb is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    if builder_optimization_level is not None:
-        config.builder_optimization_level = int(builder_optimization_level)
-    _add_profile(trt, builder, network, config, profile)
-    cache_path = Path(timing_cache_path) if timing_cache_path is not None else None
-    _set_timing_cache(config, cache_path)
-
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
-    if cache_path is not None:
-        timing_cache = config.get_timing_cache()
-        if timing_cache is not None:
-            atomic_write_bytes(cache_path, bytes(timing_cache.serialize()))
+    poly = polygraphy_trt()
+    builder, network, parser = _polygraphy_call(
+        network_loader(onnx_path, precision, major), f"TensorRT's ONNX parser rejected {onnx_path}"
+    )
+    config = create_config(
+        trt,
+        precision,
+        network_profiles(network, profile),
+        tf32=tf32,
+        workspace_mb=workspace_mb,
+        builder_optimization_level=builder_optimization_level,
+        timing_cache_path=timing_cache_path,
+    )
+    if timing_cache_path is not None:  # Polygraphy locks the cache file with a sibling .lock file
+        Path(timing_cache_path).parent.mkdir(parents=True, exist_ok=True)
+    build = poly.EngineBytesFromNetwork(
+        (builder, network, parser),
+        config=config,
+        save_timing_cache=str(timing_cache_path) if timing_cache_path is not None else None,
+    )
+    serialized = _polygraphy_call(build, f"TensorRT failed to build an engine from {onnx_path}")
     return bytes(serialized)
 
 
@@ -390,6 +444,7 @@ def load_or_build_engine(
     cache_dir: str | Path | None = None,
     workspace_mb: int | None = None,
     builder_optimization_level: int | None = None,
+    tf32: bool = False,
 ) -> EngineArtifact:
     """The cached engine for these inputs, building (and caching) it first when there is none.
 
@@ -409,6 +464,8 @@ def load_or_build_engine(
         capability,
         workspace_mb,
         builder_optimization_level,
+        tf32,
+        metadata.version("polygraphy"),
     )
     key = cache_key(fields)
     directory = Path(cache_dir) if cache_dir is not None else cache_root() / "tensorrt"
@@ -422,6 +479,7 @@ def load_or_build_engine(
         onnx_path,
         precision,
         profile,
+        tf32=tf32,
         workspace_mb=workspace_mb,
         builder_optimization_level=builder_optimization_level,
         timing_cache_path=timing_cache_file(directory, version, gpu_name, capability),

@@ -1,19 +1,23 @@
 """TensorRT runtime: one deserialized engine run with torch CUDA tensors as its buffers.
 
+The engine is deserialized by Polygraphy's ``EngineFromBytes``; running it stays here, because
+Polygraphy's ``TrtRunner`` lacks what the benchmark needs: it runs on its own stream and synchronises
+after every call, times the whole call on the host (no CUDA events around the kernels alone), has no CUDA
+graphs, and routes every output through its output allocator (a capture needs static output buffers).
 :class:`TensorRTEngine` uses named I/O tensors (``set_input_shape`` / ``set_tensor_address`` /
-``execute_async_v3``), device buffers from torch's allocator (no pycuda or cuda-python), an
-``IOutputAllocator`` for outputs whose shape depends on the data (NMS, NonZero), optional CUDA events for
-GPU compute time and optional CUDA graph capture. Engines are built and cached by
-:mod:`segbench.export.tensorrt`.
+``execute_async_v3``) on the caller's torch stream, device buffers from torch's allocator, static output
+buffers where the shape is known and an ``IOutputAllocator`` only for outputs whose shape depends on the
+data (NMS, NonZero), optional CUDA events for GPU compute time and optional CUDA graph capture with
+trtexec's fallback to eager launches when the capture fails.
 
-As there, nothing here has run against a real TensorRT installation: the unit tests use the stand-in
-``tensorrt`` module (``tests/fakes/fake_tensorrt.py``) on the CPU, and the CUDA-only paths (streams,
-events, graph capture) have not run at all. ``tensorrt`` itself is never imported here: callers pass
-the module in.
+Nothing here has run against a real TensorRT installation: the unit tests use the stand-in ``tensorrt``
+module (``tests/fakes/fake_tensorrt.py``) on the CPU, and the CUDA-only paths (streams, events, graph
+capture) have not run at all. ``tensorrt`` itself is never imported here: callers pass the module in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +26,8 @@ from typing import Any
 
 import torch
 
-from segbench.export.tensorrt import default_logger
+from segbench.errors import first_line
+from segbench.export.tensorrt import polygraphy_trt
 
 # TensorRT's allocator contract asks for at least the requested alignment; 256 bytes covers every
 # element type and matches cudaMalloc's guarantee.
@@ -96,6 +101,34 @@ def _make_output_allocator(trt: ModuleType, device: torch.device) -> Any:
     return TorchOutputAllocator()
 
 
+def deserialize_engine(trt: ModuleType, engine_bytes: bytes) -> tuple[Any, Any]:
+    """``(runtime, engine)`` through Polygraphy's ``EngineFromBytes``, with Polygraphy's TensorRT logger
+    (TensorRT warns when the builder and runtime log to different loggers). The runtime is returned so
+    the caller keeps it alive as long as the engine."""
+    from polygraphy.backend.trt import util as poly_trt_util
+    from polygraphy.exception import PolygraphyException
+
+    runtime = trt.Runtime(poly_trt_util.get_trt_logger())
+    try:
+        engine = polygraphy_trt().EngineFromBytes(engine_bytes, runtime=runtime)()
+    except PolygraphyException:
+        raise RuntimeError(
+            "TensorRT could not deserialize the engine (built by another version or GPU?)"
+        ) from None
+    return runtime, engine
+
+
+def _out_of_memory(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or what it was raised from or during is torch's out-of-memory error."""
+    for _ in range(8):
+        if exc is None:
+            return False
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 @dataclass
 class _CapturedGraph:
     key: tuple
@@ -117,18 +150,13 @@ class TensorRTEngine:
         trt: ModuleType,
         engine_bytes: bytes,
         device: torch.device,
-        logger: Any = None,
         *,
         record_compute_ms: bool = False,
         use_cuda_graph: bool = False,
     ) -> None:
         self.trt = trt
         self.device = torch.device(device)
-        self._logger = logger if logger is not None else default_logger(trt)
-        self._runtime = trt.Runtime(self._logger)  # kept alive as long as the engine
-        self.engine = self._runtime.deserialize_cuda_engine(engine_bytes)
-        if self.engine is None:
-            raise RuntimeError("TensorRT could not deserialize the engine (built by another version or GPU?)")
+        self._runtime, self.engine = deserialize_engine(trt, engine_bytes)  # runtime kept alive with it
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise RuntimeError("TensorRT could not create an execution context (out of device memory?)")
@@ -156,6 +184,8 @@ class TensorRTEngine:
             self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
         self._timed = False
         self.cuda_graph_active = bool(use_cuda_graph and self._on_cuda and not self._data_dependent)
+        # Why a capture failed (then every later call runs eager, as trtexec does), or None.
+        self.cuda_graph_fallback: str | None = None
         self._graph: _CapturedGraph | None = None
 
     # -- introspection ----------------------------------------------------------------------------
@@ -170,6 +200,13 @@ class TensorRTEngine:
     @property
     def has_data_dependent_outputs(self) -> bool:
         return bool(self._data_dependent)
+
+    def profile_max_shape(self, name: str) -> tuple[int, ...]:
+        """The largest shape input ``name`` accepts: its profile's max, or its static shape."""
+        shape = tuple(int(d) for d in self.engine.get_tensor_shape(name))
+        if any(d < 0 for d in shape):
+            shape = tuple(int(d) for d in self.engine.get_tensor_profile_shape(name, 0)[2])
+        return shape
 
     @property
     def device_memory_bytes(self) -> int:
@@ -282,7 +319,9 @@ class TensorRTEngine:
     ) -> dict[str, torch.Tensor]:
         prepared = self._prepare(inputs)
         if self.cuda_graph_active and stream is not None:
-            return self._replay(prepared, stream)
+            replayed = self._replay(prepared, stream)
+            if replayed is not None:
+                return replayed
         self._bound_inputs = prepared  # keep the inputs alive until the next call
         static = self._bind(prepared)
         self._timed_execute(stream, lambda: self._execute(handle))
@@ -300,8 +339,9 @@ class TensorRTEngine:
 
     def _replay(
         self, prepared: dict[str, torch.Tensor], stream: torch.cuda.Stream
-    ) -> dict[str, torch.Tensor]:
-        """Run through a CUDA graph captured for these input shapes, capturing it on first use.
+    ) -> dict[str, torch.Tensor] | None:
+        """Run through a CUDA graph captured for these input shapes, capturing it on first use; None when
+        the capture failed (the caller runs eager, now and from then on; ``cuda_graph_fallback`` says why).
 
         One graph is kept: a change of input shapes recaptures, because a context's device state is only
         known to match the graph that was captured last. Inputs are copied into the graph's static buffers.
@@ -312,9 +352,18 @@ class TensorRTEngine:
             static_inputs = {name: t.clone() for name, t in prepared.items()}
             static_outputs = self._bind(static_inputs, fresh=True)
             self._execute(stream.cuda_stream)  # warm-up: lets TensorRT do its one-off setup outside capture
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
-                self._execute(stream.cuda_stream)
+            try:
+                graph = self._capture(stream)
+            except Exception as exc:
+                if _out_of_memory(exc):
+                    raise
+                if self._on_cuda:  # let the failed capture's work finish before running eager
+                    with contextlib.suppress(Exception):
+                        torch.cuda.synchronize(self.device)
+                # Like trtexec: report the failed capture once and launch eagerly from now on.
+                self.cuda_graph_active = False
+                self.cuda_graph_fallback = f"{type(exc).__name__}: {first_line(exc)}"
+                return None
             self._graph = _CapturedGraph(key, graph, static_inputs, static_outputs)
         else:
             for name, tensor in prepared.items():
@@ -322,6 +371,17 @@ class TensorRTEngine:
         graph = self._graph
         self._timed_execute(stream, graph.graph.replay)
         return dict(graph.outputs)
+
+    def _capture(self, stream: torch.cuda.Stream) -> Any:
+        """One ``execute_async_v3`` captured as a CUDA graph on ``stream``."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
+            self._execute(stream.cuda_stream)
+        return graph
+
+    def release_graph(self) -> None:
+        """Drop the captured graph (and its static buffers); the next replay captures again."""
+        self._graph = None
 
     def close(self) -> None:
         """Drop the graph, context and engine (in that order) and the buffers they used."""

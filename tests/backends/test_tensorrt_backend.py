@@ -16,9 +16,17 @@ from pydantic import ValidationError
 
 from segbench.backends import BACKENDS, GRAPH
 from segbench.backends.base import BackendError
-from segbench.backends.tensorrt_backend import SPEC, TensorRTConfig, TensorRTRunner, _to_host
-from segbench.export.tensorrt import INSTALL_HINT
-from tests.fakes.fake_tensorrt import make_fake_tensorrt
+from segbench.backends.tensorrt_backend import (
+    SPEC,
+    HostStaging,
+    TensorRTConfig,
+    TensorRTRunner,
+    check_graph_precision,
+    onnx_float_precision,
+)
+from segbench.export.tensorrt import INSTALL_HINT, OptimizationProfile, build_serialized_engine
+from segbench.export.tensorrt_engine import TensorRTEngine
+from tests.fakes.fake_tensorrt import install_fake_tensorrt, make_fake_tensorrt
 
 MODEL = types.SimpleNamespace(input_names=("images",), output_names=("logits",))
 
@@ -33,6 +41,8 @@ def test_config_accepts_gpu_precisions_and_options():
     config = TensorRTConfig(precisions=["fp16", "bf16", "fp32"], workspace_mb=2048, cuda_graph=True)
     assert config.precisions == ["fp16", "bf16", "fp32"]
     assert config.variant() == {"workspace_mb": 2048, "cuda_graph": True}
+    # TensorRT's default TF32 is cleared unless asked for; asking shows in the results' variant.
+    assert TensorRTConfig().tf32 is False and TensorRTConfig(tf32=True).variant() == {"tf32": True}
 
 
 @pytest.mark.parametrize(
@@ -83,12 +93,23 @@ def test_unavailable_with_an_unsupported_major(monkeypatch):
     assert reason is not None and "8.6.1 is not supported" in reason
 
 
-@pytest.mark.parametrize(("version", "expected"), [("10.8.0", "fp32"), ("11.1.0", "fp16")])
-def test_graph_precision_follows_the_major_version(monkeypatch, version, expected):
+@pytest.mark.parametrize("version", ["10.8.0", "11.1.0"])
+def test_graph_precision_is_the_engine_precision_on_both_majors(monkeypatch, version):
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt(version))
     config = TensorRTConfig(precisions=["fp16"])
-    assert SPEC.graph_precision(config, "fp16") == expected
+    assert SPEC.graph_precision(config, "fp16") == "fp16"  # the keep-list graph, strongly typed
     assert SPEC.graph_precision(config, "fp32") == "fp32"
+
+
+def test_bf16_is_the_fp32_graph_on_10_and_refused_on_11(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("10.8.0"))
+    assert SPEC.graph_precision(TensorRTConfig(precisions=["bf16"]), "bf16") == "fp32"
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("11.1.0"))
+    with pytest.raises(BackendError) as info:
+        SPEC.graph_precision(TensorRTConfig(precisions=["bf16"]), "bf16")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "TensorRT 11.1.0 needs a bf16 ONNX graph, which segbench does not write" in message
 
 
 def test_graph_precision_without_tensorrt_is_the_requested_one(monkeypatch):
@@ -106,9 +127,111 @@ def test_activate_needs_input_shapes_and_an_artifact(monkeypatch, tmp_path):
         TensorRTRunner(MODEL, TensorRTConfig(), "fp32", None, [(1, 3, 8, 8)]).activate()
 
 
-def test_outputs_come_back_as_float32_or_their_own_type():
-    half = _to_host(torch.ones(2, 2, dtype=torch.float16))
-    bf16 = _to_host(torch.ones(2, dtype=torch.bfloat16))
-    ints = _to_host(torch.arange(3, dtype=torch.int32))
-    assert half.dtype == np.float32 and bf16.dtype == np.float32
-    assert ints.dtype == np.int32 and ints.tolist() == [0, 1, 2]
+def write_graph(path, weight_type):
+    """A one-Mul ONNX graph with an fp32 input and a weight of ``weight_type``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("w", weight_type, [1], [1.0] if weight_type == TensorProto.FLOAT else [15360])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["x"], ["xc"], to=weight_type),
+            helper.make_node("Mul", ["xc", "w"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", weight_type, [1, 3, 8, 8])],
+        [weight],
+    )
+    onnx.save(helper.make_model(graph), path)
+    return path
+
+
+def test_graph_float_precision_is_read_from_the_weights(tmp_path):
+    from onnx import TensorProto
+
+    assert onnx_float_precision(write_graph(tmp_path / "a.onnx", TensorProto.FLOAT)) == "fp32"
+    assert onnx_float_precision(write_graph(tmp_path / "b.onnx", TensorProto.FLOAT16)) == "fp16"
+    assert onnx_float_precision(write_graph(tmp_path / "c.onnx", TensorProto.BFLOAT16)) == "bf16"
+
+
+@pytest.mark.parametrize("version", ["10.8.0", "11.1.0"])
+def test_artifact_graph_at_another_precision_is_refused(tmp_path, version):
+    from onnx import TensorProto
+
+    trt = make_fake_tensorrt(version)
+    fp32 = write_graph(tmp_path / "model.onnx", TensorProto.FLOAT)
+    fp16 = write_graph(tmp_path / "model-fp16.onnx", TensorProto.FLOAT16)
+    check_graph_precision(fp32, "fp32", trt)
+    check_graph_precision(fp16, "fp16", trt)
+    # An fp32 graph run as fp16 would build an fp32 engine labelled fp16.
+    with pytest.raises(BackendError, match=r"model\.onnx computes in fp32, but a TensorRT \d+ fp16 engine"):
+        check_graph_precision(fp32, "fp16", trt)
+    with pytest.raises(BackendError, match="computes in fp16") as info:
+        check_graph_precision(fp16, "fp32", trt)
+    assert "\n" not in str(info.value)
+
+
+def test_artifact_bf16_graphs(tmp_path):
+    from onnx import TensorProto
+
+    bf16 = write_graph(tmp_path / "model-bf16.onnx", TensorProto.BFLOAT16)
+    check_graph_precision(bf16, "bf16", make_fake_tensorrt("11.1.0"))  # what 11 needs for bf16
+    check_graph_precision(bf16, "bf16", make_fake_tensorrt("10.8.0"))  # the graph at the precision itself
+    fp32 = write_graph(tmp_path / "model.onnx", TensorProto.FLOAT)
+    check_graph_precision(fp32, "bf16", make_fake_tensorrt("10.8.0"))  # lowered by the BF16 flag
+    with pytest.raises(BackendError, match="computes in fp32"):
+        check_graph_precision(fp32, "bf16", make_fake_tensorrt("11.1.0"))
+
+
+def test_host_staging_reuses_buffers_and_widens_half_outputs():
+    staging = HostStaging(pinned=False)  # page-locked on a GPU machine; the copies are the same
+    feeds = {"images": np.ones((2, 3, 4, 4), dtype=np.float32)}
+    first = staging.to_device(feeds, torch.device("cpu"))["images"]
+    again = staging.to_device({"images": np.zeros((2, 3, 4, 4), dtype=np.float32)}, torch.device("cpu"))
+    assert again["images"].data_ptr() == first.data_ptr() and again["images"].sum() == 0
+    host = staging.to_host(
+        {
+            "half": torch.ones(2, 2, dtype=torch.float16),
+            "bf16": torch.ones(2, dtype=torch.bfloat16),
+            "ints": torch.arange(3, dtype=torch.int32),
+        }
+    )
+    assert host["half"].dtype == torch.float32 and host["bf16"].dtype == torch.float32
+    assert host["ints"].dtype == torch.int32 and host["ints"].tolist() == [0, 1, 2]
+    staging.clear()
+    assert staging.to_device(feeds, torch.device("cpu"))["images"].data_ptr() != first.data_ptr()
+
+
+def cpu_runner(monkeypatch, tmp_path, **controls):
+    """A runner around an engine built and run on the CPU with the fake (activate needs CUDA)."""
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"graph")
+    trt = install_fake_tensorrt(monkeypatch, "10.8.0", **controls)
+    profile = OptimizationProfile("images", (1, 3, 8, 8), (4, 3, 16, 16), (8, 3, 16, 16))
+    runner = TensorRTRunner(MODEL, TensorRTConfig(cuda_graph=True), "fp32", onnx_file, [(8, 3, 16, 16)])
+    engine_bytes = build_serialized_engine(trt, onnx_file, "fp32", profile)
+    runner._engine = TensorRTEngine(trt, engine_bytes, torch.device("cpu"))
+    return runner
+
+
+def test_batch_limit_is_the_profile_max(monkeypatch, tmp_path):
+    assert TensorRTRunner(MODEL, TensorRTConfig(), "fp32").batch_limit() is None  # not active
+    runner = cpu_runner(monkeypatch, tmp_path)
+    assert runner.batch_limit() == (8, "the engine's optimization profile ends at batch 8")
+    static = cpu_runner(monkeypatch, tmp_path, input_shape=(2, 3, 16, 16))
+    assert static.batch_limit() == (2, "the engine takes a static batch of 2")
+
+
+def test_describe_reports_a_cuda_graph_fallback(monkeypatch, tmp_path):
+    runner = cpu_runner(monkeypatch, tmp_path)
+    runner._trt_version, runner._engine_path, runner._engine_built = "10.8.0", tmp_path / "e.engine", True
+    runner._build_s, runner._load_s, runner._profile, runner._engine_mb = 1.0, 0.1, None, 1.0
+    runner._device = torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    info = runner.describe()
+    assert info["cuda_graph"] is False and "cuda_graph_fallback" not in info
+    assert info["tf32"] is False and info["pinned_memory"] is True
+    runner._engine.cuda_graph_fallback = "RuntimeError: capture failed"
+    info = runner.describe()
+    assert info["cuda_graph"] == "fallback" and info["cuda_graph_fallback"] == "RuntimeError: capture failed"

@@ -1,7 +1,8 @@
-"""TensorRT engine builder and cache, against the stand-in ``tensorrt`` module (no GPU needed).
+"""TensorRT engine builder (through Polygraphy) and cache, without TensorRT or a GPU.
 
-The fake checks every call against the documented TensorRT 10 / 11 Python API; nothing here ran on a
-real TensorRT installation.
+Polygraphy's loader objects are inspected where TensorRT is not needed (Polygraphy imports it lazily);
+builds run Polygraphy's loaders against the stand-in ``tensorrt`` module. Nothing here ran on a real
+TensorRT installation.
 """
 
 from __future__ import annotations
@@ -12,31 +13,35 @@ import types
 
 import pytest
 import torch
+from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath, Profile
 
 from segbench.export import tensorrt as trt_export
 from segbench.export.tensorrt import (
     INSTALL_HINT,
+    POLYGRAPHY_HINT,
     EngineBuildError,
     OptimizationProfile,
     TensorRTUnavailable,
     build_serialized_engine,
+    create_config,
     engine_cache_key,
     graph_precision_for,
     import_tensorrt,
     load_or_build_engine,
     lowers_precision_by_flags,
+    network_loader,
+    polygraphy_profile,
     profile_from_shapes,
     tensorrt_version,
 )
-from tests.fakes.fake_tensorrt import TIMING_HEADER, FakeControls, calls_named, make_fake_tensorrt
+from tests.fakes.fake_tensorrt import TIMING_HEADER, calls_named, install_fake_tensorrt, make_fake_tensorrt
 
 GPU = ("NVIDIA H100 80GB HBM3", (9, 0))
 PROFILE = OptimizationProfile("images", (1, 3, 8, 8), (2, 3, 16, 16), (4, 3, 32, 32))
 
 
 def install(monkeypatch, version="10.8.0", **controls):
-    trt = make_fake_tensorrt(version, FakeControls(**controls))
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    trt = install_fake_tensorrt(monkeypatch, version, **controls)
     monkeypatch.setattr(trt_export, "gpu_identity", lambda: GPU)
     return trt
 
@@ -92,6 +97,8 @@ KEY_ARGS = {
     "compute_capability": (9, 0),
     "workspace_mb": None,
     "builder_optimization_level": None,
+    "tf32": False,
+    "polygraphy_version": "0.53.6",
 }
 KEY_CHANGES = {
     "onnx_digest": "abd",
@@ -102,6 +109,8 @@ KEY_CHANGES = {
     "compute_capability": (8, 9),
     "workspace_mb": 1024,
     "builder_optimization_level": 5,
+    "tf32": True,
+    "polygraphy_version": "0.54.0",
 }
 
 
@@ -134,6 +143,24 @@ def test_import_returns_the_module_and_refuses_other_majors(monkeypatch):
         import_tensorrt()
 
 
+def test_type_stubs_alone_are_not_tensorrt(monkeypatch):
+    # tensorrt-stubs installs a tensorrt/ directory of .pyi files: importable as an empty namespace package.
+    stubs_only = types.ModuleType("tensorrt")
+    stubs_only.__file__ = None
+    monkeypatch.setitem(sys.modules, "tensorrt", stubs_only)
+    with pytest.raises(TensorRTUnavailable) as info:
+        import_tensorrt()
+    assert str(info.value) == INSTALL_HINT
+
+
+def test_import_without_polygraphy_gives_the_install_line(monkeypatch):
+    install(monkeypatch)
+    monkeypatch.setitem(sys.modules, "polygraphy.backend", None)
+    with pytest.raises(TensorRTUnavailable) as info:
+        import_tensorrt()
+    assert str(info.value) == POLYGRAPHY_HINT
+
+
 def test_tensorrt_version_parsing():
     assert tensorrt_version(make_fake_tensorrt("10.8.0.43")) == (10, 8)
     assert tensorrt_version(make_fake_tensorrt("11.0.1")) == (11, 0)
@@ -141,76 +168,124 @@ def test_tensorrt_version_parsing():
         tensorrt_version(types.SimpleNamespace(__version__="dev"))
 
 
-@pytest.mark.parametrize(("version", "by_flags"), [("10.8.0", True), ("11.1.0", False)])
-def test_one_precision_rule_per_major(version, by_flags):
+@pytest.mark.parametrize("version", ["10.8.0", "11.1.0"])
+def test_one_precision_rule_for_both_majors(version):
     trt = make_fake_tensorrt(version)
-    assert lowers_precision_by_flags(tensorrt_version(trt)[0]) is by_flags
-    # 10 lowers the fp32 graph by flags; 11 is strongly typed and needs the graph at the precision.
-    expected = {p: "fp32" if by_flags else p for p in ("fp32", "fp16", "bf16")}
+    major = tensorrt_version(trt)[0]
+    # The graph carries fp32 and fp16 on both majors (strongly typed, the fp16 keep-list obeyed); only
+    # bf16 on 10 is lowered from the fp32 graph by the BF16 flag. 11 needs a bf16 graph for bf16.
+    assert [lowers_precision_by_flags(major, p) for p in ("fp32", "fp16", "bf16")] == [
+        False,
+        False,
+        major == 10,
+    ]
+    expected = {"fp32": "fp32", "fp16": "fp16", "bf16": "fp32" if major == 10 else "bf16"}
     assert {p: graph_precision_for(p, trt) for p in expected} == expected
 
 
-# -- builder ----------------------------------------------------------------------------------------
+# -- Polygraphy's loader objects (no TensorRT needed to make them) ------------------------------------
+
+
+def test_network_loader_is_strongly_typed_except_bf16_on_10(onnx_file):
+    for major, precision, strongly in [(10, "fp16", True), (10, "fp32", True), (11, "fp16", True),
+                                       (10, "bf16", False), (11, "bf16", True)]:  # fmt: skip
+        loader = network_loader(onnx_file, precision, major)
+        assert isinstance(loader, NetworkFromOnnxPath)
+        assert loader.path == str(onnx_file) and loader.strongly_typed is strongly
+
+
+def test_profile_becomes_a_polygraphy_profile():
+    profile = polygraphy_profile(PROFILE)
+    assert isinstance(profile, Profile) and list(profile) == ["images"]
+    assert (profile["images"].min, profile["images"].opt, profile["images"].max) == (
+        PROFILE.min,
+        PROFILE.opt,
+        PROFILE.max,
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "precision", "bf16"),
+    [
+        ("10.8.0", "fp16", False),
+        ("10.8.0", "bf16", True),
+        ("11.1.0", "fp16", False),
+        ("11.1.0", "fp32", False),
+    ],
+)
+def test_create_config_arguments(version, precision, bf16, tmp_path):
+    trt = make_fake_tensorrt(version)
+    profiles = [polygraphy_profile(PROFILE)]
+    cache = tmp_path / "timing.cache"
+    config = create_config(trt, precision, profiles, workspace_mb=512, builder_optimization_level=5,
+                           timing_cache_path=cache)  # fmt: skip
+    assert isinstance(config, CreateConfig)
+    assert config.profiles == profiles
+    assert config.tf32 is False and config.fp16 is False and config.bf16 is bf16  # never the FP16 flag
+    assert config.memory_pool_limits == {trt.MemoryPoolType.WORKSPACE: 512 << 20}
+    assert config.builder_optimization_level == 5
+    assert config.timing_cache_path is None  # no file yet: nothing to load
+    cache.write_bytes(TIMING_HEADER)
+    config = create_config(trt, precision, profiles, tf32=True, timing_cache_path=cache)
+    assert config.tf32 is True and config.timing_cache_path == str(cache)
+    assert config.memory_pool_limits is None and config.builder_optimization_level is None
+
+
+def test_create_config_refuses_unknown_precisions():
+    with pytest.raises(ValueError, match="int8"):
+        create_config(make_fake_tensorrt(), "int8", [])
+
+
+# -- builds through Polygraphy against the stand-in module ----------------------------------------------
 
 
 def built_spec(engine_bytes: bytes) -> dict:
     return json.loads(engine_bytes)
 
 
-def test_fp16_on_trt10_uses_a_weakly_typed_network_and_the_fp16_flag(onnx_file):
-    trt = make_fake_tensorrt("10.8.0")
-    engine = build_serialized_engine(trt, onnx_file, "fp16", PROFILE)
-    assert isinstance(engine, bytes)
-    assert calls_named(trt, "create_network") == [(0,)]
-    assert calls_named(trt, "set_flag") == [(trt.BuilderFlag.FP16,)]
+@pytest.mark.parametrize("version", ["10.8.0", "11.1.0"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_fp32_and_fp16_are_strongly_typed_without_precision_flags(monkeypatch, onnx_file, version, precision):
+    trt = install(monkeypatch, version)
+    spec = built_spec(build_serialized_engine(trt, onnx_file, precision, PROFILE))
+    strongly = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert calls_named(trt, "create_network") == [(strongly,)]
     assert calls_named(trt, "parse_from_file") == [(str(onnx_file),)]
     assert calls_named(trt, "set_shape") == [("images", PROFILE.min, PROFILE.opt, PROFILE.max)]
-    spec = built_spec(engine)
-    assert spec["flags"] == ["FP16"] and spec["strongly_typed"] is False
-
-
-@pytest.mark.parametrize(("precision", "flags"), [("fp32", []), ("bf16", ["BF16"])])
-def test_other_precisions_on_trt10(onnx_file, precision, flags):
-    trt = make_fake_tensorrt("10.8.0")
-    spec = built_spec(build_serialized_engine(trt, onnx_file, precision, PROFILE))
-    assert calls_named(trt, "create_network") == [(0,)]
-    assert spec["flags"] == flags
-
-
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
-def test_trt11_is_strongly_typed_and_never_sets_precision_flags(onnx_file, precision):
-    trt = make_fake_tensorrt("11.1.0")
-    assert not hasattr(trt.BuilderFlag, "FP16") and not hasattr(trt.BuilderFlag, "BF16")
-    spec = built_spec(build_serialized_engine(trt, onnx_file, precision, PROFILE))
-    assert calls_named(trt, "create_network") == [
-        (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED),)
-    ]
     assert calls_named(trt, "set_flag") == []
+    # TensorRT enables TF32 by default; Polygraphy's CreateConfig(tf32=False) clears it.
+    assert calls_named(trt, "clear_flag") == [(trt.BuilderFlag.TF32,)]
     assert spec["strongly_typed"] is True and spec["flags"] == []
 
 
-def test_workspace_and_optimization_level(onnx_file):
-    trt = make_fake_tensorrt("10.8.0")
+def test_tf32_only_when_asked_for(monkeypatch, onnx_file):
+    trt = install(monkeypatch)
+    spec = built_spec(build_serialized_engine(trt, onnx_file, "fp32", PROFILE, tf32=True))
+    assert spec["flags"] == ["TF32"] and calls_named(trt, "clear_flag") == []
+
+
+def test_bf16_on_10_is_the_bf16_flag_on_a_weakly_typed_network(monkeypatch, onnx_file):
+    trt = install(monkeypatch, "10.8.0")
+    spec = built_spec(build_serialized_engine(trt, onnx_file, "bf16", PROFILE))
+    assert calls_named(trt, "create_network") == [(0,)]
+    assert spec["flags"] == ["BF16"] and spec["strongly_typed"] is False
+
+
+def test_workspace_and_optimization_level(monkeypatch, onnx_file):
+    trt = install(monkeypatch)
     build_serialized_engine(trt, onnx_file, "fp32", PROFILE, workspace_mb=512, builder_optimization_level=5)
     assert calls_named(trt, "set_memory_pool_limit") == [(trt.MemoryPoolType.WORKSPACE, 512 << 20)]
     assert calls_named(trt, "builder_optimization_level") == [(5,)]
-    trt = make_fake_tensorrt("10.8.0")
+    trt = install(monkeypatch)
     build_serialized_engine(trt, onnx_file, "fp32", PROFILE)
     assert calls_named(trt, "set_memory_pool_limit") == []
     assert calls_named(trt, "builder_optimization_level") == []
 
 
-def test_profile_is_added_for_the_dynamic_input(onnx_file):
-    trt = make_fake_tensorrt("10.8.0")
+def test_static_network_gets_its_own_shapes(monkeypatch, onnx_file):
+    trt = install(monkeypatch, input_shape=(1, 3, 16, 16))
     spec = built_spec(build_serialized_engine(trt, onnx_file, "fp32", PROFILE))
-    assert len(calls_named(trt, "add_optimization_profile")) == 1
-    assert spec["profile"] == {"images": [list(PROFILE.min), list(PROFILE.opt), list(PROFILE.max)]}
-
-
-def test_static_network_needs_no_profile(onnx_file):
-    trt = make_fake_tensorrt("10.8.0", FakeControls(input_shape=(1, 3, 16, 16)))
-    spec = built_spec(build_serialized_engine(trt, onnx_file, "fp32", PROFILE))
-    assert calls_named(trt, "add_optimization_profile") == [] and spec["profile"] == {}
+    assert spec["profile"] == {"images": [[1, 3, 16, 16]] * 3}
 
 
 @pytest.mark.parametrize(
@@ -229,24 +304,25 @@ def test_static_network_needs_no_profile(onnx_file):
         ),
     ],
 )
-def test_profile_that_does_not_cover_the_network_is_refused(onnx_file, profile, controls, message):
-    trt = make_fake_tensorrt("10.8.0", FakeControls(**controls))
+def test_profile_that_does_not_cover_the_network_is_refused(
+    monkeypatch, onnx_file, profile, controls, message
+):
+    # Polygraphy would fill an uncovered input with a default shape; segbench refuses before building.
+    trt = install(monkeypatch, **controls)
     with pytest.raises(EngineBuildError, match=message):
         build_serialized_engine(trt, onnx_file, "fp32", profile)
     assert calls_named(trt, "build_serialized_network") == []
 
 
-def test_parser_errors_are_reported(onnx_file, tmp_path):
-    trt = make_fake_tensorrt("10.8.0", FakeControls(parse_errors=["No importer registered for op: Unique"]))
-    with pytest.raises(EngineBuildError, match="No importer registered for op: Unique"):
+def test_parser_and_build_failures_are_engine_build_errors(monkeypatch, onnx_file, tmp_path):
+    trt = install(monkeypatch, parse_errors=["No importer registered for op: Unique"])
+    with pytest.raises(EngineBuildError, match=r"ONNX parser rejected .*Could not parse ONNX correctly"):
         build_serialized_engine(trt, onnx_file, "fp32", PROFILE)
-    with pytest.raises(EngineBuildError, match="Failed to open file"):
-        build_serialized_engine(make_fake_tensorrt(), tmp_path / "missing.onnx", "fp32", PROFILE)
-
-
-def test_failed_build_raises(onnx_file):
-    trt = make_fake_tensorrt("10.8.0", FakeControls(build_fails=True))
-    with pytest.raises(EngineBuildError, match="failed to build"):
+    trt = install(monkeypatch)
+    with pytest.raises(EngineBuildError, match="ONNX parser rejected"):
+        build_serialized_engine(trt, tmp_path / "missing.onnx", "fp32", PROFILE)
+    trt = install(monkeypatch, build_fails=True)
+    with pytest.raises(EngineBuildError, match="failed to build an engine"):
         build_serialized_engine(trt, onnx_file, "fp32", PROFILE)
 
 
@@ -255,29 +331,18 @@ def test_unknown_precision_is_refused(onnx_file):
         build_serialized_engine(make_fake_tensorrt(), onnx_file, "int8", PROFILE)
 
 
-def test_timing_cache_is_read_and_written_back(onnx_file, tmp_path):
+def test_timing_cache_is_read_and_merged_back(monkeypatch, onnx_file, tmp_path):
     cache = tmp_path / "timing.cache"
-    trt = make_fake_tensorrt("10.8.0")
+    trt = install(monkeypatch)
     build_serialized_engine(trt, onnx_file, "fp32", PROFILE, timing_cache_path=cache)
-    assert calls_named(trt, "create_timing_cache") == [(b"",)]
-    assert calls_named(trt, "set_timing_cache") == [(False,)]
+    assert calls_named(trt, "set_timing_cache") == [(False,)]  # a cache from another build is refused
     first = cache.read_bytes()
     assert first == TIMING_HEADER + b"timings of build 1\n"
 
-    trt = make_fake_tensorrt("10.8.0")
+    trt = install(monkeypatch)
     build_serialized_engine(trt, onnx_file, "fp16", PROFILE, timing_cache_path=cache)
-    assert calls_named(trt, "create_timing_cache") == [(first,)]  # the earlier timings were loaded
+    assert calls_named(trt, "create_timing_cache")[0] == (first,)  # the earlier timings were loaded
     assert cache.read_bytes() == first + b"timings of build 2\n"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-
-
-def test_unreadable_timing_cache_starts_afresh(onnx_file, tmp_path):
-    cache = tmp_path / "timing.cache"
-    cache.write_bytes(b"garbage")
-    trt = make_fake_tensorrt("10.8.0")
-    build_serialized_engine(trt, onnx_file, "fp32", PROFILE, timing_cache_path=cache)
-    assert calls_named(trt, "create_timing_cache") == [(b"garbage",), (b"",)]
-    assert cache.read_bytes() == TIMING_HEADER + b"timings of build 1\n"
 
 
 # -- engine cache -----------------------------------------------------------------------------------
@@ -290,8 +355,9 @@ def test_engine_is_built_once_and_reused(monkeypatch, onnx_file, tmp_path):
     assert first.built and first.build_s >= 0 and first.path == cache_dir / f"{first.key}.engine"
     assert first.path.is_file() and first.gpu_name == GPU[0] and first.trt_version == "10.8.0"
     sidecar = json.loads((cache_dir / f"{first.key}.json").read_text())
-    assert sidecar["precision"] == "fp16" and sidecar["gpu_name"] == GPU[0]
+    assert sidecar["precision"] == "fp16" and sidecar["gpu_name"] == GPU[0] and sidecar["tf32"] is False
     assert sidecar["compute_capability"] == [9, 0] and sidecar["profile"] == PROFILE.to_dict()
+    assert sidecar["polygraphy"]  # Polygraphy's config defaults shape the engine too
     assert (cache_dir / "timing-trt10.8-nvidia-h100-80gb-hbm3-sm90.cache").is_file()
 
     again = load_or_build_engine(onnx_file, "fp16", PROFILE, cache_dir=cache_dir)
@@ -299,11 +365,12 @@ def test_engine_is_built_once_and_reused(monkeypatch, onnx_file, tmp_path):
     assert len(calls_named(trt, "build_serialized_network")) == 1
 
     fp32 = load_or_build_engine(onnx_file, "fp32", PROFILE, cache_dir=cache_dir)
-    assert fp32.built and fp32.key != first.key
-    assert len(calls_named(trt, "build_serialized_network")) == 2
+    tf32 = load_or_build_engine(onnx_file, "fp32", PROFILE, cache_dir=cache_dir, tf32=True)
+    assert fp32.built and tf32.built and len({first.key, fp32.key, tf32.key}) == 3
+    assert json.loads(tf32.path.read_bytes())["flags"] == ["TF32"]
     names = sorted(p.name for p in cache_dir.iterdir())
     assert not [n for n in names if n.startswith(".")]  # no temporary files left behind
-    assert len([n for n in names if n.endswith(".engine")]) == 2
+    assert len([n for n in names if n.endswith(".engine")]) == 3
 
 
 def test_changed_graph_or_external_data_rebuilds(monkeypatch, onnx_file, tmp_path):
@@ -336,7 +403,7 @@ def test_default_cache_dir_is_under_the_segbench_cache(monkeypatch, onnx_file, t
 
 
 def test_engine_cache_needs_a_cuda_gpu(monkeypatch, onnx_file, tmp_path):
-    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt())
+    install_fake_tensorrt(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(TensorRTUnavailable, match="needs a CUDA GPU"):
         load_or_build_engine(onnx_file, "fp32", PROFILE, cache_dir=tmp_path)

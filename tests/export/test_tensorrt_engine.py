@@ -1,30 +1,32 @@
 """TensorRT runtime (``TensorRTEngine``), against the stand-in ``tensorrt`` module on the CPU.
 
-The fake checks every call against the documented TensorRT 10 / 11 Python API; nothing here ran on a
-real TensorRT installation, and the CUDA-only paths (streams, events, graph capture) not at all.
+Engines are built and deserialized through Polygraphy against the fake; nothing here ran on a real
+TensorRT installation, and the CUDA-only paths (streams, events, graph capture) not at all.
 """
 
 from __future__ import annotations
+
+import types
 
 import pytest
 import torch
 
 from segbench.export.tensorrt import OptimizationProfile, build_serialized_engine
 from segbench.export.tensorrt_engine import TensorRTEngine
-from tests.fakes.fake_tensorrt import FakeControls, calls_named, make_fake_tensorrt
+from tests.fakes.fake_tensorrt import calls_named, install_fake_tensorrt
 
 PROFILE = OptimizationProfile("images", (1, 3, 8, 8), (2, 3, 16, 16), (4, 3, 32, 32))
 
 
-def engine_for(onnx_file, version="10.8.0", **controls):
-    trt = make_fake_tensorrt(version, FakeControls(**controls))
+def engine_for(monkeypatch, onnx_file, version="10.8.0", **controls):
+    trt = install_fake_tensorrt(monkeypatch, version, **controls)
     engine_bytes = build_serialized_engine(trt, onnx_file, "fp32", PROFILE)
     trt.calls.clear()
     return trt, TensorRTEngine(trt, engine_bytes, torch.device("cpu"))
 
 
-def test_static_outputs_are_computed_and_buffers_reused(onnx_file):
-    trt, engine = engine_for(onnx_file)
+def test_static_outputs_are_computed_and_buffers_reused(monkeypatch, onnx_file):
+    trt, engine = engine_for(monkeypatch, onnx_file)
     assert engine.input_names == ["images"] and engine.output_names == ["logits"]
     assert not engine.has_data_dependent_outputs
     assert engine.device_memory_bytes == 3 << 20
@@ -44,27 +46,27 @@ def test_static_outputs_are_computed_and_buffers_reused(onnx_file):
     torch.testing.assert_close(engine.infer({"images": z})["logits"], 2 * z)
 
 
-def test_inputs_are_cast_to_the_engine_type(onnx_file):
-    _, engine = engine_for(onnx_file, input_dtype="HALF")
+def test_inputs_are_cast_to_the_engine_type(monkeypatch, onnx_file):
+    _, engine = engine_for(monkeypatch, onnx_file, input_dtype="HALF")
     x = torch.randn(1, 3, 8, 8)
     out = engine.infer({"images": x})["logits"]
     assert out.dtype == torch.float16
     torch.testing.assert_close(out, (2 * x).half())
-    _, engine = engine_for(onnx_file)
+    _, engine = engine_for(monkeypatch, onnx_file)
     x64 = torch.randn(1, 3, 8, 8, dtype=torch.float64)
     torch.testing.assert_close(engine.infer({"images": x64})["logits"], (2 * x64).float())
 
 
-def test_bad_inputs_are_refused(onnx_file):
-    _, engine = engine_for(onnx_file)
+def test_bad_inputs_are_refused(monkeypatch, onnx_file):
+    _, engine = engine_for(monkeypatch, onnx_file)
     with pytest.raises(ValueError, match="outside the engine's optimization profile"):
         engine.infer({"images": torch.zeros(8, 3, 8, 8)})
     with pytest.raises(ValueError, match="missing engine inputs: images"):
         engine.infer({"pixels": torch.zeros(1, 3, 8, 8)})
 
 
-def test_data_dependent_outputs_go_through_the_output_allocator(onnx_file):
-    trt, engine = engine_for(onnx_file, data_dependent=True)
+def test_data_dependent_outputs_go_through_the_output_allocator(monkeypatch, onnx_file):
+    trt, engine = engine_for(monkeypatch, onnx_file, data_dependent=True)
     assert engine.has_data_dependent_outputs
     assert calls_named(trt, "set_output_allocator") == [("boxes",)]
     x = torch.full((3, 3, 8, 8), -1.0)
@@ -80,30 +82,61 @@ def test_data_dependent_outputs_go_through_the_output_allocator(onnx_file):
     assert engine.infer({"images": none})["boxes"].shape == (0, 4)
 
 
-def test_trt11_engine_reports_device_memory_from_v2(onnx_file):
-    _, engine = engine_for(onnx_file, version="11.1.0")
+def test_trt11_engine_reports_device_memory_from_v2(monkeypatch, onnx_file):
+    _, engine = engine_for(monkeypatch, onnx_file, version="11.1.0")
     assert not hasattr(engine.engine, "device_memory_size")  # removed in 11; the v2 property remains
     assert engine.device_memory_bytes == 3 << 20
     x = torch.randn(1, 3, 8, 8)
     torch.testing.assert_close(engine.infer({"images": x})["logits"], 2 * x)
 
 
-def test_unloadable_engine_raises(onnx_file):
-    trt = make_fake_tensorrt("10.8.0")
+def test_unloadable_engine_raises(monkeypatch, onnx_file):
+    trt = install_fake_tensorrt(monkeypatch, "10.8.0")
     engine_bytes = build_serialized_engine(trt, onnx_file, "fp32", PROFILE)
+    other = install_fake_tensorrt(monkeypatch, "10.9.0")
     with pytest.raises(RuntimeError, match="could not deserialize"):
-        TensorRTEngine(make_fake_tensorrt("10.9.0"), engine_bytes, torch.device("cpu"))
+        TensorRTEngine(other, engine_bytes, torch.device("cpu"))
     with pytest.raises(RuntimeError, match="could not deserialize"):
-        TensorRTEngine(trt, b"not an engine", torch.device("cpu"))
+        TensorRTEngine(other, b"not an engine", torch.device("cpu"))
+    assert calls_named(other, "deserialize_cuda_engine")  # through Polygraphy's EngineFromBytes
 
 
-def test_cuda_graph_and_events_stay_off_on_the_cpu(onnx_file):
-    trt = make_fake_tensorrt("10.8.0")
+def test_cuda_graph_and_events_stay_off_on_the_cpu(monkeypatch, onnx_file):
+    trt = install_fake_tensorrt(monkeypatch, "10.8.0")
     engine_bytes = build_serialized_engine(trt, onnx_file, "fp32", PROFILE)
     engine = TensorRTEngine(
         trt, engine_bytes, torch.device("cpu"), use_cuda_graph=True, record_compute_ms=True
     )
-    assert not engine.cuda_graph_active
+    assert not engine.cuda_graph_active and engine.cuda_graph_fallback is None
     x = torch.randn(1, 3, 8, 8)
     torch.testing.assert_close(engine.infer({"images": x})["logits"], 2 * x)
     assert engine.last_compute_ms is None
+
+
+def test_failed_graph_capture_falls_back_to_eager_once(monkeypatch, onnx_file):
+    """As trtexec does: one failed capture, then eager launches, and the reason kept for describe()."""
+    trt, engine = engine_for(monkeypatch, onnx_file)
+    engine.cuda_graph_active = True  # as on a GPU; the capture itself is what fails here
+    captures = []
+
+    def failing_capture(stream):
+        captures.append(stream)
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(engine, "_capture", failing_capture)
+    stream = types.SimpleNamespace(cuda_stream=0)
+    for batch in (1, 2, 2):
+        x = torch.randn(batch, 3, 8, 8)
+        torch.testing.assert_close(engine._infer_on({"images": x}, stream, 0)["logits"], 2 * x)
+    assert len(captures) == 1  # not retried on later calls or other shapes
+    assert not engine.cuda_graph_active
+    assert engine.cuda_graph_fallback == "RuntimeError: operation not permitted when stream is capturing"
+    # the warm-up before the capture, then eager for that call and the two after it
+    assert len(calls_named(trt, "execute_async_v3")) == 4
+
+
+def test_profile_max_shape(monkeypatch, onnx_file):
+    _, engine = engine_for(monkeypatch, onnx_file)
+    assert engine.profile_max_shape("images") == PROFILE.max
+    _, static = engine_for(monkeypatch, onnx_file, input_shape=(2, 3, 16, 16))
+    assert static.profile_max_shape("images") == (2, 3, 16, 16)

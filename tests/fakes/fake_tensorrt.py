@@ -1,22 +1,24 @@
-"""A stand-in for NVIDIA's ``tensorrt`` Python module, for tests on machines without TensorRT or a GPU.
+"""A stand-in for NVIDIA's ``tensorrt`` module, for tests on machines without TensorRT or a GPU.
 
-It implements only the part of the documented TensorRT 10 / 11 Python API that segbench uses, and checks
-arguments the way the real bindings constrain them (types, ranks, ranges, required set-up before
-``execute_async_v3``), raising ``TypeError`` / ``ValueError`` on misuse. Every call is appended to
-``trt.calls`` as ``(method, *args)`` so tests can assert what the code under test asked for.
+It implements the part of the documented TensorRT 10 / 11 Python API that Polygraphy's loaders
+(``NetworkFromOnnxPath``, ``CreateConfig``, ``EngineBytesFromNetwork``, ``EngineFromBytes``) and segbench's
+runtime (``TensorRTEngine``) call, checking arguments the way the real bindings constrain them and raising
+``TypeError`` / ``ValueError`` on misuse. Every call is appended to ``trt.calls`` as ``(method, *args)``.
+That the names exist in the real API is checked separately, against ``tensorrt-stubs``.
 
 Major-version differences mirrored from NVIDIA's API reference:
 
-* 11: ``BuilderFlag`` has no ``FP16`` / ``BF16`` (using them raises AttributeError), every network is
-  strongly typed, and ``ICudaEngine.device_memory_size`` is gone (``device_memory_size_v2`` remains).
+* 11: ``BuilderFlag`` has no ``FP16`` / ``BF16``, every network is strongly typed, and
+  ``ICudaEngine.device_memory_size`` is gone (``device_memory_size_v2`` remains).
 * 10: ``FP16`` / ``BF16`` exist; setting them on a strongly typed network makes the build fail.
+* Both: a new builder config has ``TF32`` set (TensorRT's default).
 
-The fake "network" parsed from any ONNX file has one input ``images`` of shape (-1, 3, -1, -1) (see
+The "network" parsed from any existing file has one input ``images`` of shape (-1, 3, -1, -1) (see
 :class:`FakeControls`) and the output ``logits`` = 2 * images. With ``data_dependent=True`` it also has
 ``num_detections`` (N,) int32 and ``boxes`` (K, 4) float32 whose K depends on the data: one row
 ``[n, v, v, v]`` for each image n whose first pixel v = images[n, 0, 0, 0] is positive. Engines are
-serialized as JSON (no pickle); execution reads and writes the host memory behind the tensor addresses
-with ctypes, so it works with CPU torch tensors only.
+serialized as JSON; execution reads and writes the host memory behind the tensor addresses with ctypes,
+so it works with CPU torch tensors only.
 """
 
 from __future__ import annotations
@@ -88,6 +90,12 @@ def _bytes_like(value: Any, what: str) -> bytes:
     return bytes(value)
 
 
+def _check_logger(logger: Any) -> None:
+    # Polygraphy keeps one logger per process, made from whichever tensorrt module it met first.
+    if not callable(getattr(logger, "log", None)):
+        raise TypeError(f"expected a tensorrt.ILogger, got {type(logger).__name__}")
+
+
 def make_fake_tensorrt(version: str = "10.8.0", controls: FakeControls | None = None) -> types.ModuleType:
     """A fresh fake ``tensorrt`` module for ``version`` (major 10 and 11 differ as documented)."""
     major = int(version.split(".")[0])
@@ -99,150 +107,95 @@ def make_fake_tensorrt(version: str = "10.8.0", controls: FakeControls | None = 
     def record(name: str, *args: Any) -> None:
         trt.calls.append((name, *args))
 
-    # -- enums -------------------------------------------------------------------------------------
-    class Severity(enum.Enum):
-        INTERNAL_ERROR = 0
-        ERROR = 1
-        WARNING = 2
-        INFO = 3
-        VERBOSE = 4
-
-    if major >= 11:
-        creation_flags = {"STRONGLY_TYPED": 0, "PREFER_AOT_PYTHON_PLUGINS": 1, "PREFER_JIT_PYTHON_PLUGINS": 2}
-        builder_flags = {"DEBUG": 1, "GPU_FALLBACK": 2, "REFIT": 3, "TF32": 6}
-    else:
-        creation_flags = {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}
-        builder_flags = {
-            "FP16": 0,
-            "INT8": 1,
-            "DEBUG": 2,
-            "GPU_FALLBACK": 3,
-            "REFIT": 4,
-            "TF32": 6,
-            "BF16": 18,
-        }
-    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", creation_flags)
+    # -- enums and logging -------------------------------------------------------------------------
+    builder_flags = {"DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 4, "TF32": 6}
+    if major < 11:
+        builder_flags.update(FP16=0, INT8=1, BF16=17)
+    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"STRONGLY_TYPED": 1})
     trt.BuilderFlag = enum.IntEnum("BuilderFlag", builder_flags)
-    trt.MemoryPoolType = enum.IntEnum(
-        "MemoryPoolType", {"WORKSPACE": 0, "DLA_MANAGED_SRAM": 1, "DLA_LOCAL_DRAM": 2, "DLA_GLOBAL_DRAM": 3}
-    )
+    trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", {"WORKSPACE": 0, "DLA_MANAGED_SRAM": 1})
+    trt.DeviceType = enum.IntEnum("DeviceType", {"GPU": 0, "DLA": 1})
     trt.TensorIOMode = enum.Enum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
-    trt.DataType = enum.Enum(
-        "DataType",
-        {
-            "FLOAT": 0,
-            "HALF": 1,
-            "INT8": 2,
-            "INT32": 3,
-            "BOOL": 4,
-            "UINT8": 5,
-            "FP8": 6,
-            "BF16": 7,
-            "INT64": 8,
-        },
-    )
+    names = ("FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "FP8", "BF16", "INT64")
+    trt.DataType = enum.Enum("DataType", {name: i for i, name in enumerate(names)})
     trt.Dims = Dims
+    severity = enum.Enum("Severity", ["INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"])
 
-    class Logger:
-        INTERNAL_ERROR = Severity.INTERNAL_ERROR
-        ERROR = Severity.ERROR
-        WARNING = Severity.WARNING
-        INFO = Severity.INFO
-        VERBOSE = Severity.VERBOSE
+    class ILogger:
+        Severity = severity
 
-        def __init__(self, min_severity: Severity = Severity.WARNING) -> None:
-            if not isinstance(min_severity, Severity):
-                raise TypeError(f"Logger(min_severity) takes a Logger.Severity, got {min_severity!r}")
-            record("Logger", min_severity)
-            self.min_severity = min_severity
-            self.messages: list[str] = []
+        def log(self, severity: Any, msg: str) -> None:
+            raise NotImplementedError
 
-        def log(self, severity: Severity, msg: str) -> None:
-            self.messages.append(f"{severity.name}: {msg}")
+    class Logger(ILogger):
+        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = severity
 
-    Logger.Severity = Severity
-    trt.Logger = Logger
+    trt.ILogger, trt.Logger = ILogger, Logger
 
-    def check_logger(logger: Any) -> None:
-        if not isinstance(logger, Logger):
-            raise TypeError(f"expected a tensorrt.ILogger, got {type(logger).__name__}")
+    def init_libnvinfer_plugins(logger: Any, namespace: str) -> bool:
+        _check_logger(logger)
+        return True
+
+    trt.init_libnvinfer_plugins = init_libnvinfer_plugins
 
     # -- network and parser ------------------------------------------------------------------------
     class ITensor:
+        is_shape_tensor = False
+
         def __init__(self, name: str, shape: Sequence[int], dtype: Any) -> None:
-            self.name = name
-            self.shape = Dims(shape)
-            self.dtype = dtype
+            self.name, self.shape, self.dtype = name, Dims(shape), dtype
 
     class INetworkDefinition:
         def __init__(self, flags: int) -> None:
-            self.flags = flags
-            self.strongly_typed = major >= 11 or bool(
-                flags & (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-            )
+            strongly = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+            self.strongly_typed = major >= 11 or bool(flags & strongly)
             self._inputs: list[ITensor] = []
             self._outputs: list[ITensor] = []
 
-        @property
-        def num_inputs(self) -> int:
-            return len(self._inputs)
-
-        @property
-        def num_outputs(self) -> int:
-            return len(self._outputs)
+        num_inputs = property(lambda self: len(self._inputs))
+        num_outputs = property(lambda self: len(self._outputs))
 
         def get_input(self, index: int) -> ITensor:
             return self._inputs[index]
 
-        def get_output(self, index: int) -> ITensor:
-            return self._outputs[index]
+        def get_flag(self, flag: Any) -> bool:
+            return flag == trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED and self.strongly_typed
 
-    class ParserError:
-        def __init__(self, desc: str) -> None:
-            self._desc = desc
-
-        def desc(self) -> str:
-            return self._desc
-
-        def __str__(self) -> str:
-            return f"In node 0 (fake): UNSUPPORTED_NODE: {self._desc}"
+        def __iter__(self):  # the layers; the fake network has none a caller needs to see
+            return iter(())
 
     class OnnxParser:
-        def __init__(self, network: INetworkDefinition, logger: Logger) -> None:
+        def __init__(self, network: INetworkDefinition, logger: Any) -> None:
             if not isinstance(network, INetworkDefinition):
                 raise TypeError("OnnxParser(network, logger) needs an INetworkDefinition")
-            check_logger(logger)
-            record("OnnxParser")
+            _check_logger(logger)
             self.network = network
-            self._errors: list[ParserError] = []
+            self._errors: list[str] = []
 
-        @property
-        def num_errors(self) -> int:
-            return len(self._errors)
+        num_errors = property(lambda self: len(self._errors))
 
-        def get_error(self, index: int) -> ParserError:
-            return self._errors[index]
+        def get_error(self, index: int) -> str:
+            return f"In node 0 (fake): UNSUPPORTED_NODE: {self._errors[index]}"
 
         def parse_from_file(self, model: str) -> bool:
             if type(model) is not str:
                 raise TypeError(f"parse_from_file(model) takes a str path, got {type(model).__name__}")
             record("parse_from_file", model)
             if not os.path.isfile(model):
-                self._errors.append(ParserError(f"Failed to open file: {model}"))
+                self._errors.append(f"Failed to open file: {model}")
                 return False
             if trt.fake.parse_errors:
-                self._errors.extend(ParserError(text) for text in trt.fake.parse_errors)
+                self._errors.extend(trt.fake.parse_errors)
                 return False
-            controls = trt.fake
+            controls, net = trt.fake, self.network
             dtype = getattr(trt.DataType, controls.input_dtype)
-            self.network._inputs.append(ITensor(controls.input_name, controls.input_shape, dtype))
+            net._inputs.append(ITensor(controls.input_name, controls.input_shape, dtype))
             if controls.extra_input is not None:
-                name, shape = controls.extra_input
-                self.network._inputs.append(ITensor(name, shape, trt.DataType.FLOAT))
-            self.network._outputs.append(ITensor("logits", controls.input_shape, dtype))
+                net._inputs.append(ITensor(*controls.extra_input, trt.DataType.FLOAT))
+            net._outputs.append(ITensor("logits", controls.input_shape, dtype))
             if controls.data_dependent:
-                self.network._outputs.append(ITensor("num_detections", (-1,), trt.DataType.INT32))
-                self.network._outputs.append(ITensor("boxes", (-1, 4), trt.DataType.FLOAT))
+                net._outputs.append(ITensor("num_detections", (-1,), trt.DataType.INT32))
+                net._outputs.append(ITensor("boxes", (-1, 4), trt.DataType.FLOAT))
             return True
 
     trt.OnnxParser = OnnxParser
@@ -255,17 +208,17 @@ def make_fake_tensorrt(version: str = "10.8.0", controls: FakeControls | None = 
         def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:
             if type(input) is not str:
                 raise TypeError("set_shape(input, ...) takes the input tensor's name")
-            shapes = tuple(
-                _int_shape(s, f"set_shape {which}")
-                for s, which in zip((min, opt, max), ("min", "opt", "max"), strict=True)
-            )
-            if len({len(s) for s in shapes}) != 1:
-                raise ValueError(f"set_shape: min/opt/max ranks differ: {shapes}")
+            shapes = tuple(_int_shape(s, "set_shape") for s in (min, opt, max))
             lo, mid, hi = shapes
-            if not all(0 <= a <= b <= c for a, b, c in zip(lo, mid, hi, strict=True)):
-                raise ValueError(f"set_shape needs 0 <= min <= opt <= max per dim, got {shapes}")
+            if len({len(s) for s in shapes}) != 1 or not all(
+                0 <= a <= b <= c for a, b, c in zip(lo, mid, hi, strict=True)
+            ):
+                raise ValueError(f"set_shape needs equal ranks and 0 <= min <= opt <= max, got {shapes}")
             record("set_shape", input, *shapes)
             self.shapes[input] = shapes
+
+        def __bool__(self) -> bool:  # like the bindings: whether the profile is valid
+            return bool(self.shapes)
 
     class ITimingCache:
         def __init__(self, data: bytes) -> None:
@@ -274,12 +227,19 @@ def make_fake_tensorrt(version: str = "10.8.0", controls: FakeControls | None = 
         def serialize(self) -> memoryview:
             return memoryview(TIMING_HEADER + "".join(f"{e}\n" for e in self.entries).encode())
 
+        def combine(self, input_cache: ITimingCache, ignore_mismatch: bool) -> bool:
+            self.entries += [e for e in input_cache.entries if e not in self.entries]
+            return True
+
     class IBuilderConfig:
+        DLA_core = -1
+
         def __init__(self) -> None:
-            self.flags: set[Any] = set()
+            self.flags: set[Any] = {trt.BuilderFlag.TF32}  # TensorRT's default
             self.pool_limits: dict[Any, int] = {}
             self.profiles: list[IOptimizationProfile] = []
             self.timing_cache: ITimingCache | None = None
+            self.default_device_type = trt.DeviceType.GPU
             self._level = 3
 
         def set_flag(self, flag: Any) -> None:
@@ -288,14 +248,20 @@ def make_fake_tensorrt(version: str = "10.8.0", controls: FakeControls | None = 
             record("set_flag", flag)
             self.flags.add(flag)
 
+        def clear_flag(self, flag: Any) -> None:
+            if not isinstance(flag, trt.BuilderFlag):
+                raise TypeError(f"clear_flag takes a BuilderFlag, got {flag!r}")
+            record("clear_flag", flag)
+            self.flags.discard(flag)
+
         def get_flag(self, flag: Any) -> bool:
             return flag in self.flags
 
         def set_memory_pool_limit(self, pool: Any, pool_size: int) -> None:
-            if not isinstance(pool, trt.MemoryPoolType):
-                raise TypeError(f"set_memory_pool_limit takes a MemoryPoolType, got {pool!r}")
-            if type(pool_size) is not int or pool_size <= 0:
-                raise ValueError(f"pool size must be a positive int of bytes, got {pool_size!r}")
+            if not isinstance(pool, trt.MemoryPoolType) or type(pool_size) is not int or pool_size <= 0:
+                raise TypeError(
+                    f"set_memory_pool_limit(MemoryPoolType, positive int), got {pool!r}, {pool_size!r}"
+                )
             record("set_memory_pool_limit", pool, pool_size)
             self.pool_limits[pool] = pool_size
 
@@ -310,20 +276,20 @@ def make_fake_tensorrt(version: str = "10.8.0", controls: FakeControls | None = 
             record("builder_optimization_level", level)
             self._level = level
 
+        num_optimization_profiles = property(lambda self: len(self.profiles))
+
         def add_optimization_profile(self, profile: IOptimizationProfile) -> int:
             if not isinstance(profile, IOptimizationProfile):
                 raise TypeError("add_optimization_profile takes an IOptimizationProfile")
             record("add_optimization_profile", dict(profile.shapes))
-            if not profile.shapes:
-                return -1
             self.profiles.append(profile)
             return len(self.profiles) - 1
 
-        def create_timing_cache(self, serialized_timing_cache: Any) -> ITimingCache | None:
+        def create_timing_cache(self, serialized_timing_cache: Any) -> ITimingCache:
             data = _bytes_like(serialized_timing_cache, "create_timing_cache(serialized_timing_cache)")
             record("create_timing_cache", data)
             if data and not data.startswith(TIMING_HEADER):
-                return None
+                raise RuntimeError("not a timing cache")
             return ITimingCache(data)
 
         def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
@@ -337,52 +303,40 @@ def make_fake_tensorrt(version: str = "10.8.0", controls: FakeControls | None = 
             return self.timing_cache
 
     class Builder:
-        def __init__(self, logger: Logger) -> None:
-            check_logger(logger)
-            record("Builder")
+        def __init__(self, logger: Any) -> None:
+            _check_logger(logger)
             self.logger = logger
-            self.builds = 0
 
         def create_network(self, flags: int = 0) -> INetworkDefinition:
             if type(flags) is not int:
                 raise TypeError(f"create_network(flags) takes an int bit mask, got {type(flags).__name__}")
-            known = 0
-            for member in trt.NetworkDefinitionCreationFlag:
-                known |= 1 << int(member)
+            known = sum(1 << int(member) for member in trt.NetworkDefinitionCreationFlag)
             if flags & ~known:
                 raise ValueError(f"create_network: unknown flag bits in {flags:#x}")
             record("create_network", flags)
             return INetworkDefinition(flags)
 
         def create_builder_config(self) -> IBuilderConfig:
-            record("create_builder_config")
             return IBuilderConfig()
 
         def create_optimization_profile(self) -> IOptimizationProfile:
-            record("create_optimization_profile")
             return IOptimizationProfile()
 
         def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> Any:
             if not isinstance(network, INetworkDefinition) or not isinstance(config, IBuilderConfig):
                 raise TypeError("build_serialized_network(network, config)")
             record("build_serialized_network")
-            if trt.fake.build_fails:
-                self.logger.log(Severity.ERROR, "fake build failure")
-                return None
             lowered = {f for f in config.flags if f.name in ("FP16", "BF16")}
-            if network.strongly_typed and lowered:
-                self.logger.log(Severity.ERROR, "precision flags are not allowed on a strongly typed network")
-                return None
+            if trt.fake.build_fails or (network.strongly_typed and lowered):
+                return None  # TensorRT logs why and returns None
             profile: dict[str, list[list[int]]] = {}
             for tensor in network._inputs:
-                if any(d < 0 for d in tensor.shape):
-                    covering = [p.shapes[tensor.name] for p in config.profiles if tensor.name in p.shapes]
-                    if not covering:
-                        self.logger.log(Severity.ERROR, f"no optimization profile covers {tensor.name}")
-                        return None
+                covering = [p.shapes[tensor.name] for p in config.profiles if tensor.name in p.shapes]
+                if any(d < 0 for d in tensor.shape) and not covering:
+                    return None
+                if covering:
                     profile[tensor.name] = [list(s) for s in covering[0]]
             if config.timing_cache is not None:
-                self.builds += 1
                 config.timing_cache.entries.append(f"timings of build {len(config.timing_cache.entries) + 1}")
             engine = {
                 "magic": ENGINE_MAGIC,
@@ -392,7 +346,6 @@ def make_fake_tensorrt(version: str = "10.8.0", controls: FakeControls | None = 
                 "profile": profile,
                 "flags": sorted(f.name for f in config.flags),
                 "strongly_typed": network.strongly_typed,
-                "data_dependent": trt.fake.data_dependent,
                 "device_memory": trt.fake.device_memory,
             }
             return memoryview(json.dumps(engine).encode())
@@ -564,8 +517,8 @@ def make_fake_tensorrt(version: str = "10.8.0", controls: FakeControls | None = 
             return True
 
     class Runtime:
-        def __init__(self, logger: Logger) -> None:
-            check_logger(logger)
+        def __init__(self, logger: Any) -> None:
+            _check_logger(logger)
             record("Runtime")
 
         def deserialize_cuda_engine(self, serialized_engine: Any) -> ICudaEngine | None:
@@ -590,3 +543,24 @@ def make_fake_tensorrt(version: str = "10.8.0", controls: FakeControls | None = 
 def calls_named(trt: types.ModuleType, name: str) -> list[tuple]:
     """The recorded calls of one method, in order, without the method name."""
     return [call[1:] for call in trt.calls if call[0] == name]
+
+
+def install_fake_tensorrt(monkeypatch: Any, version: str = "10.8.0", **controls: Any) -> types.ModuleType:
+    """A fresh fake as ``sys.modules["tensorrt"]`` for one test, also for Polygraphy.
+
+    Polygraphy imports ``tensorrt`` lazily and keeps the module it first imported (and a logger made from
+    it), so those caches are pointed at nothing for the test and restored after it.
+    """
+    import sys
+
+    import polygraphy.backend.trt  # noqa: F401  (loads every module that holds a lazy tensorrt)
+    from polygraphy.backend.trt import util as poly_trt_util
+
+    trt = make_fake_tensorrt(version, FakeControls(**controls))
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    for name, module in list(sys.modules.items()):
+        lazy = getattr(module, "trt", None) if name.startswith("polygraphy") else None
+        if type(lazy).__name__ == "LazyModule":
+            monkeypatch.setitem(vars(lazy), "module", None)
+    monkeypatch.setattr(poly_trt_util, "TRT_LOGGER", None)
+    return trt
