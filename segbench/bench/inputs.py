@@ -1,4 +1,5 @@
-"""A pre-exported file named in the YAML (``artifact:``), checked before any cell runs.
+"""What a run is handed besides registered models, checked before any cell runs: ``module:`` models
+(built once and probed) and pre-exported files (``artifact:``).
 
 An unreadable or corrupt graph is bad input (exit 2). A graph whose inputs or outputs are not the model's
 is refused too, unless the entry says ``allow_mismatch: true``: then it runs, and the terminal, the log
@@ -14,8 +15,9 @@ import onnx
 import torch
 
 from segbench.backends import BackendConfig
-from segbench.config import BenchmarkConfig, ModelEntry
+from segbench.config import BenchmarkConfig, ModelEntry, PreprocessConfig
 from segbench.errors import ConfigError
+from segbench.models.imported import ImportedModel, build_imported_model, probe
 from segbench.models.registry import get_spec, resolve_options
 
 
@@ -35,6 +37,8 @@ def graph_names(path: Any) -> tuple[list[str], list[str]]:
 
 def model_names(config: BenchmarkConfig, entry: ModelEntry) -> tuple[list[str], list[str]]:
     """The input and output names segbench feeds and reads for ``entry`` (built on the meta device)."""
+    if entry.module is not None:
+        return list(ImportedModel.input_names), list(ImportedModel.output_names)
     options = dict(entry.options)
     if entry.weights == "random" and "num_classes" not in options:
         options["num_classes"] = config.dataset_num_classes()
@@ -57,6 +61,26 @@ def mismatch(config: BenchmarkConfig, entry: ModelEntry, backend: BackendConfig)
     return "; ".join(problems) or None
 
 
+def build_imported(config: BenchmarkConfig, entry: ModelEntry) -> ImportedModel:
+    """A ``module:`` entry's network behind its declared preprocessing."""
+    preprocess = (entry.preprocess or PreprocessConfig()).model_dump()
+    num_classes = entry.num_classes or config.dataset_num_classes()
+    return build_imported_model(entry.module, entry.options, num_classes, preprocess, entry.weights,
+                                seed=config.seed)  # fmt: skip
+
+
+def check_imported_models(config: BenchmarkConfig) -> None:
+    """Build every ``module:`` entry once and run it on a small input: a network that cannot be built
+    or returns the wrong shape for its task is bad input, before any cell runs."""
+    for index, entry in enumerate(config.models):
+        if entry.module is None:
+            continue
+        try:
+            probe(build_imported(config, entry), entry.module, entry.declared_task)
+        except ConfigError as exc:
+            raise ConfigError(f"models[{index}].{exc}") from None
+
+
 def check_user_artifacts(config: BenchmarkConfig) -> dict[int, str]:
     """Check every ONNX ``artifact:`` of the config against its model; returns the allowed mismatches
     by backend entry (``id``), and raises ConfigError for a corrupt file or a refused mismatch."""
@@ -66,8 +90,8 @@ def check_user_artifacts(config: BenchmarkConfig) -> dict[int, str]:
             continue
         where = f"backends[{index}].artifact"
         for entry in config.models:
-            if backend.model not in (None, entry.name):
-                continue
+            if backend.model not in (None, entry.name) or entry.onnx is not None:
+                continue  # an onnx: model is its own graph
             try:
                 found = mismatch(config, entry, backend)
             except ConfigError as exc:
