@@ -25,6 +25,9 @@ from pydantic import (
 from segbench.backends import BACKENDS, BackendConfig
 from segbench.errors import ConfigError, SegbenchError
 from segbench.metrics.tensors import TENSOR_TOLERANCES, TensorTolerance
+from segbench.models.base import IMAGENET_MEAN, IMAGENET_STD
+from segbench.models.imported import import_factory
+from segbench.models.onnx_graph import OnnxGraphModel
 from segbench.models.registry import MODELS, validate_model
 from segbench.models.weights import RANDOM
 from segbench.sweep import SweepConfig
@@ -49,21 +52,73 @@ class TimingConfig(_Strict):
     repeats: int = Field(default=1, ge=1)
 
 
+class PreprocessConfig(_Strict):
+    """How a ``module:`` model's input is prepared: normalisation (fractions of 255), channel order and
+    the size divisor (segbench pads to a multiple of it and crops the output back)."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    channel_order: Literal["rgb", "bgr"] = "rgb"
+    size_divisor: int = Field(default=1, ge=1)
+
+
 class ModelEntry(_Strict):
-    name: str
+    # A registered model (segbench models), or for a module: entry the label its rows carry
+    # (default: the factory's name).
+    name: str = ""
     # "random" (seeded), "trained" (the checkpoint packaged with segbench) or a path to weights.
     weights: str = RANDOM
     options: dict[str, Any] = Field(default_factory=dict)
     # Override the top-level sweep / timing for this model (e.g. fewer iterations for a slow detector).
     sweep: SweepConfig | None = None
     timing: TimingConfig | None = None
+    # Any torch module by import path instead of a registered model: "package.module:factory", built as
+    # factory(**options); its task, class count and preprocessing are declared here.
+    module: str | None = None
+    # Or an ONNX file as the model: timed on the graph backends, checked against onnxruntime fp32 on the
+    # CPU; task none (the default for it) means timing and tensor-level numerics only.
+    onnx: Path | None = None
+    task: Literal["semantic", "none"] | None = None
+    num_classes: int | None = Field(default=None, ge=1)
+    preprocess: PreprocessConfig | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        if value not in MODELS:
-            raise ValueError(f"unknown model {value!r}; valid models: {', '.join(MODELS)}")
-        return value
+    @model_validator(mode="after")
+    def _registered_module_or_onnx(self) -> ModelEntry:
+        if self.module is not None and self.onnx is not None:
+            raise ValueError("give module: or onnx:, not both")
+        if self.module is None and self.onnx is None:
+            declared = [
+                key for key in ("task", "num_classes", "preprocess") if getattr(self, key) is not None
+            ]
+            if declared:
+                raise ValueError(f"{', '.join(declared)}: only for a module: or onnx: entry (a registered "
+                                 "model declares its own)")  # fmt: skip
+            if not self.name:
+                raise ValueError("name: required key is missing (or give module: or onnx:)")
+            if self.name not in MODELS:
+                raise ValueError(f"unknown model {self.name!r}; valid models: {', '.join(MODELS)}")
+            return self
+        if self.module is not None and self.task == "none":
+            raise ValueError("task: none is for onnx: entries; a module: entry is a semantic model")
+        if self.weights == "trained" or (self.onnx is not None and self.weights != RANDOM):
+            raise ValueError("weights: a module: entry takes random or a state dict file; an onnx: entry "
+                             "carries its own")  # fmt: skip
+        if not self.name:
+            self.name = (
+                self.onnx.stem if self.onnx is not None else self.module.rpartition(":")[2].split(".")[-1]
+            )
+        if self.name in MODELS:
+            raise ValueError(f"name: {self.name} is a registered model; give this entry another name")
+        return self
+
+    @property
+    def declared_task(self) -> str:
+        """The task this entry serves: declared (module:, onnx:), or the registered model's."""
+        if self.onnx is not None:
+            return self.task or "none"
+        if self.module is not None:
+            return self.task or "semantic"
+        return self.options.get("task", MODELS[self.name].task)
 
 
 class ShapesDatasetConfig(_Strict):
@@ -209,6 +264,20 @@ class IsolationConfig(_Strict):
     timeout_s: float = Field(default=600, gt=0)
 
 
+class ExecutorConfig(_Strict):
+    """``executor: {kind: ..., ...}``: the executor and, for ``ray``, where and with what each unit runs."""
+
+    kind: str = "inline"  # a name in segbench.bench.executors.EXECUTORS
+    # ray: the cluster ("auto": the one this machine belongs to; "ray://host:10001"; None: a local one).
+    address: str | None = None
+    num_gpus: float = Field(default=1, gt=0, le=1)  # per CUDA unit: 1, or a fraction to share a GPU
+    num_cpus: float = Field(default=1, gt=0)  # per unit; a node's core count keeps one CPU unit per node
+    accelerator_type: str | None = None  # ray's accelerator label for CUDA units, e.g. "H100"
+    # Whole-unit re-dispatches of a unit whose worker died (its unfinished cells only); 0: they fail.
+    retries: int = Field(default=0, ge=0)
+    cache_dir: Path | None = None  # the export cache every node sees (default: each node's segbench cache)
+
+
 class BenchmarkConfig(_Strict):
     name: str = "benchmark"
     seed: int = 0
@@ -220,8 +289,9 @@ class BenchmarkConfig(_Strict):
     numerics: NumericsConfig = Field(default_factory=NumericsConfig)
     isolation: IsolationConfig = Field(default_factory=IsolationConfig)
     # How timing cells are executed (segbench.bench.executors): "inline" in this process, "subprocess"
-    # one child per cell. None: "subprocess" when isolation.subprocess is set, else "inline".
-    executor: str | None = None
+    # one child per cell, "ray" one task per unit on a cluster; a name or an ExecutorConfig mapping.
+    # None: "subprocess" when isolation.subprocess is set, else "inline".
+    executor: str | ExecutorConfig | None = None
 
     @model_validator(mode="after")
     def _backend_artifacts(self) -> BenchmarkConfig:
@@ -248,7 +318,7 @@ class BenchmarkConfig(_Strict):
     def _models_buildable(self) -> BenchmarkConfig:
         dataset = self.numerics.dataset
         for entry in self.models:
-            task = entry.options.get("task", MODELS[entry.name].task)
+            task = entry.declared_task
             if self.numerics.enabled and isinstance(dataset, FolderDatasetConfig) and task != "semantic":
                 raise ValueError(
                     f"model {entry.name} is a {task} model, but a folder dataset has semantic labels only; "
@@ -263,10 +333,16 @@ class BenchmarkConfig(_Strict):
                 hint = f"give the dataset's {needs}: JSON" if needs else "use a folder dataset"
                 raise ValueError(f"model {entry.name} is a {task} model: the coco dataset has no {task} "
                                  f"labels ({hint}, or set numerics.enabled: false)")  # fmt: skip
-            options = dict(entry.options)
-            if entry.weights == RANDOM and "num_classes" not in options:
-                options["num_classes"] = self.dataset_num_classes()
             try:
+                if entry.module is not None:
+                    import_factory(entry.module)  # importable now, or one line naming why not
+                    continue
+                if entry.onnx is not None:
+                    onnx_model(self, entry)  # a readable graph segbench can feed, or one line why not
+                    continue
+                options = dict(entry.options)
+                if entry.weights == RANDOM and "num_classes" not in options:
+                    options["num_classes"] = self.dataset_num_classes()
                 validate_model(entry.name, options, entry.weights)
             except SegbenchError as exc:
                 raise ValueError(str(exc)) from None
@@ -304,6 +380,15 @@ def _schema() -> type[BenchmarkConfig]:
 
 def _union_tags() -> set[str]:
     return {*BACKENDS, "shapes", "folder", "coco"}
+
+
+def onnx_model(config: BenchmarkConfig, entry: ModelEntry) -> OnnxGraphModel:
+    """An ``onnx:`` entry's model: the graph read, with its declared task and preprocessing."""
+    preprocess = entry.preprocess or PreprocessConfig()
+    task = entry.declared_task
+    num_classes = entry.num_classes or (config.dataset_num_classes() if task == "semantic" else 1)
+    return OnnxGraphModel(entry.onnx, task, num_classes, preprocess.mean, preprocess.std,
+                          preprocess.channel_order, seed=config.seed)  # fmt: skip
 
 
 def _format_error(error: dict[str, Any]) -> str:

@@ -13,12 +13,14 @@ import sys
 from rich.console import Console
 
 from segbench.cli.commands import (
+    cmd_bench,
     cmd_check,
     cmd_compare,
     cmd_data,
     cmd_env,
     cmd_eval,
     cmd_export,
+    cmd_merge,
     cmd_models,
     cmd_report,
     cmd_run,
@@ -28,9 +30,11 @@ from segbench.cli.parser import EXIT_BAD_INPUT, build_parser, names
 from segbench.errors import ConfigError, SegbenchError
 
 COMMANDS = {
+    "bench": cmd_bench,
     "run": cmd_run,
     "report": cmd_report,
     "compare": cmd_compare,
+    "merge": cmd_merge,
     "check": cmd_check,
     "eval": cmd_eval,
     "env": cmd_env,

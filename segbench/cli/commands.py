@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,45 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     config = load_config(args.config)
     filter_config(config, args.models, args.backends)
+    _choose_executor(config, args.executor, args.address)
     if args.resume and args.out is None:
         raise ConfigError("--resume needs --out: the directory of the run to finish")
     if args.dry_run:
         return _print_plan(config, args, console, timing=True)
     out_dir = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    summary = _run(config, out_dir, console, timing=True, resume=args.resume)
+    with ExitStack() as stack:
+        _connect_cluster(config, stack)
+        summary = _run(config, out_dir, console, timing=True, resume=args.resume)
     if not args.no_report:
         _write_report_after_run(out_dir, console)
     return summary.exit_code
+
+
+def _choose_executor(config: Any, name: str | None, address: str | None) -> None:
+    """``--executor`` / ``--address`` over the YAML's ``executor:`` (its other settings are kept)."""
+    from segbench.bench.executors import executor_name, executor_settings
+
+    if name is None and address is None:
+        return
+    settings = executor_settings(config)
+    config.executor = settings.model_copy(update={"kind": name or settings.kind})
+    if address is not None:
+        if config.executor.kind != "ray":
+            raise ConfigError("--address needs --executor ray (or executor: ray in the YAML)")
+        config.executor = config.executor.model_copy(update={"address": address})
+    executor_name(config)  # an unknown name is bad input now
+
+
+def _connect_cluster(config: Any, stack: ExitStack) -> None:
+    """With the ray executor: join the cluster before anything is written, so an unreachable one is one
+    error line (exit 2) and no half-made run directory."""
+    from segbench.bench.executors import executor_name, executor_settings
+
+    if executor_name(config) == "ray":
+        from segbench.bench.executors.ray_executor import connect, disconnect
+
+        if connect(executor_settings(config)):
+            stack.callback(disconnect)
 
 
 def _print_plan(config: Any, args: argparse.Namespace, console: Console, timing: bool) -> int:
@@ -103,6 +134,16 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     console.print(f"wrote {len(written)} files to {args.out or args.run_dir}:")
     for path in written:
         console.print(f"  {path}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace, console: Console) -> int:
+    from segbench.results.merge import merge_runs
+
+    merged = merge_runs(args.runs, args.out)
+    console.print(f"merged {merged.parts} runs into {merged.out_dir}: {merged.cells} cell rows, "
+                  f"{merged.checks} numerics rows, {len(merged.fingerprints)} environment fingerprint(s); "
+                  f"segbench report {merged.out_dir} renders it", markup=False, highlight=False)  # fmt: skip
     return 0
 
 
@@ -176,6 +217,8 @@ def _adhoc_check_config(args: argparse.Namespace) -> Any:
         backend["device"] = args.device
     if args.artifact:
         backend["artifact"] = str(args.artifact)
+    if args.allow_mismatch:
+        backend["allow_mismatch"] = True
     height, width = args.size
     data = {
         "name": f"check-{args.model}-{args.backend}",
@@ -187,6 +230,21 @@ def _adhoc_check_config(args: argparse.Namespace) -> Any:
         },
     }
     return validate_config(data, source="command line")
+
+
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    """One ONNX file over a sweep on the graph backends; exit codes as ``run``'s."""
+    from segbench.bench.onnx_file import bench_config
+    from segbench.config import validate_config
+
+    data = bench_config(args.onnx, args.sizes, args.batch_sizes, args.backends or ["onnxruntime"],
+                        args.precisions or ["fp32"], args.task, args.num_classes)  # fmt: skip
+    config = validate_config(data, source="command line")
+    out_dir = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    summary = _run(config, out_dir, console, timing=True)
+    if not args.no_report:
+        _write_report_after_run(out_dir, console)
+    return summary.exit_code
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:

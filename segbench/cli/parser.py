@@ -122,6 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-report", action="store_true",
         help="skip writing the report files (CSV, Parquet, Markdown, HTML, plots) at the end",
     )  # fmt: skip
+    run.add_argument(
+        "--executor", metavar="NAME",
+        help="the executor of the timing cells (inline, subprocess, ray); overrides executor: in the YAML",
+    )  # fmt: skip
+    run.add_argument(
+        "--address", metavar="ADDR",
+        help="with --executor ray: the cluster (auto, host:port, ray://host:port; default: a local one)",
+    )  # fmt: skip
+
+    merge = commands.add_parser(
+        "merge", help="join runs of one config made separately (one per machine) into one run directory"
+    )
+    merge.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="the run directories to join")
+    merge.add_argument("--out", type=Path, required=True, help="the merged run's directory")
 
     report = commands.add_parser(
         "report", help="re-render a run's report (CSV, Parquet, Markdown, HTML, plots) from its results"
@@ -159,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--device", choices=("cpu", "cuda"), help="without a config: the backend's device")
     check.add_argument("--precision", default="fp32", help="without a config: fp32 | fp16 | bf16")
     check.add_argument("--artifact", type=Path, help="without a config: a pre-exported .onnx / .engine file")
+    check.add_argument(
+        "--allow-mismatch", action="store_true",
+        help="without a config: run an --artifact that fails parity against the model (warned, recorded)",
+    )  # fmt: skip
     _add_weights_and_options(check, "without a config: ")
     check.add_argument("--images", type=_positive, default=16, help="without a config: evaluation scenes")
     check.add_argument(
@@ -168,6 +186,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="without a config: the most scenes to grow to while a verdict is inconclusive (default 256)",
     )
     check.add_argument("--size", type=_size, default=(256, 256), help="without a config: scene size HxW")
+
+    bench = commands.add_parser(
+        "bench", help="benchmark any ONNX file on the graph backends (like trtexec --onnx), with numerics"
+    )
+    bench.add_argument("onnx", type=Path, help="the ONNX file (one image input [N, C, H, W])")
+    bench.add_argument("--sizes", type=_sizes, metavar="HxW,...", help="default: the graph's, else 256,512")
+    bench.add_argument("--batch-sizes", type=_batches, metavar="N,...", help="default: the graph's, else 1,4")
+    bench.add_argument(
+        "--backends", type=names, metavar="B,...",
+        help="onnxruntime, onnxruntime:cuda, onnxruntime:tensorrt, tensorrt (default: onnxruntime)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--precisions", type=names, metavar="P,...", help="the graph's precision (default fp32)"
+    )
+    bench.add_argument(
+        "--task", choices=("none", "semantic"), default="none",
+        help="none: random inputs, timing and tensor-level numerics; semantic: images, argmax, mIoU",
+    )  # fmt: skip
+    bench.add_argument("--num-classes", type=_positive, help="semantic: the output's class count")
+    bench.add_argument("--out", type=Path, help="output directory (default: runs/bench-NAME-TIMESTAMP)")
+    bench.add_argument("--no-report", action="store_true", help="skip writing the report files")
 
     evaluate = commands.add_parser("eval", help="evaluate prediction files against ground truth (JSON out)")
     evaluate.add_argument("--task", required=True, choices=("semantic", "instance", "panoptic"))
