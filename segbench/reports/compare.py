@@ -1,7 +1,9 @@
 """Compare two runs cell by cell: the regression gate ``segbench compare`` puts in CI.
 
 Performance. Cells match on model (and its options), backend (and its options), device, precision, input
-size and batch size. A cell regresses only when both hold:
+size and batch size; when a run spans several machines (a Ray cluster of two GPU types, a merged run),
+also on the device model its fingerprint names, so two GPU types are never pooled or crossed. A cell
+regresses only when both hold:
 
 - its p50 end-to-end latency grew by more than ``threshold`` (5% by default), and
 - the slowdown is statistically significant on the raw per-iteration samples: a one-sided Mann-Whitney U
@@ -36,10 +38,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control, mannwhitneyu
 
-from segbench.env import fingerprint_fields
+from segbench.env import fingerprint_fields, gpu_names
 from segbench.reports import view
 from segbench.reports.accuracy import CheckChange, compare_checks
-from segbench.reports.rundata import CELL_KEY, RunData, RunDataError
+from segbench.reports.rundata import CELL_KEY, RunData, RunDataError, cells_frame, checks_frame
 from segbench.results.verdicts import FIXED, INCONCLUSIVE, REGRESSION, STILL_FAILING, UNCHANGED
 
 # Verdicts of a matched cell: REGRESSION, NOW_FAILING, IMPROVEMENT, FIXED, WITHIN_NOISE (past the
@@ -188,15 +190,17 @@ def _key(row: pd.Series | dict[str, Any], columns: tuple[str, ...]) -> tuple:
     return tuple(row[c] for c in columns)
 
 
-def _cell_labels(frame: pd.DataFrame) -> dict[tuple, str]:
+def _cell_labels(frame: pd.DataFrame, key: tuple[str, ...] = CELL_KEY) -> dict[tuple, str]:
     """``unet torch cpu fp32 256x256 b4`` per cell key; the model's options are added only where the
-    same model runs with several option sets (they are in the JSON output either way)."""
+    same model runs with several option sets (they are in the JSON output either way), the device model
+    where the runs span several machines."""
     option_sets = frame.groupby("model")["model_options"].nunique()
     labels = {}
     for _, row in frame.iterrows():
         several = option_sets[row["model"]] > 1
         model = view.model_label(row["model"], row["model_options"] if several else None)
-        labels[_key(row, CELL_KEY)] = view.cell_label(row, model)
+        machine = f" on {row['machine']}" if "machine" in key else ""
+        labels[_key(row, key)] = view.cell_label(row, model) + machine
     return labels
 
 
@@ -248,11 +252,12 @@ def _memory_changes(
 
 
 def _compare_cells(
-    baseline: pd.DataFrame, current: pd.DataFrame, settings: CompareSettings
+    baseline: pd.DataFrame, current: pd.DataFrame, settings: CompareSettings, key: tuple[str, ...] = CELL_KEY
 ) -> tuple[list[CellChange], list[str], list[str]]:
-    old = {_key(row, CELL_KEY): row for _, row in baseline.iterrows()}
-    new = {_key(row, CELL_KEY): row for _, row in current.iterrows()}
-    labels = _cell_labels(pd.concat([baseline, current], ignore_index=True))
+    old = {_key(row, key): row for _, row in baseline.iterrows()}
+    new = {_key(row, key): row for _, row in current.iterrows()}
+    labels = _cell_labels(pd.concat([baseline, current], ignore_index=True), key)
+    cell_key = key
     missing = [labels[k] for k in old if k not in new]
     added = [labels[k] for k in new if k not in old]
     changes: list[CellChange] = []
@@ -263,7 +268,7 @@ def _compare_cells(
             continue
         after = new[key]
         change = CellChange(
-            cell=dict(zip(CELL_KEY, (v.item() if hasattr(v, "item") else v for v in key), strict=True)),
+            cell=dict(zip(cell_key, (v.item() if hasattr(v, "item") else v for v in key), strict=True)),
             label=labels[key],
             verdict=UNCHANGED,
         )
@@ -328,6 +333,63 @@ def _adjust_and_judge(
             change.note = f"past the threshold, not significant (p={view.p_value(p_value)})"
 
 
+# -- runs over several machines (a Ray cluster of two GPU types, a merged run) -----------------------
+
+
+def _environments(env: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every environment a run names, by fingerprint: its own, a merged run's parts, a cluster's nodes."""
+    found: dict[str, dict[str, Any]] = {}
+    for part in (env, *(env.get("parts") or ())):
+        for each in (part, *(part.get("nodes") or ())):
+            if each.get("fingerprint"):
+                found.setdefault(each["fingerprint"], each)
+    return found
+
+
+def _machine(env: dict[str, Any]) -> str:
+    """The device model a fingerprint stands for: its GPUs, else its CPU."""
+    return ", ".join(gpu_names(env) or []) or str(env.get("cpu") or env.get("fingerprint"))
+
+
+def _row_machine(row: dict[str, Any], run: RunData, envs: dict[str, dict[str, Any]]) -> str:
+    # A row whose fingerprint the run does not list (a resumed session's) ran on the run's machine.
+    fingerprint = (row.get("env") or {}).get("fingerprint")
+    return _machine(envs.get(fingerprint) or run.env)
+
+
+def _machines(run: RunData) -> dict[str, tuple[list, list]]:
+    """The run's cell and numerics rows per device model."""
+    envs = _environments(run.env)
+    groups: dict[str, tuple[list, list]] = {}
+    for index, rows in enumerate((run.results, run.numerics)):
+        for row in rows:
+            groups.setdefault(_row_machine(row, run, envs), ([], []))[index].append(row)
+    return groups
+
+
+def _compare_by_machine(baseline: RunData, current: RunData, settings: CompareSettings) -> tuple:
+    """Cells and checks matched on their key and their device model: two GPU types never mix. The
+    p-values are adjusted across every machine's cells together."""
+    old, new = _machines(baseline), _machines(current)
+    machine = "machine"
+    frames = []
+    for groups in (old, new):
+        cells = [cells_frame(rows).assign(**{machine: name}) for name, (rows, _) in groups.items() if rows]
+        frames.append(pd.concat(cells, ignore_index=True) if cells else cells_frame([]).assign(machine=""))
+    key = (*CELL_KEY, machine)
+    cells, added, missing = _compare_cells(*frames, settings, key=key)
+    checks, new_checks, missing_checks = [], [], []
+    for name in dict.fromkeys([*old, *new]):
+        before, after = old.get(name, ([], []))[1], new.get(name, ([], []))[1]
+        changes, plus, minus = compare_checks(checks_frame(before), checks_frame(after))
+        for change in changes:
+            change.label = f"{change.label} on {name}"
+        checks += changes
+        new_checks += [f"{label} on {name}" for label in plus]
+        missing_checks += [f"{label} on {name}" for label in minus]
+    return cells, added, missing, checks, new_checks, missing_checks
+
+
 def compare_runs(baseline: RunData, current: RunData, settings: CompareSettings | None = None) -> Comparison:
     """Match the two runs' cells and checks and judge every change (see the module docstring)."""
     settings = settings or CompareSettings()
@@ -338,8 +400,13 @@ def compare_runs(baseline: RunData, current: RunData, settings: CompareSettings 
         )
     if not baseline.results and not baseline.numerics:
         raise RunDataError(f"{baseline.path} holds no results to compare")
-    cells, new_cells, missing_cells = _compare_cells(baseline.cells, current.cells, settings)
-    checks, new_checks, missing_checks = compare_checks(baseline.checks, current.checks)
+    if len(_machines(baseline)) > 1 or len(_machines(current)) > 1:
+        cells, new_cells, missing_cells, checks, new_checks, missing_checks = _compare_by_machine(
+            baseline, current, settings
+        )
+    else:  # one machine a side: cells match on their key alone, as they always did
+        cells, new_cells, missing_cells = _compare_cells(baseline.cells, current.cells, settings)
+        checks, new_checks, missing_checks = compare_checks(baseline.checks, current.checks)
     return Comparison(
         baseline=str(baseline.path),
         current=str(current.path),

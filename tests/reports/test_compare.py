@@ -491,3 +491,49 @@ def test_the_committed_rerun_with_one_cell_30_percent_slower_flags_exactly_it(tm
     comparison = compare_runs(load_run(CI_BASELINE), load_run(slow), CompareSettings(threshold=0.15))
     assert [c.label for c in comparison.regressions] == ["unet onnxruntime cpu fp32 256x256 b4"]
     assert comparison.exit_code == 1
+
+
+# -- runs over several machines ---------------------------------------------------------------------
+
+
+def machine_run(directory: Path, gpu: str, seed: int, slower: dict | None = None) -> Path:
+    """The grid measured on one machine with one GPU model (its own fingerprint)."""
+    fingerprint = gpu.lower().replace(" ", "")[:12]
+    rows = [
+        {**row, "device": "cuda", "env": {**row["env"], "fingerprint": fingerprint, "host": gpu}}
+        for row in grid(seed, slower)
+    ]
+    env = {**ENV, "fingerprint": fingerprint, "gpus": [{"name": gpu}]}
+    return write_run(directory, rows, env=env)
+
+
+def two_gpu_run(tmp_path: Path, name: str, seed: int, slower: dict | None = None) -> Path:
+    from segbench.results.merge import merge_runs
+
+    parts = [
+        machine_run(tmp_path / f"{name}-a100", "NVIDIA A100", seed),
+        machine_run(tmp_path / f"{name}-h100", "NVIDIA H100", seed + 1, slower),
+    ]
+    return merge_runs(parts, tmp_path / name).out_dir
+
+
+def test_a_run_over_two_gpu_types_compares_per_type(tmp_path):
+    base = load_run(two_gpu_run(tmp_path, "base", 1))
+    slow = load_run(two_gpu_run(tmp_path, "slow", 20, slower={("fcn8s", "onnxruntime", 4): 1.3}))
+    comparison = compare_runs(base, slow)
+    # Eight cells per GPU type, matched within their type: the two types are never pooled or crossed.
+    assert len(comparison.cells) == 16 and comparison.new_cells == comparison.missing_cells == []
+    assert {c.cell["machine"] for c in comparison.cells} == {"NVIDIA A100", "NVIDIA H100"}
+    assert [c.label for c in comparison.regressions] == [
+        "fcn8s onnxruntime cuda fp32 256x256 b4 on NVIDIA H100"
+    ]
+    assert comparison.exit_code == 1
+
+
+def test_one_machine_against_two_lists_the_other_type_as_new(tmp_path):
+    base = load_run(machine_run(tmp_path / "one", "NVIDIA A100", 1))
+    both = load_run(two_gpu_run(tmp_path, "both", 3))
+    comparison = compare_runs(base, both)
+    assert len(comparison.cells) == 8 and len(comparison.new_cells) == 8
+    assert all(label.endswith("on NVIDIA H100") for label in comparison.new_cells)
+    assert comparison.regressions == []
