@@ -31,9 +31,18 @@ class Provenance:
     fingerprint: str | None = None
     config_hash: str | None = None
     git_sha: str | None = None
+    host: str | None = None  # the node that measured it (a cluster run); rows without it read as None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        row = asdict(self)
+        if row["host"] is None:  # single-machine rows keep their earlier shape
+            del row["host"]
+        return row
+
+    @classmethod
+    def from_dict(cls, env: dict[str, Any] | None) -> Provenance:
+        env = env or {}
+        return cls(**{f.name: env.get(f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -173,7 +182,7 @@ class CellRecord:
             batch_size=int(row["batch_size"]),
             measurement=Measurement(**{k: row[k] for k in _MEASUREMENT_FIELDS if row.get(k) is not None}),
             repeat=int(row.get("repeat") or 0),
-            env=Provenance(**{k: env.get(k) for k in ("fingerprint", "config_hash", "git_sha")}),
+            env=Provenance.from_dict(env),
             timestamp=row.get("timestamp") or "",
             cold_start=row.get("cold_start"),
             artifact=row.get("artifact"),
