@@ -14,20 +14,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segbench.backends import GRAPH, BackendConfig, Runner
+from segbench.backends.onnxruntime_backend import OnnxRuntimeConfig
 from segbench.backends.torch_backend import TorchConfig
+from segbench.bench.inputs import build_imported, mismatch
 from segbench.bench.numerics import EvaluationSet
 from segbench.bench.plan import Cell, Unit
 from segbench.bench.resume import FinishedWork
 from segbench.bench.runlog import RunLog
 from segbench.bench.sink import RecordSink
-from segbench.config import BenchmarkConfig, FolderDatasetConfig, ModelEntry
+from segbench.config import BenchmarkConfig, FolderDatasetConfig, ModelEntry, onnx_model
 from segbench.data.shapes import IGNORE_INDEX
 from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.export.cache import state_dict_digest
 from segbench.export.onnx import PARITY_TOLERANCES, OnnxExport, check_parity
+from segbench.export.parity import parity_failure
 from segbench.metrics.tasks import Evaluation
 from segbench.models.base import SegmentationModel
-from segbench.models.registry import build_model, get_spec, model_stats
+from segbench.models.imported import ImportedModel, imported_stats
+from segbench.models.onnx_graph import OnnxGraphModel
+from segbench.models.registry import build_model, model_stats
 from segbench.results.records import Provenance, Subject
 
 if TYPE_CHECKING:  # executors build on the context; the context only holds one
@@ -101,24 +106,37 @@ class ModelState:
         )
 
     def baseline_subject(self) -> Subject:
+        """Whom the baseline rows name: PyTorch fp32 on the CPU, or onnxruntime for an ONNX file."""
+        if self.entry.onnx is not None:
+            return self.subject(OnnxRuntimeConfig(), "fp32")
         return self.subject(TorchConfig(), "fp32")
 
     def size_stats(self, height: int, width: int) -> dict[str, Any]:
         """Parameters and GFLOPs at one input size, counted once per model and size."""
         if (height, width) not in self.stats:
-            self.stats[height, width] = model_stats(self.entry.name, self.options, height, width)
+            if isinstance(self.model, OnnxGraphModel):
+                self.stats[height, width] = {"params": self.model.params, "gflops": None}
+            elif isinstance(self.model, ImportedModel):
+                self.stats[height, width] = imported_stats(self.model, height, width)
+            else:
+                self.stats[height, width] = model_stats(self.entry.name, self.options, height, width)
         return self.stats[height, width]
 
 
 def build_model_state(ctx: RunContext, entry: ModelEntry) -> ModelState:
     """Build the model; a failure is kept (every cell of the model reports it), not raised."""
     options = dict(entry.options)
-    if entry.weights == "random" and "num_classes" not in options:
+    if entry.module is None and entry.weights == "random" and "num_classes" not in options:
         options["num_classes"] = ctx.config.dataset_num_classes()
-    state = ModelState(entry, get_spec(entry.name).task, options)
+    state = ModelState(entry, entry.declared_task, options)
     try:
-        state.model = build_model(entry.name, entry.weights, options, seed=ctx.config.seed)
-        state.options = state.model.options
+        if entry.onnx is not None:
+            state.model = onnx_model(ctx.config, entry)
+        elif entry.module is not None:
+            state.model = build_imported(ctx.config, entry)
+        else:
+            state.model = build_model(entry.name, entry.weights, options, seed=ctx.config.seed)
+            state.options = state.model.options
         state.task = state.model.task  # a multi-task model (Mask2Former) serves the one asked for
     except Exception as exc:
         state.error = ctx.log.failure(f"{entry.name}: building the model", exc)
@@ -162,18 +180,29 @@ def export_graph(
 
 
 def user_graph(ctx: RunContext, state: ModelState, unit: Unit) -> dict[str, Any]:
-    """A pre-exported file named in the YAML: an ONNX graph gets the parity check against PyTorch
-    (recorded, not enforced: the numerics check judges the task metric), an engine is taken as is."""
+    """A pre-exported file named in the YAML. An ONNX graph gets the parity check against PyTorch; one
+    that fails it is refused (every cell says why) unless the entry has ``allow_mismatch: true``, when it
+    runs with the failure recorded and shown. An engine is taken as is (only TensorRT can read it)."""
     path = unit.backend.artifact
 
     def check() -> dict[str, Any]:
         record: dict[str, Any] = {"path": str(path), "user_artifact": True, "parity": None}
-        if path.suffix == ".onnx":
-            ctx.sink.status(f"{state.entry.name}: parity of {path.name}")
-            first = unit.served[0] if unit.served else Cell(256, 256, 1)  # a folder dataset's check
-            tolerance = PARITY_TOLERANCES.get(unit.precision, PARITY_TOLERANCES["fp16"])
-            found = check_parity(state.model, path, [(1, first.height, first.width)], tolerance=tolerance)
-            record["parity"] = [asdict(report) for report in found]
+        if path.suffix != ".onnx":
+            return record
+        ctx.sink.status(f"{state.entry.name}: parity of {path.name}")
+        first = unit.served[0] if unit.served else Cell(256, 256, 1)  # a folder dataset's check
+        tolerance = PARITY_TOLERANCES.get(unit.precision, PARITY_TOLERANCES["fp16"])
+        found = check_parity(state.model, path, [(1, first.height, first.width)], tolerance=tolerance)
+        record["parity"] = [asdict(report) for report in found]
+        problems = [p for p in (mismatch(ctx.config, state.entry, unit.backend),
+                                parity_failure(found, unit.precision)) if p]  # fmt: skip
+        if problems and not unit.backend.allow_mismatch:
+            raise StageFailed(f"{path.name} does not match {state.entry.name}: {'; '.join(problems)} "
+                              "(allow_mismatch: true runs it anyway)")  # fmt: skip
+        if problems:
+            record["mismatch"] = "; ".join(problems)
+            ctx.sink.note(f"{unit.where}: running {path.name} despite: {record['mismatch']}")
+            ctx.log.info(f"{unit.where}: {path} runs with allow_mismatch: {record['mismatch']}")
         return record
 
     key = ("artifact", str(path), unit.precision)
@@ -193,6 +222,7 @@ class RunnerPool:
         model = state.model
         self.per_size = (
             model is not None
+            and not isinstance(model, OnnxGraphModel)  # the file is the graph, for every size it takes
             and unit.spec.consumes == GRAPH
             and unit.backend.artifact is None
             and not model.dynamic_spatial
@@ -213,7 +243,9 @@ class RunnerPool:
         unit, state = self.unit, self.state
         shapes = sorted({(c.batch, 3, c.height, c.width) for c in unit.served if size in (None, c.size)})
         path, export_s, record = None, None, None
-        if unit.backend.artifact is not None:
+        if isinstance(state.model, OnnxGraphModel):
+            path, record = state.model.path, {"path": str(state.model.path), "onnx_model": True}
+        elif unit.backend.artifact is not None:
             record = user_graph(self.ctx, state, unit)
             path = unit.backend.artifact
         elif unit.spec.consumes == GRAPH:

@@ -6,6 +6,7 @@ already wrote), so ``segbench run --dry-run`` prints exactly what a run would do
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from segbench.backends import BACKENDS, BackendConfig, BackendSpec
+from segbench.backends import BACKENDS, GRAPH, BackendConfig, BackendSpec
 from segbench.bench.resume import FinishedWork
 from segbench.config import BenchmarkConfig, ModelEntry, ShapesDatasetConfig
 from segbench.errors import ConfigError
+from segbench.models.onnx_graph import graph_precision, load_graph
 from segbench.models.registry import get_spec
 from segbench.results.jsonl import read_jsonl
 from segbench.results.layout import RESULTS_FILE
@@ -99,8 +101,8 @@ def filter_config(
     """Narrow the grid to the named models / backends (``--models``, ``--backends``), in place."""
     if models:
         for name in models:
-            get_spec(name)  # unknown names list the valid ones
             if name not in {m.name for m in config.models}:
+                get_spec(name)  # a name segbench does not know lists the valid ones
                 present = ", ".join(dict.fromkeys(m.name for m in config.models))
                 raise ConfigError(f"--models: {name} is not in the config (it has: {present})")
         config.models = [m for m in config.models if m.name in models]
@@ -174,10 +176,29 @@ def build_plan(config: BenchmarkConfig, timing: bool = True, done: FinishedWork 
                         continue  # finished before a resume
                     find = repeat == 0 and timing and config.sweep_for(entry, backend).find_max_batch
                     served = tuple(dict.fromkeys([*cells, *check_cells]))
+                    reason = reasons[id(backend)] or graph_reason(entry, backend, precision)
                     units.append(Unit(entry, backend, BACKENDS[backend.name], precision, repeat, cells, check,
-                                      find, served, reasons[id(backend)]))  # fmt: skip
+                                      find, served, reason))  # fmt: skip
     runnable = tuple(unit for unit in units if unit.skipped is None)
     return Plan(runnable, tuple(skipped), timing, tuple(unit for unit in units if unit.skipped))
+
+
+@functools.cache
+def _carried_precision(path: Path) -> str:
+    return graph_precision(load_graph(path))
+
+
+def graph_reason(entry: ModelEntry, backend: BackendConfig, precision: str) -> str | None:
+    """Why an ``onnx:`` model cannot run on this backend entry at this precision, or None: the file is
+    the graph, so only graph backends run it, at the precision it carries."""
+    if entry.onnx is None:
+        return None
+    if BACKENDS[backend.name].consumes != GRAPH:
+        return f"{entry.onnx.name} is an ONNX file: it runs on graph backends (onnxruntime, tensorrt)"
+    carried = _carried_precision(entry.onnx)
+    if precision != carried:
+        return f"{entry.onnx.name} is an {carried} graph: it runs at {carried} only"
+    return None
 
 
 def estimate_seconds(

@@ -60,7 +60,7 @@ def test_a_module_entry_is_exported_timed_and_checked(tmp_path):
         ({"module": NETS + ":tiny", "task": "instance"}, "task: Input should be 'semantic'"),
         ({"module": NETS + ":tiny", "options": {"depth": 3}}, "tiny(**options) failed"),
         ({"module": NETS + ":tiny", "name": "unet"}, "unet is a registered model"),
-        ({"name": "unet", "num_classes": 3}, "num_classes: only for a module: entry"),
+        ({"name": "unet", "num_classes": 3}, "num_classes: only for a module: or onnx: entry"),
     ],
 )  # fmt: skip
 def test_a_bad_module_entry_is_one_line_and_exit_2(tmp_path, capsys, model, message):

@@ -14,14 +14,17 @@ from typing import Any
 import numpy as np
 
 from segbench.backends import Runner
+from segbench.backends.onnxruntime_backend import OnnxRuntimeConfig, OnnxRuntimeRunner
 from segbench.backends.torch_backend import TorchConfig, TorchRunner
 from segbench.bench.context import ModelState, RunContext, RunnerPool, StageFailed
 from segbench.bench.numerics import grown_verdicts, joined
 from segbench.bench.plan import Unit
+from segbench.metrics.checker import sample_batches
 from segbench.metrics.equivalence import MetricVerdict, baseline_rows, judge
 from segbench.metrics.tasks import TASK_METRICS, Evaluation, evaluate_task
 from segbench.metrics.tensors import compare_tensors, tensor_row
 from segbench.models.base import SegmentationModel
+from segbench.models.onnx_graph import OnnxGraphModel
 from segbench.results.records import BASELINE, TENSOR, CheckRecord
 
 
@@ -46,8 +49,36 @@ def evaluate(
             budget -= len(images)
         return model.postprocess(outputs, images.shape[1:3])
 
+    if model.task == "none":  # an onnx: graph timed on random inputs: raw outputs, no task metric
+        for batch in sample_batches(samples, ctx.config.numerics.batch_size):
+            predict(np.stack([sample.image for sample in batch]))
+        return Evaluation({}, NoMetrics([str(getattr(s, "name", i)) for i, s in enumerate(samples)]))
     return evaluate_task(model.task, predict, samples, ctx.config.numerics.batch_size, model.num_classes,
                          ctx.ignore_index, model.category_offset)  # fmt: skip
+
+
+class NoMetrics:
+    """The per-image statistics of a model with no task metric (``task: none``): the images alone."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def metrics(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        return {}
+
+    def concat(self, other: NoMetrics) -> NoMetrics:
+        return NoMetrics(self.names + other.names)
+
+
+def baseline_runner(state: ModelState) -> Runner:
+    """The reference every backend is checked against: PyTorch fp32 on the CPU, or for an ONNX file
+    (no torch network) onnxruntime fp32 on the CPU running the file."""
+    if isinstance(state.model, OnnxGraphModel):
+        return OnnxRuntimeRunner(state.model, OnnxRuntimeConfig(), "fp32", state.model.path)
+    return TorchRunner(state.model, TorchConfig(), "fp32")
 
 
 def baseline(ctx: RunContext, state: ModelState, step: int) -> Evaluation:
@@ -56,8 +87,8 @@ def baseline(ctx: RunContext, state: ModelState, step: int) -> Evaluation:
     steps = ctx.evaluation_set.steps
     while len(state.baseline_chunks) <= step:
         index = len(state.baseline_chunks)
-        ctx.sink.status(f"{state.entry.name}: PyTorch fp32 baseline, {steps[index]} images")
-        with TorchRunner(state.model, TorchConfig(), "fp32") as runner:
+        ctx.sink.status(f"{state.entry.name}: fp32 baseline on the CPU, {steps[index]} images")
+        with baseline_runner(state) as runner:
             found = evaluate(ctx, state.model, lambda size: runner, ctx.evaluation_set.chunk(index),
                              state.baseline_outputs if not index else None)  # fmt: skip
         state.baseline_chunks.append(found)
@@ -94,11 +125,21 @@ def task_verdicts(
     def growing(step: int) -> None:
         ctx.sink.status(f"{unit.where} · inconclusive at {steps[step - 1]} images: evaluating {steps[step]}")
 
+    if state.task == "none":  # tensor level only: the first chunk's raw outputs
+        evaluate_step(0)
+        return []
     return grown_verdicts(len(steps), evaluate_step, lambda step: baseline(ctx, state, step), judged, growing)
 
 
 def is_baseline(unit: Unit) -> bool:
-    return isinstance(unit.backend, TorchConfig) and unit.backend.device == "cpu" and unit.precision == "fp32"
+    """Whether the unit is the baseline configuration itself (nothing to check)."""
+    reference = OnnxRuntimeConfig if unit.entry.onnx is not None else TorchConfig
+    return (
+        type(unit.backend) is reference
+        and unit.backend.device == "cpu"
+        and unit.precision == "fp32"
+        and not unit.backend.variant()
+    )
 
 
 def check(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool) -> None:
@@ -112,7 +153,7 @@ def check(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool) -> N
             ctx.sink.check(CheckRecord.failed(subject, "model", state.error))
         return
     if not prepare_baseline(ctx, state):
-        for metric in TASK_METRICS[state.task]:
+        for metric in TASK_METRICS.get(state.task, ("tensors",)):
             ctx.sink.check(CheckRecord.failed(subject, metric, state.baseline_error))
         return
     ctx.sink.status(f"{unit.where} · numerics")
@@ -140,6 +181,8 @@ def check(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool) -> N
             pool.failed_check_outputs = raw
         return
     tolerances = numerics.tolerances(unit.precision)
+    if not base.metrics:  # task none: the tensor check is the check that could not run
+        ctx.sink.check(CheckRecord.failed(subject, "tensors", error))
     for metric, base_value in base.metrics.items():
         ctx.sink.check(CheckRecord.failed(subject, metric, error, baseline=100 * base_value,
                                           tolerance=tolerances[metric]))  # fmt: skip
