@@ -36,6 +36,8 @@ class BackendConfig(BaseModel):
     artifact: Path | None = None
     # Run this entry for one model of the config only (required with ``artifact`` when there are several).
     model: str | None = None
+    # Run an ``artifact`` whose inputs/outputs or parity do not match its model (warned and recorded).
+    allow_mismatch: bool = False
 
     # Precisions each device supports for this backend; subclasses narrow it.
     supported_precisions: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": ("fp32",), "cuda": ("fp32",)}
