@@ -293,6 +293,19 @@ class BenchmarkConfig(_Strict):
     # None: "subprocess" when isolation.subprocess is set, else "inline".
     executor: str | ExecutorConfig | None = None
 
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_setting(cls, value: Any) -> Any:
+        """A mapping is validated here so its errors name its own keys, not the union's members."""
+        if value is None or isinstance(value, str | ExecutorConfig):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("expected an executor name or a mapping {kind: ..., ...}")
+        try:
+            return ExecutorConfig.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(_format_error(exc.errors()[0])) from None
+
     @model_validator(mode="after")
     def _backend_artifacts(self) -> BenchmarkConfig:
         names = [entry.name for entry in self.models]

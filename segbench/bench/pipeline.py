@@ -17,6 +17,7 @@ from typing import Any
 
 from segbench.bench.context import ModelState, RunContext, RunnerPool, build_model_state, cache_export
 from segbench.bench.executors import EXECUTORS, executor_name
+from segbench.bench.inputs import check_imported_models, check_user_artifacts
 from segbench.bench.numerics import EvaluationSet
 from segbench.bench.peak import measure_peaks
 from segbench.bench.plan import Plan, Unit, build_plan, config_hash, searches_batches
@@ -47,6 +48,8 @@ def plan_run(
     if not timing and not config.numerics.enabled:
         raise ConfigError("numerics.enabled is false: there is nothing to check")
     executor_name(config)  # an unknown executor is bad input before anything runs
+    check_imported_models(config)  # so is a module: model that cannot run
+    check_user_artifacts(config)  # or a corrupt artifact, or one that is not its model's
     done = FinishedWork()
     if out_dir is not None:
         results_path = out_dir / (RESULTS_FILE if timing else NUMERICS_FILE)
@@ -112,16 +115,26 @@ def run_benchmark(
                          exporter or cache_export)  # fmt: skip
         ctx.peak_tflops = env.get("peak_tflops") or {}  # a resumed run keeps its first session's peaks
         ctx.executor = EXECUTORS[executor_name(config)](ctx)
-        states: dict[str, ModelState] = {}
+        stack.callback(ctx.executor.close)
+        # A concurrent executor (ray) times every unit's cells side by side first; the driver writes each
+        # record as it arrives, then runs the remaining stages (capacity, numerics) here, one baseline.
+        remote = timing and ctx.executor.concurrent
+        if remote:
+            for _, record in ctx.executor.run_units(plan.units):
+                sink.cell(record)
+        states: dict[int, ModelState] = {}  # per model entry: a model may be listed twice (two weights)
         for unit in plan.units:
-            if unit.entry.name not in states:
-                state = states[unit.entry.name] = build_model_state(ctx, unit.entry)
+            if remote and not (unit.check or unit.find_max_batch):
+                continue  # timed remotely; nothing left for the driver
+            if id(unit.entry) not in states:
+                state = states[id(unit.entry)] = build_model_state(ctx, unit.entry)
                 if state.model is not None and evaluation_set is not None:
                     prepare_baseline(ctx, state)
-            state = states[unit.entry.name]
+            state = states[id(unit.entry)]
             with RunnerPool(ctx, state, unit) as pool:  # every runner closed, whatever a stage does
                 for stage in UNIT_STAGES:
-                    stage(ctx, state, unit, pool)
+                    if not (remote and stage is time_cells):
+                        stage(ctx, state, unit, pool)
             if not timing:
                 sink.advance()
         return sink.summary

@@ -87,7 +87,8 @@ def test_the_executor_comes_from_the_config(tmp_path, capsys):
     path.write_text(yaml.safe_dump({**CONFIG, "executor": "cluster"}))
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "segbench: error: executor: unknown executor 'cluster'; valid executors: inline, subprocess"
+    valid = "inline, subprocess, ray"
+    assert err == f"segbench: error: executor: unknown executor 'cluster'; valid executors: {valid}"
 
 
 def test_the_gpu_benchmark_plans_on_a_cpu_machine_with_every_skip_named(capsys):

@@ -165,3 +165,20 @@ def test_a_ray_run_merged_with_another_machine_reports_as_one(tmp_path, cluster,
     assert len(merged) == 6 and {r["env"]["host"] for r in merged} == {os.uname().nodename, "node-b"}
     assert main(["report", str(tmp_path / "merged")]) == 0
     assert (tmp_path / "merged" / "report.md").exists()
+
+
+def test_the_executor_setting_as_a_name_or_a_mapping(tmp_path, capsys):
+    from segbench.bench.executors import executor_name, executor_settings
+    from segbench.config import validate_config
+    from segbench.errors import ConfigError
+
+    base = {"models": [{"name": "unet"}], "backends": [{"name": "torch"}]}
+    assert executor_name(validate_config({**base, "isolation": {"subprocess": True}})) == "subprocess"
+    settings = executor_settings(validate_config({**base, "executor": {"kind": "ray", "num_gpus": 0.5}}))
+    assert (settings.kind, settings.num_gpus, settings.retries) == ("ray", 0.5, 0)
+    with pytest.raises(ConfigError, match="executor: bogus: unknown key"):
+        validate_config({**base, "executor": {"kind": "ray", "bogus": 1}})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(base))
+    assert main(["run", str(path), "--address", "auto", "--dry-run"]) == 2
+    assert "--address needs --executor ray" in capsys.readouterr().err
