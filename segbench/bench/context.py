@@ -71,6 +71,9 @@ class RunContext:
         return dataset.ignore_index if isinstance(dataset, FolderDatasetConfig) else IGNORE_INDEX
 
 
+PARITY_FAILED = "ONNX parity failed at input"  # how an export's parity failure reads (export.parity)
+
+
 class StageFailed(Exception):
     """An earlier step (model build, export, session creation) failed; its one-line message is reused for
     every cell that needs it (the traceback was logged once, when it happened)."""
@@ -88,6 +91,7 @@ class ModelState:
     error: str | None = None
     baseline_chunks: list[Evaluation] = field(default_factory=list)  # per image-count step
     baseline_error: str | None = None  # why the baseline could not be evaluated
+    per_size: bool = False  # its dynamic-size graph failed parity: export one graph per input size
     baseline_outputs: list[dict[str, Any]] = field(default_factory=list)  # raw, for the tensor check
     graphs: dict[Any, OnnxExport | dict | str] = field(default_factory=dict)
     weights_sha256: str | None = None
@@ -220,13 +224,14 @@ class RunnerPool:
     def __init__(self, ctx: RunContext, state: ModelState, unit: Unit) -> None:
         self.ctx, self.state, self.unit = ctx, state, unit
         model = state.model
-        self.per_size = (
+        # Whether segbench exports this unit's graph itself (and so may export it per size).
+        self.exports = (
             model is not None
             and not isinstance(model, OnnxGraphModel)  # the file is the graph, for every size it takes
             and unit.spec.consumes == GRAPH
             and unit.backend.artifact is None
-            and not model.dynamic_spatial
         )
+        self.per_size = self.exports and (state.per_size or not model.dynamic_spatial)
         self._entries: dict[tuple[int, int] | None, tuple[Runner, dict] | str] = {}
         # The raw batches of a failed reduced-precision check, left for the diagnosis stage.
         self.failed_check_outputs: list[dict[str, Any]] = []
@@ -237,7 +242,18 @@ class RunnerPool:
             raise StageFailed(self.state.error)
         key = tuple(size) if self.per_size else None
         where = f"{self.unit.where}: opening the runner"
-        return once(self._entries, key, lambda: self._open(key), self.ctx.log, where)
+        try:
+            return once(self._entries, key, lambda: self._open(key), self.ctx.log, where)
+        except StageFailed as exc:
+            if key is not None or not self.exports or PARITY_FAILED not in str(exc):
+                raise
+        # The dynamic graph is wrong at sizes other than the traced one (sizes baked in as constants):
+        # from now on this model's graphs are exported one per input size, each checked at its size.
+        self.per_size = self.state.per_size = True
+        self.ctx.sink.note(f"{self.unit.where}: the dynamic-size graph fails parity at other sizes; "
+                           "exporting one graph per input size")  # fmt: skip
+        self.ctx.log.info(f"{self.unit.where}: per-size export after a failed dynamic-size parity check")
+        return self.get(size)
 
     def _open(self, size: tuple[int, int] | None) -> tuple[Runner, dict[str, Any]]:
         unit, state = self.unit, self.state

@@ -92,7 +92,9 @@ class Plan:
 
 
 def config_hash(config: BenchmarkConfig) -> str:
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+    """What a run measures, hashed: resume and merge refuse another config. How cells are dispatched
+    (``executor:``) is left out, so an inline run and a cluster run of one YAML are one config."""
+    return hashlib.sha256(config.model_dump_json(exclude={"executor"}).encode()).hexdigest()[:16]
 
 
 def filter_config(

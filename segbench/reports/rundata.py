@@ -157,11 +157,12 @@ def _pool_repeats(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _cell_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per cell, in first-measured order; the passes of a repeated cell pooled."""
+    """One row per cell and machine, in first-measured order; the passes of a repeated cell pooled. A
+    merged or cluster run keeps each machine's measurement of a cell apart (its fingerprint)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
         row = _cell_row(record)
-        groups.setdefault(tuple(row[key] for key in CELL_KEY), []).append(row)
+        groups.setdefault((*(row[key] for key in CELL_KEY), row["fingerprint"]), []).append(row)
     return [
         _pool_repeats(rows)
         if len(rows) > 1

@@ -3,6 +3,8 @@ numerics as a registered model, and a bad one is bad input (exit 2, one line).""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -69,3 +71,19 @@ def test_a_bad_module_entry_is_one_line_and_exit_2(tmp_path, capsys, model, mess
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not out.exists()
+
+
+def test_a_graph_that_bakes_its_size_is_exported_per_size(tmp_path, capsys):
+    model = {"module": NETS + ":baked", "num_classes": 6}
+    backends = [{"name": "onnxruntime", "exporter": "torchscript"}]
+    out = tmp_path / "out"
+    path = write(tmp_path, model, backends)
+    data = yaml.safe_load(Path(path).read_text())
+    data["sweep"]["input_sizes"] = ["32x32", "48x64"]
+    Path(path).write_text(yaml.safe_dump(data))
+    assert main(["run", path, "--out", str(out), "--no-report"]) == 0
+    cells = read_jsonl(out / RESULTS_FILE)
+    assert all(c["status"] == "ok" for c in cells)
+    # One static graph per size, each passing parity at its own size.
+    assert {tuple(c["artifact"]["static_size"]) for c in cells} == {(32, 32), (48, 64)}
+    assert "exporting one graph per input size" in " ".join(capsys.readouterr().out.split())
