@@ -16,7 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from segbench.errors import ConfigError, WeightsError
-from segbench.models import fcn, mask2former, mask_rcnn, unet
+from segbench.models import fcn, mask2former, mask_rcnn, segnet, smp_models, torchvision_models, unet
 from segbench.models.base import SegmentationModel
 from segbench.models.weights import (
     RANDOM,
@@ -52,6 +52,39 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("fcn16s", "semantic", fcn.fcn16s, "FCN-16s, VGG backbone, pool4 skip"),
         ModelSpec("fcn8s", "semantic", fcn.fcn8s, "FCN-8s, VGG backbone, pool3 + pool4 skips"),
         ModelSpec("unet", "semantic", unet.unet, "U-Net, 4 down / 4 up, skip concatenation"),
+        ModelSpec("segnet", "semantic", segnet.segnet, "SegNet, VGG16-BN, max-unpooling by pool indices"),
+        ModelSpec("unet_resnet34", "semantic", smp_models.unet_resnet34, "U-Net, ResNet encoder (smp)"),
+        ModelSpec(
+            "linknet_resnet34", "semantic", smp_models.linknet_resnet34, "LinkNet, ResNet encoder (smp)"
+        ),
+        ModelSpec(
+            "deeplabv3plus_resnet50", "semantic", smp_models.deeplabv3plus_resnet50, "DeepLabV3+ (smp)"
+        ),
+        ModelSpec("pspnet_resnet50", "semantic", smp_models.pspnet_resnet50, "PSPNet, stride 8 (smp)"),
+        ModelSpec(
+            "unetplusplus_resnet34", "semantic", smp_models.unetplusplus_resnet34, "U-Net++, ResNet (smp)"
+        ),
+        ModelSpec(
+            "deeplabv3_resnet50",
+            "semantic",
+            torchvision_models.deeplabv3_resnet50,
+            "DeepLabV3, dilated ResNet, ASPP (torchvision)",
+            named_weights={"coco": torchvision_models.coco_checkpoint(torchvision_models.DEEPLABV3)},
+        ),
+        ModelSpec(
+            "fcn_resnet50",
+            "semantic",
+            torchvision_models.fcn_resnet50,
+            "FCN head, dilated ResNet (torchvision)",
+            named_weights={"coco": torchvision_models.coco_checkpoint(torchvision_models.FCN)},
+        ),
+        ModelSpec(
+            "lraspp_mobilenet_v3_large",
+            "semantic",
+            torchvision_models.lraspp_mobilenet_v3_large,
+            "LR-ASPP, MobileNetV3-Large (torchvision)",
+            named_weights={"coco": torchvision_models.coco_checkpoint(torchvision_models.LRASPP)},
+        ),
         ModelSpec(
             "mask_rcnn",
             "instance",
