@@ -2,6 +2,9 @@
 
     python scripts/train_checkpoints.py                  # all semantic models, ~10 min on 2 cores
     python scripts/train_checkpoints.py --models unet --steps 200 --out /tmp/ckpt
+    # the smp checkpoints (segbench[zoo]), each in its own one-thread process:
+    OMP_NUM_THREADS=1 python scripts/train_checkpoints.py --models unet_resnet34 --steps 600 --size 64
+    OMP_NUM_THREADS=1 python scripts/train_checkpoints.py --models linknet_resnet34 --steps 600 --size 64
 
 Every step draws fresh training scenes (the generator is indexed, so there is no fixed training set to
 overfit); the validation split never overlaps the training split. Seeds fix the initialisation and the
@@ -30,7 +33,23 @@ RECIPES = {
     "fcn16s": {"options": {"num_classes": NUM_CLASSES, "width": 0.125, "batch_norm": True}, "lr": 2e-3},
     "fcn8s": {"options": {"num_classes": NUM_CLASSES, "width": 0.125, "batch_norm": True}, "lr": 2e-3},
     "unet": {"options": {"num_classes": NUM_CLASSES, "base_channels": 8}, "lr": 3e-3},
+    # smp families (pip install segbench[zoo]): ResNet-18 encoder cut after its stride-8 stage.
+    "unet_resnet34": {
+        "options": {
+            "num_classes": NUM_CLASSES,
+            "encoder": "resnet18",
+            "encoder_depth": 3,
+            "decoder_channels": [64, 32, 16],
+        },
+        "lr": 3e-3,
+    },
+    "linknet_resnet34": {
+        "options": {"num_classes": NUM_CLASSES, "encoder": "resnet18", "encoder_depth": 3},
+        "lr": 3e-3,
+    },
 }
+# Trained when --models is not given; the smp ones need the zoo extra and are asked for by name.
+DEFAULT_MODELS = ("fcn32s", "fcn16s", "fcn8s", "unet")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "segbench" / "models" / CHECKPOINT_DIR
 
 
@@ -107,7 +126,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", default=",".join(RECIPES), help="comma-separated models to train")
+    parser.add_argument(
+        "--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated, of {', '.join(RECIPES)}"
+    )
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--size", type=int, default=96, help="training image size (square)")
