@@ -126,6 +126,10 @@ def _check_node(
         k = constants.get(node.input[1]) if len(node.input) > 1 else None
         if k is not None and int(k.reshape(-1)[0]) >= MAX_TOPK:
             report.add("error", where, f"TopK K={int(k.reshape(-1)[0])} must be below {MAX_TOPK}")
+    elif node.op_type == "MaxPool" and len([name for name in node.output if name]) > 1:
+        # onnx-tensorrt's MaxPool importer asserts a single output (no Indices): SegNet-style unpooling
+        # graphs need another form (segnet's unpool: argmax).
+        report.add("error", where, "MaxPool with an Indices output is not supported")
     elif node.op_type == "ScatterND" and _attribute(node, "reduction", "none") != "none":
         report.add("error", where, "ScatterND with a reduction is not supported")
     elif node.op_type == "Resize":

@@ -150,3 +150,15 @@ def test_int64_inputs_and_outputs_are_noted_not_refused(tmp_path):
     y = helper.make_tensor_value_info("y", TensorProto.INT64, [4])
     report = check_tensorrt_readiness(graph_file(tmp_path, [helper.make_node("Neg", ["x"], ["y"])], [x], [y]))
     assert report.ready and [(f.severity, f.where) for f in report.findings] == [("info", "x, y")]
+
+
+def test_maxpool_with_an_indices_output_is_not_ready(tmp_path):
+    image = helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, 8, 8])
+    pooled = helper.make_tensor_value_info("p", TensorProto.FLOAT, None)
+    indices = helper.make_tensor_value_info("i", TensorProto.INT64, None)
+    with_indices = helper.make_node("MaxPool", ["img"], ["p", "i"], kernel_shape=[2, 2], strides=[2, 2])
+    assert errors(graph_file(tmp_path, [with_indices], [image], [pooled, indices])) == [
+        "MaxPool with an Indices output is not supported"
+    ]
+    plain = helper.make_node("MaxPool", ["img"], ["p"], kernel_shape=[2, 2], strides=[2, 2])
+    assert errors(graph_file(tmp_path, [plain], [image], [pooled])) == []
