@@ -279,6 +279,21 @@ def gpu_names(env: Mapping[str, Any]) -> list[str] | None:
     return None
 
 
+def machine_identity(env: Mapping[str, Any]) -> dict[str, Any]:
+    """The hardware a run's timings belong to: CPU model and core counts, GPU models, driver and power
+    limits. Two runs whose identities differ ran on different machines (or one reconfigured), so their
+    latencies are not compared; software versions are not in it (that is what an A/B compares)."""
+    power = [g.get("power_limit_w") for g in env.get("nvml_gpus") or () if isinstance(g, Mapping)]
+    return {
+        "cpu": env.get("cpu"),
+        "cpu cores": env.get("cpu_cores_logical", env.get("cpu_count")),
+        "usable cores": env.get("cpu_cores_usable"),
+        "gpus": ", ".join(gpu_names(env) or []) or None,
+        "driver": env.get("driver"),
+        "power limits (W)": ", ".join(map(str, power)) if any(p is not None for p in power) else None,
+    }
+
+
 def fingerprint_fields(env: Mapping[str, Any]) -> dict[str, Any]:
     """The identity fields the fingerprint hashes: not clocks or power limits, nor the config hash."""
     packages = env.get("packages") or {}

@@ -11,11 +11,18 @@ and the run goes on.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
-from segbench.bench.context import ModelState, RunContext, RunnerPool, build_model_state, cache_export
+from segbench.bench.context import (
+    ModelState,
+    RunContext,
+    RunnerPool,
+    StageFailed,
+    build_model_state,
+    cache_export,
+)
 from segbench.bench.executors import EXECUTORS, executor_name
 from segbench.bench.inputs import check_imported_models, check_user_artifacts
 from segbench.bench.numerics import EvaluationSet
@@ -23,6 +30,7 @@ from segbench.bench.peak import measure_peaks
 from segbench.bench.plan import Plan, Unit, build_plan, config_hash, searches_batches
 from segbench.bench.resume import FinishedWork
 from segbench.bench.runlog import RunLog
+from segbench.bench.sentinel import Sentinel, sentinel_devices
 from segbench.bench.sink import Listener, RecordSink, RunSummary
 from segbench.bench.stages.capacity import find_max_batch
 from segbench.bench.stages.diagnosis import diagnose
@@ -39,6 +47,41 @@ from segbench.results.records import Provenance, now
 # capacity and numerics act in the first timing pass only (the plan says which units those are).
 Stage = Callable[[RunContext, ModelState, Unit, RunnerPool], None]
 UNIT_STAGES: tuple[Stage, ...] = (time_cells, find_max_batch, check, diagnose)
+# The stages that time nothing the comparison of two runs reads (a gated run does them before any pass).
+UNTIMED_STAGES = tuple(stage for stage in UNIT_STAGES if stage is not time_cells)
+Step = tuple[Unit, tuple[Stage, ...], int | None]
+
+
+def _steps(units: Sequence[Unit], remote: bool, gated: bool) -> list[Step]:
+    """The units in order with the stages each runs, and the pass a step opens (None inside a pass).
+    Remote: the cells were timed elsewhere, a unit with nothing else to do is left out. Gated: first the
+    untimed stages of every unit that has them, then the passes, timing only."""
+    if remote:
+        return [(unit, UNTIMED_STAGES, None) for unit in units if unit.check or unit.find_max_batch]
+    if not gated:
+        return [(unit, UNIT_STAGES, _opens(units, i)) for i, unit in enumerate(units)]
+    untimed = [(unit, (_build_exports, *UNTIMED_STAGES), None) for unit in units if unit.repeat == 0]
+    timed = [(unit, (time_cells,), _opens(units, i)) for i, unit in enumerate(units) if unit.cells]
+    return untimed + timed
+
+
+def _build_exports(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool) -> None:
+    """Open the unit's runners once, so its graphs are exported (or found in the cache) now; a failure is
+    remembered in the model state and reported by the cells that need it."""
+    for size in dict.fromkeys(cell.size for cell in unit.cells):
+        with suppress(StageFailed):
+            pool.get(size)
+
+
+def _opens(units: Sequence[Unit], index: int) -> int | None:
+    """The pass the unit at ``index`` opens, if it is its pass's first."""
+    repeat = units[index].repeat
+    return repeat if index == 0 or units[index - 1].repeat != repeat else None
+
+
+def _sentinels(plan: Plan) -> list[Sentinel]:
+    devices = {unit.backend.device for unit in plan.units if unit.cells}
+    return [Sentinel(device) for device in sentinel_devices(devices)] if devices else []
 
 
 def plan_run(
@@ -84,10 +127,15 @@ def run_benchmark(
     resume: bool = False,
     listeners: Sequence[Listener] = (),
     exporter: Callable | None = None,
+    gate: Callable[[int | None], None] | None = None,
 ) -> RunSummary:
     """Run the grid (or, without ``timing``, the numerics check alone) into ``out_dir`` and return what
     was written. With ``resume``, finish the run there: cells and checks already written are skipped.
-    ``exporter`` replaces the export cache (tests)."""
+    ``exporter`` replaces the export cache (tests).
+
+    With a ``gate`` (``segbench ab``'s side worker), the numerics check, its diagnosis and the batch search
+    run first for every unit, so the exports are built before any timing; then each timing pass waits
+    for ``gate(pass)`` to return, and ``gate(None)`` is called once the last pass is done."""
     plan, done = plan_run(config, out_dir, timing, resume)
     evaluation_set = None
     if config.numerics.enabled:
@@ -122,19 +170,29 @@ def run_benchmark(
         if remote:
             for _, record in ctx.executor.run_units(plan.units):
                 sink.cell(record)
+        # The noise sentinel is read here, around the passes timed here (a concurrent executor's cells are
+        # timed elsewhere); with a gate, whoever holds the gate reads it (segbench ab's driver).
+        sentinels = [] if remote or not timing or gate is not None else _sentinels(plan)
         states: dict[int, ModelState] = {}  # per model entry: a model may be listed twice (two weights)
-        for unit in plan.units:
-            if remote and not (unit.check or unit.find_max_batch):
-                continue  # timed remotely; nothing left for the driver
+        for unit, stages, opens_pass in _steps(plan.units, remote, gated=gate is not None):
+            if opens_pass is not None:
+                for sentinel in sentinels:
+                    sink.reading(sentinel.read(f"before pass {opens_pass + 1}", opens_pass))
+                if gate is not None:
+                    gate(opens_pass)
             if id(unit.entry) not in states:
                 state = states[id(unit.entry)] = build_model_state(ctx, unit.entry)
                 if state.model is not None and evaluation_set is not None:
                     prepare_baseline(ctx, state)
             state = states[id(unit.entry)]
             with RunnerPool(ctx, state, unit) as pool:  # every runner closed, whatever a stage does
-                for stage in UNIT_STAGES:
-                    if not (remote and stage is time_cells):
-                        stage(ctx, state, unit, pool)
+                for stage in stages:
+                    stage(ctx, state, unit, pool)
             if not timing:
                 sink.advance()
+        last = plan.units[-1].repeat if plan.units else 0
+        for sentinel in sentinels if plan.units else ():
+            sink.reading(sentinel.read(f"after pass {last + 1}", None))
+        if gate is not None:
+            gate(None)
         return sink.summary

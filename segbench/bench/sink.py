@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from segbench.results.jsonl import JsonlWriter
-from segbench.results.layout import CAPACITY_FILE, NUMERICS_FILE, RESULTS_FILE
-from segbench.results.records import CapacityRecord, CellRecord, CheckRecord
+from segbench.results.layout import CAPACITY_FILE, NUMERICS_FILE, RESULTS_FILE, SENTINEL_FILE
+from segbench.results.records import CapacityRecord, CellRecord, CheckRecord, SentinelReading
 from segbench.results.verdicts import FAIL, INCONCLUSIVE, counts
 
 
@@ -77,6 +77,7 @@ class RecordSink:
         self._results = self._stack.enter_context(JsonlWriter(out_dir / RESULTS_FILE)) if timing else None
         self._numerics = self._stack.enter_context(JsonlWriter(out_dir / NUMERICS_FILE))
         self._capacity = self._stack.enter_context(JsonlWriter(out_dir / CAPACITY_FILE)) if capacity else None
+        self._sentinel = self._stack.enter_context(JsonlWriter(out_dir / SENTINEL_FILE)) if timing else None
 
     def cell(self, record: CellRecord) -> None:
         if self._results is None:
@@ -98,6 +99,12 @@ class RecordSink:
             raise RuntimeError("no sweep of this run searches batch sizes")
         self._capacity.write(record.to_dict())
         self.summary.capacity.append(record)
+
+    def reading(self, reading: SentinelReading) -> None:
+        """A noise-sentinel reading (no listener needs it: compare reads the file)."""
+        if self._sentinel is None:
+            raise RuntimeError("a check-only run times nothing: it takes no sentinel readings")
+        self._sentinel.write(reading.to_dict())
 
     def status(self, text: str) -> None:
         for listener in self.listeners:

@@ -148,13 +148,15 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    """Exit 1 when a cell or a numerics check regressed, 0 otherwise, 2 on bad input."""
+    """Exit 1 when a cell or a numerics check regressed; else 3 when a cell got no performance verdict
+    (the machine changed or was disturbed); else 0. 2 on bad input."""
     from segbench.files import atomic_write_text
     from segbench.reports.compare import CompareSettings, compare_runs, comparison_json
     from segbench.reports.render import comparison_markdown
     from segbench.reports.rundata import load_run
 
-    settings = CompareSettings(threshold=args.threshold, alpha=args.alpha)
+    settings = CompareSettings(threshold=args.threshold, alpha=args.alpha, sentinel_bound=args.sentinel_bound,
+                               allow_machine_change=args.allow_machine_change)  # fmt: skip
     comparison = compare_runs(load_run(args.baseline), load_run(args.current), settings)
     _print_comparison(comparison, console)
     for path, render in ((args.md, comparison_markdown), (args.json, comparison_json)):

@@ -64,6 +64,20 @@ def _threshold(value: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _machine_options(parser: argparse.ArgumentParser) -> None:
+    """How compare and ab treat the machine: the sentinel's bound, and runs on other hardware."""
+    parser.add_argument(
+        "--sentinel-bound", type=_threshold, default=0.15, metavar="PCT",
+        help="how far the noise sentinel may move between two compared passes before their cells are "
+             "'disturbed' and get no performance verdict (default 15%%)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-machine-change", action="store_true",
+        help="judge latencies even when the runs' hardware differs (CPU model or count, GPU model, driver, "
+             "power limit); by default they get no verdict and compare exits 3",
+    )  # fmt: skip
+
+
 def _probability(value: str) -> float:
     try:
         number = float(value)
@@ -144,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, help="where to write (default: the run directory)")
 
     compare = commands.add_parser(
-        "compare", help="compare two runs cell by cell; exit 1 on a performance or accuracy regression"
+        "compare",
+        help="compare two runs cell by cell; exit 1 on a regression, 3 when the machine changed or was disturbed",
     )
     compare.add_argument("baseline", type=Path, help="the baseline run directory")
     compare.add_argument("current", type=Path, help="the run directory to judge")
@@ -158,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     compare.add_argument("--md", type=Path, metavar="FILE", help="also write the comparison as Markdown")
     compare.add_argument("--json", type=Path, metavar="FILE", help="also write the comparison as JSON")
+    _machine_options(compare)
 
     check = commands.add_parser(
         "check", help="numerics only: every backend's task metric and raw outputs against PyTorch fp32"

@@ -23,6 +23,11 @@ that nobody cares about. Improvements are judged the same way in the other direc
 number per cell (no samples), so it regresses when it grows by more than ``threshold`` and by more than
 an absolute floor (see CompareSettings), which keeps allocator and RSS jitter out.
 
+No verdict where the machine does not vouch for the numbers (``segbench.reports.noise``): when the two
+runs' hardware differs, no cell gets a performance verdict (``machine changed``, unless
+``allow_machine_change``); when the noise sentinel ran at different speeds around a cell's two judged
+passes, that cell is ``disturbed``. Either makes compare exit 3 (no decision) unless something regressed.
+
 Accuracy: the two runs' numerics checks, matched and judged by :mod:`segbench.reports.accuracy` (a
 check that passed and fails now, or a task metric that surely fell by more than its band allows).
 """
@@ -41,6 +46,7 @@ from scipy.stats import false_discovery_control, mannwhitneyu
 from segbench.env import fingerprint_fields, gpu_names
 from segbench.reports import view
 from segbench.reports.accuracy import CheckChange, compare_checks
+from segbench.reports.noise import DEFAULT_BOUND, PassLevels, disturbed, machine_changes, sentinel_move
 from segbench.reports.rundata import CELL_KEY, RunData, RunDataError, cells_frame, checks_frame
 from segbench.results.verdicts import FIXED, INCONCLUSIVE, REGRESSION, STILL_FAILING, UNCHANGED
 
@@ -51,6 +57,11 @@ NOW_FAILING = "now failing"
 IMPROVEMENT = "improvement"
 WITHIN_NOISE = "within noise"
 REGRESSING = frozenset({REGRESSION, NOW_FAILING})
+# No performance verdict: the sentinel says the machine ran at another speed around one of the two
+# measurements (DISTURBED), or the two runs ran on other hardware (MACHINE_CHANGED). compare exits 3.
+DISTURBED = "disturbed"
+MACHINE_CHANGED = "machine changed"
+UNDECIDED = frozenset({DISTURBED, MACHINE_CHANGED})
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,10 @@ class CompareSettings:
     # ran before the cell) and moved by up to 150 MiB between two identical CPU runs here.
     device_memory_floor_mb: float = 32.0
     host_memory_floor_mb: float = 256.0
+    # How far the noise sentinel's level may move between two compared passes (segbench.reports.noise).
+    sentinel_bound: float = DEFAULT_BOUND
+    # Judge latencies even when the two runs' hardware differs (they are never judged otherwise).
+    allow_machine_change: bool = False
 
 
 @dataclass
@@ -78,6 +93,8 @@ class CellChange:
     p_slower: float | None = None  # BH-adjusted one-sided Mann-Whitney p-values
     p_faster: float | None = None
     samples: tuple[int, int] = (0, 0)
+    passes: tuple[int, int] = (0, 0)  # the judged pass of each run (0-based; its fastest of several)
+    sentinel_change: float | None = None  # the sentinel's level around current's pass over baseline's - 1
     memory: dict[str, dict[str, float | None]] = field(default_factory=dict)
     memory_regression: list[str] = field(default_factory=list)
     note: str = ""
@@ -99,6 +116,13 @@ class Comparison:
     checks: list[CheckChange]
     new_checks: list[str]
     missing_checks: list[str]
+    machine_changes: list[str] = field(default_factory=list)  # hardware differences (noise.machine_changes)
+    sentinel_note: str = ""  # why the sentinel could not judge (a run without readings), else ""
+
+    @property
+    def undecided(self) -> list[CellChange]:
+        """Cells given no performance verdict: disturbed, or measured on other hardware."""
+        return [c for c in self.cells if c.verdict in UNDECIDED]
 
     @property
     def regressions(self) -> list[CellChange]:
@@ -118,7 +142,11 @@ class Comparison:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.regressions or self.accuracy_regressions else 0
+        """1 on a regression; else 3 when a cell got no performance verdict (disturbed, machine changed);
+        else 0."""
+        if self.regressions or self.accuracy_regressions:
+            return 1
+        return 3 if self.undecided else 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -127,6 +155,8 @@ class Comparison:
             "accuracy_regressions": len(self.accuracy_regressions),
             "inconclusive_checks": len(self.inconclusive_checks),
             "improvements": len(self.improvements),
+            "disturbed": sum(c.verdict == DISTURBED for c in self.cells),
+            "machine_changed": sum(c.verdict == MACHINE_CHANGED for c in self.cells),
             "matched_cells": len(self.cells),
             "new_cells": len(self.new_cells),
             "missing_cells": len(self.missing_cells),
@@ -214,16 +244,16 @@ def _number(value: Any) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def judged_pass(row: pd.Series) -> tuple[float | None, list[float]]:
-    """The p50 and the raw samples a cell is judged on: its least disturbed pass (lowest p50) when it
-    was measured in several, else the whole cell."""
+def judged_pass(row: pd.Series) -> tuple[float | None, list[float], int]:
+    """The p50 and the raw samples a cell is judged on, and the pass they come from: its least
+    disturbed pass (lowest p50) when it was measured in several, else the whole cell (pass 0)."""
     p50s, sizes = list(row["repeat_p50_ms"]), list(row["repeat_sizes"])
     samples = list(row["samples_ms"])
     if len(p50s) < 2 or any(p is None for p in p50s) or sum(sizes) != len(samples):
-        return _number(row["p50_ms"]), samples
+        return _number(row["p50_ms"]), samples, 0
     best = int(np.argmin(p50s))
     start = sum(sizes[:best])
-    return float(p50s[best]), samples[start : start + sizes[best]]
+    return float(p50s[best]), samples[start : start + sizes[best]], best
 
 
 def _one_sided_p(current: list[float], baseline: list[float], alternative: str) -> float | None:
@@ -272,10 +302,9 @@ def _compare_cells(
             label=labels[key],
             verdict=UNCHANGED,
         )
-        (change.baseline_p50_ms, samples_before), (change.current_p50_ms, samples_after) = (
-            judged_pass(before),
-            judged_pass(after),
-        )
+        (change.baseline_p50_ms, samples_before, pass_before) = judged_pass(before)
+        (change.current_p50_ms, samples_after, pass_after) = judged_pass(after)
+        change.passes = (pass_before, pass_after)
         ok_before, ok_after = before["status"] == "ok", after["status"] == "ok"
         if not (ok_before and ok_after):
             change.verdict = {
@@ -407,6 +436,8 @@ def compare_runs(baseline: RunData, current: RunData, settings: CompareSettings 
     else:  # one machine a side: cells match on their key alone, as they always did
         cells, new_cells, missing_cells = _compare_cells(baseline.cells, current.cells, settings)
         checks, new_checks, missing_checks = compare_checks(baseline.checks, current.checks)
+    changed = machine_changes(baseline.env, current.env)
+    sentinel_note = _judge_machine(cells, baseline, current, changed, settings)
     return Comparison(
         baseline=str(baseline.path),
         current=str(current.path),
@@ -418,7 +449,40 @@ def compare_runs(baseline: RunData, current: RunData, settings: CompareSettings 
         checks=checks,
         new_checks=new_checks,
         missing_checks=missing_checks,
+        machine_changes=changed,
+        sentinel_note=sentinel_note,
     )
+
+
+def _judge_machine(
+    cells: list[CellChange],
+    baseline: RunData,
+    current: RunData,
+    changed: list[str],
+    settings: CompareSettings,
+) -> str:
+    """Take the performance verdict from cells whose two measurements the machine does not vouch for:
+    every cell when the hardware changed (unless allowed; memory too, as it depends on the hardware), a
+    cell whose judged passes the sentinel saw at different speeds. Returns why the sentinel judged
+    nothing, if it could not."""
+    levels = PassLevels.of(baseline.sentinel), PassLevels.of(current.sentinel)
+    judged = [c for c in cells if c.verdict not in (NOW_FAILING, FIXED, STILL_FAILING)]
+    for change in judged:
+        if changed and not settings.allow_machine_change:
+            change.verdict, change.memory_regression = MACHINE_CHANGED, []
+            change.note = "measured on other hardware: " + "; ".join(changed)
+            continue
+        change.sentinel_change = sentinel_move(*levels, str(change.cell["device"]), change.passes)
+        if disturbed(change.sentinel_change, settings.sentinel_bound):
+            before, after = (p + 1 for p in change.passes)
+            change.verdict = DISTURBED
+            bound = settings.sentinel_bound
+            change.note = (f"the noise sentinel ran {change.sentinel_change:+.0%} around current pass "
+                           f"{after} vs baseline pass {before} (bound {bound:.0%})")  # fmt: skip
+    missing = [run.path for run, found in zip((baseline, current), levels, strict=True) if not found]
+    if not judged or not missing or (changed and not settings.allow_machine_change):
+        return ""
+    return f"no noise-sentinel readings in {', '.join(map(str, missing))}: disturbance not checked"
 
 
 def comparison_json(comparison: Comparison) -> str:

@@ -18,7 +18,14 @@ from typing import Any
 
 from segbench.env import environment_rows
 from segbench.reports import view
-from segbench.reports.compare import IMPROVEMENT, NOW_FAILING, WITHIN_NOISE, Comparison
+from segbench.reports.compare import (
+    DISTURBED,
+    IMPROVEMENT,
+    MACHINE_CHANGED,
+    NOW_FAILING,
+    WITHIN_NOISE,
+    Comparison,
+)
 from segbench.reports.rundata import RunData
 from segbench.results.verdicts import FAIL, FIXED, INCONCLUSIVE, REGRESSION, counts
 
@@ -392,8 +399,24 @@ def comparison_headline(comparison: Comparison) -> str:
         f"{verdict}; {len(comparison.improvements)} improvement(s){checks}, {len(comparison.cells)} "
         f"matched cells (a regression: p50 slower by more than {view.share(settings.threshold)} and "
         f"significant at {view.p_value(settings.alpha)}, one-sided Mann-Whitney U on the raw samples, "
-        "Benjamini-Hochberg adjusted)"
+        f"Benjamini-Hochberg adjusted){machine_line(comparison)}"
     )
+
+
+def machine_line(comparison: Comparison) -> str:
+    """Why cells got no performance verdict, in one sentence (empty when every cell got one)."""
+    undecided = comparison.undecided
+    if comparison.machine_changes and not comparison.settings.allow_machine_change and undecided:
+        changes = "; ".join(comparison.machine_changes)
+        return (f". NO LATENCY VERDICT: the runs ran on other hardware ({changes}); accuracy is still "
+                "compared, and --allow-machine-change judges the latencies anyway")  # fmt: skip
+    disturbed = [c for c in undecided if c.verdict == DISTURBED]
+    if disturbed:
+        worst = max(disturbed, key=lambda c: abs(c.sentinel_change or 0.0))
+        return (f". {len(disturbed)} cell(s) DISTURBED, no verdict: the noise sentinel moved past "
+                f"{view.share(comparison.settings.sentinel_bound)} between their passes (most: "
+                f"{view.percent(worst.sentinel_change)}, {worst.label})")  # fmt: skip
+    return f". {comparison.sentinel_note}" if comparison.sentinel_note else ""
 
 
 def _noteworthy(comparison: Comparison) -> list[Any]:
@@ -460,4 +483,6 @@ def comparison_markdown(comparison: Comparison) -> str:
 
 
 # Verdicts a terminal reader should notice; the rest is summarised by the headline.
-TERMINAL_VERDICTS = frozenset({REGRESSION, NOW_FAILING, IMPROVEMENT, FIXED, WITHIN_NOISE, INCONCLUSIVE})
+TERMINAL_VERDICTS = frozenset(
+    {REGRESSION, NOW_FAILING, IMPROVEMENT, FIXED, WITHIN_NOISE, INCONCLUSIVE, DISTURBED, MACHINE_CHANGED}
+)

@@ -20,7 +20,7 @@ from segbench.errors import SegbenchError
 from segbench.reports.tables import backend_label
 from segbench.results.jsonl import read_jsonl
 from segbench.results.latency import latency_stats
-from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE, SCHEMA_VERSION
+from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE, SCHEMA_VERSION, SENTINEL_FILE
 from segbench.results.records import CellRecord
 from segbench.results.verdicts import band_of, images_of, interval_of, verdict_of
 
@@ -44,6 +44,7 @@ REQUIRED_RESULT_FIELDS = frozenset(
 REQUIRED_NUMERICS_FIELDS = frozenset(
     {"model", "backend", "backend_options", "device", "precision", "role", "metric", "value", "passed"}
 )
+REQUIRED_SENTINEL_FIELDS = frozenset({"device", "time", "samples_ms"})
 # Flattened latency statistics, milliseconds, over every timed iteration.
 LATENCY_STATS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
 # run_host: a forward timed on the host (onnxruntime), kept apart from compute (CUDA events).
@@ -245,12 +246,13 @@ def checks_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 @dataclass
 class RunData:
-    """A run directory's env.json, results.jsonl and numerics.jsonl, raw and as tables."""
+    """A run directory's env.json, results.jsonl, numerics.jsonl and sentinel.jsonl, raw and as tables."""
 
     path: Path
     env: dict[str, Any]
     results: list[dict[str, Any]] = field(default_factory=list)
     numerics: list[dict[str, Any]] = field(default_factory=list)
+    sentinel: list[dict[str, Any]] = field(default_factory=list)  # none in runs written before it
 
     # Built once: a report reads them for every table, plot and summary line.
     @cached_property
@@ -310,4 +312,6 @@ def load_run(directory: Path) -> RunData:
         )
     results = _read_rows(results_path, REQUIRED_RESULT_FIELDS) if results_path.exists() else []
     numerics = _read_rows(numerics_path, REQUIRED_NUMERICS_FIELDS) if numerics_path.exists() else []
-    return RunData(path=directory, env=env, results=results, numerics=numerics)
+    sentinel_path = directory / SENTINEL_FILE
+    sentinel = _read_rows(sentinel_path, REQUIRED_SENTINEL_FIELDS) if sentinel_path.exists() else []
+    return RunData(path=directory, env=env, results=results, numerics=numerics, sentinel=sentinel)

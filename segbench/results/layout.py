@@ -6,6 +6,9 @@ RESULTS_FILE = "results.jsonl"  # one row per timing cell and pass
 NUMERICS_FILE = "numerics.jsonl"  # one row per numerics verdict (task, tensor, diagnosis), baselines too
 CAPACITY_FILE = "capacity.jsonl"  # one row per model x backend x size when the sweep searches batches
 ENV_FILE = "env.json"  # the machine, the software and the config the run used
+# One row per reading of the noise sentinel (a fixed reference workload timed before, between and after
+# the units): how fast the machine itself was while the cells ran.
+SENTINEL_FILE = "sentinel.jsonl"
 LOG_FILE = "segbench.log"  # the run log: every failed cell's full traceback
 
 # The layout of the rows above, stored in env.json as "schema" (absent means 1). Bump it when a field

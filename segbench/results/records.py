@@ -314,3 +314,41 @@ class CapacityRecord:
             "env": self.env.to_dict(),
             "timestamp": self.timestamp,
         }
+
+
+@dataclass(frozen=True)
+class SentinelReading:
+    """One reading of the noise sentinel: the fixed reference workload of ``device`` timed ``len(samples_ms)``
+    times, ending at wall-clock ``time`` (seconds since the epoch), ``label`` saying where in the run
+    (``before pass 2``, ``after pass 5``, ``before head pass 3``...) and ``repeat`` the timing pass that
+    starts right after it (None for the reading that closes the last pass). A pass is bracketed by its
+    own reading and the next one in time."""
+
+    device: str
+    workload: str
+    label: str
+    time: float
+    samples_ms: list[float]
+    repeat: int | None = None
+    host: str | None = None
+
+    @property
+    def median_ms(self) -> float:
+        ordered = sorted(self.samples_ms)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "median_ms": self.median_ms}
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> SentinelReading:
+        return cls(
+            device=str(row["device"]),
+            workload=str(row.get("workload") or ""),
+            label=str(row.get("label") or ""),
+            time=float(row["time"]),
+            samples_ms=[float(v) for v in row["samples_ms"]],
+            repeat=None if row.get("repeat") is None else int(row["repeat"]),
+            host=row.get("host"),
+        )
