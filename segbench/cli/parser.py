@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser(
         "compare",
-        help="compare two runs cell by cell; exit 1 on a regression, 3 when the machine changed or was disturbed",
+        help="compare two runs cell by cell; exit 1 on a regression, 3 when the machine changed or was "
+        "disturbed",
     )
     compare.add_argument("baseline", type=Path, help="the baseline run directory")
     compare.add_argument("current", type=Path, help="the run directory to judge")
