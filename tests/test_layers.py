@@ -18,6 +18,7 @@ LAYERS = [
     ["backends"],
     ["config"],
     ["bench", "reports"],
+    ["ab"],
     ["cli", "__main__"],
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

@@ -12,6 +12,7 @@ import sys
 
 from rich.console import Console
 
+from segbench.cli.ab import cmd_ab, cmd_ab_side
 from segbench.cli.commands import (
     cmd_bench,
     cmd_check,
@@ -34,6 +35,8 @@ COMMANDS = {
     "run": cmd_run,
     "report": cmd_report,
     "compare": cmd_compare,
+    "ab": cmd_ab,
+    "ab-side": cmd_ab_side,
     "merge": cmd_merge,
     "check": cmd_check,
     "eval": cmd_eval,

@@ -10,6 +10,7 @@ from typing import NoReturn
 from segbench import __version__
 
 EXIT_BAD_INPUT = 2
+DEFAULT_SENTINEL_BOUND = 0.25  # segbench.reports.noise.DEFAULT_BOUND (not imported: it would load pandas)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,9 +68,9 @@ def _threshold(value: str) -> float:
 def _machine_options(parser: argparse.ArgumentParser) -> None:
     """How compare and ab treat the machine: the sentinel's bound, and runs on other hardware."""
     parser.add_argument(
-        "--sentinel-bound", type=_threshold, default=0.15, metavar="PCT",
+        "--sentinel-bound", type=_threshold, default=DEFAULT_SENTINEL_BOUND, metavar="PCT",
         help="how far the noise sentinel may move between two compared passes before their cells are "
-             "'disturbed' and get no performance verdict (default 15%%)",
+             "'disturbed' and get no performance verdict (default 25%%)",
     )  # fmt: skip
     parser.add_argument(
         "--allow-machine-change", action="store_true",
@@ -115,7 +116,7 @@ def _add_weights_and_options(parser: argparse.ArgumentParser, when: str = "") ->
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="segbench", description="Benchmark, export and check segmentation models.")
     parser.add_argument("--version", action="version", version=f"segbench {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a benchmark YAML: timing grid + numerics check")
     run.add_argument("config", type=Path, help="benchmark YAML, e.g. benchmark.yaml")
@@ -175,6 +176,40 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--md", type=Path, metavar="FILE", help="also write the comparison as Markdown")
     compare.add_argument("--json", type=Path, metavar="FILE", help="also write the comparison as JSON")
     _machine_options(compare)
+
+    ab = commands.add_parser(
+        "ab", help="A/B two commits (or two Python environments) on this machine, passes interleaved; exit 1 "
+        "on a regression, 3 when the machine was disturbed",
+    )  # fmt: skip
+    ab.add_argument("config", type=Path, help="benchmark YAML (each side reads it from its own commit)")
+    ab.add_argument("--base", metavar="REF", help="the commit to compare with (a branch, tag or sha)")
+    ab.add_argument("--head", metavar="REF", help="the commit to judge (default: the working tree)")
+    ab.add_argument("--out", type=Path, required=True, help="where base/, head/ and the comparison go")
+    ab.add_argument(
+        "--base-python", type=Path, metavar="PATH",
+        help="run the base side with this Python (another environment: other torch or onnxruntime "
+             "versions); --base then defaults to the head's commit",
+    )  # fmt: skip
+    ab.add_argument(
+        "--passes", type=_positive, help="interleaved pass pairs (default: the config's timing.repeats)"
+    )
+    ab.add_argument(
+        "--threshold", type=_threshold, default=0.05, metavar="PCT",
+        help="p50 change that counts, e.g. 5%% or 0.05 (default 5%%)",
+    )  # fmt: skip
+    ab.add_argument(
+        "--alpha", type=_probability, default=0.01,
+        help="significance level of the paired t-test, Benjamini-Hochberg adjusted (default 0.01)",
+    )  # fmt: skip
+    ab.add_argument(
+        "--sentinel-bound", type=_threshold, default=DEFAULT_SENTINEL_BOUND, metavar="PCT",
+        help="how far the noise sentinel may move between a pair's two passes before the pair is left out "
+             "as disturbed (default 25%%)",
+    )  # fmt: skip
+    side = commands.add_parser("ab-side")  # started by ab, one per side: no help, so not listed
+    side.add_argument("config", type=Path)
+    side.add_argument("--out", type=Path, required=True)
+    side.add_argument("--repeats", type=_positive, required=True)
 
     check = commands.add_parser(
         "check", help="numerics only: every backend's task metric and raw outputs against PyTorch fp32"

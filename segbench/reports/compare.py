@@ -220,7 +220,7 @@ def _key(row: pd.Series | dict[str, Any], columns: tuple[str, ...]) -> tuple:
     return tuple(row[c] for c in columns)
 
 
-def _cell_labels(frame: pd.DataFrame, key: tuple[str, ...] = CELL_KEY) -> dict[tuple, str]:
+def cell_labels(frame: pd.DataFrame, key: tuple[str, ...] = CELL_KEY) -> dict[tuple, str]:
     """``unet torch cpu fp32 256x256 b4`` per cell key; the model's options are added only where the
     same model runs with several option sets (they are in the JSON output either way), the device model
     where the runs span several machines."""
@@ -262,7 +262,7 @@ def _one_sided_p(current: list[float], baseline: list[float], alternative: str) 
     return float(mannwhitneyu(current, baseline, alternative=alternative, method="auto").pvalue)
 
 
-def _memory_changes(
+def memory_changes(
     old: pd.Series, new: pd.Series, settings: CompareSettings
 ) -> tuple[dict[str, dict[str, float | None]], list[str]]:
     changes, regressed = {}, []
@@ -286,7 +286,7 @@ def _compare_cells(
 ) -> tuple[list[CellChange], list[str], list[str]]:
     old = {_key(row, key): row for _, row in baseline.iterrows()}
     new = {_key(row, key): row for _, row in current.iterrows()}
-    labels = _cell_labels(pd.concat([baseline, current], ignore_index=True), key)
+    labels = cell_labels(pd.concat([baseline, current], ignore_index=True), key)
     cell_key = key
     missing = [labels[k] for k in old if k not in new]
     added = [labels[k] for k in new if k not in old]
@@ -318,7 +318,7 @@ def _compare_cells(
         change.p50_change = _relative(change.current_p50_ms, change.baseline_p50_ms)
         throughput = _number(after["throughput_ips"]), _number(before["throughput_ips"])
         change.throughput_change = _relative(*throughput)
-        change.memory, change.memory_regression = _memory_changes(before, after, settings)
+        change.memory, change.memory_regression = memory_changes(before, after, settings)
         change.samples = (len(samples_before), len(samples_after))
         raw_p.append(
             (
@@ -332,7 +332,7 @@ def _compare_cells(
     return changes, added, missing
 
 
-def _bh(p_values: list[float | None]) -> list[float | None]:
+def bh_adjust(p_values: list[float | None]) -> list[float | None]:
     """Benjamini-Hochberg adjusted p-values over the cells that could be tested."""
     present = [p for p in p_values if p is not None]
     if not present:
@@ -344,8 +344,8 @@ def _bh(p_values: list[float | None]) -> list[float | None]:
 def _adjust_and_judge(
     tested: list[CellChange], raw_p: list[tuple[float | None, float | None]], settings: CompareSettings
 ) -> None:
-    slower = _bh([p for p, _ in raw_p])
-    faster = _bh([p for _, p in raw_p])
+    slower = bh_adjust([p for p, _ in raw_p])
+    faster = bh_adjust([p for _, p in raw_p])
     for change, p_slower, p_faster in zip(tested, slower, faster, strict=True):
         change.p_slower, change.p_faster = p_slower, p_faster
         relative = change.p50_change

@@ -22,7 +22,7 @@ from typing import Any
 from segbench.env import machine_identity
 from segbench.results.records import SentinelReading
 
-DEFAULT_BOUND = 0.15
+DEFAULT_BOUND = 0.25
 
 
 def spread(levels: Iterable[float]) -> float:
