@@ -11,6 +11,7 @@ quietest reading, and the largest ratio between neighbouring readings (the drift
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import statistics
@@ -49,14 +50,15 @@ def main() -> None:
             process.terminate()
     medians = [r.median_ms for r in readings]
     quietest = min(medians)
-    steps = [max(a, b) / min(a, b) - 1 for a, b in zip(medians, medians[1:], strict=False)]
+    steps = [max(a, b) / min(a, b) - 1 for a, b in itertools.pairwise(medians)]
     spreads = [(max(r.samples_ms) - min(r.samples_ms)) / r.median_ms for r in readings]
     print(f"{len(readings)} readings of {sentinel.workload}, {args.burn} busy process(es)")
     print(f"median of medians {statistics.median(medians):.2f} ms, quietest {quietest:.2f} ms, "
           f"slowest {max(medians):.2f} ms ({max(medians) / quietest - 1:+.0%})")
+    ordered = sorted(m / quietest - 1 for m in medians)
     for q in (0.5, 0.9, 1.0):
-        ordered = sorted(m / quietest - 1 for m in medians)
-        print(f"  reading over quietest, q{q:.0%}: {ordered[min(len(ordered) - 1, int(q * len(ordered)))]:+.1%}")
+        at = ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        print(f"  reading over quietest, q{q:.0%}: {at:+.1%}")
     print(f"  neighbouring readings differ by: median {statistics.median(steps):.1%}, max {max(steps):.1%}")
     print(f"  within a reading, (max - min) / median: median {statistics.median(spreads):.1%}")
     if args.out:

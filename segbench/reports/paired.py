@@ -13,7 +13,9 @@ of the machine adds to A first in one pair and to B first in the next. Each cell
   threshold but not significant is ``within noise``.
 - **Disturbed pairs.** ``ab``'s driver reads the noise sentinel before and after every side's pass; a
   pass's level is the median of the two readings that bracket it. A pair whose two passes' levels differ
-  by more than the sentinel bound saw the machine change under it, and is left out. A cell left with
+  from each other, or from the A/B's typical level, by more than the sentinel bound saw the machine change
+  under it, and is left out. A load that lasts the whole A/B slows both sides alike and leaves the pairs
+  in. A cell left with
   fewer than :data:`MIN_PAIRS` clean pairs is ``disturbed``: no performance verdict (exit 3).
 """
 
@@ -202,11 +204,13 @@ def _per_pass(run: RunData) -> dict[tuple, dict[int, Any]]:
 
 
 def _pair_disturbed(levels: dict[tuple[str, int], float], repeat: int, bound: float) -> float | None:
-    """How far the two sides' levels of pair ``repeat`` are apart, when past ``bound`` (else None)."""
+    """How far pair ``repeat``'s two side levels are from each other and from the A/B's typical level (the
+    median of every side-pass's), when past ``bound``; else None. A reading between two passes brackets
+    both, so a burst it caught cannot be pinned on one of them: both pairs it touches are left out."""
     pair = [levels.get((BASE, repeat)), levels.get((HEAD, repeat))]
-    if None in pair:
+    if None in pair or not levels:
         return None
-    moved = spread(pair)
+    moved = spread([*pair, statistics.median(levels.values())])
     return moved if moved > bound else None
 
 

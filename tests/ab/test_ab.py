@@ -1,0 +1,131 @@
+"""segbench ab end to end on a tiny module: model in a temporary git repository: A/A exits 0, a head
+commit whose model is several times slower is flagged (exit 1, the cell named), bad refs and grids that
+differ are one line and exit 2, and the sides' run directories compare like any two runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from segbench.cli import main
+
+NETS = '''
+import torch
+from torch import nn
+
+LAYERS = {layers}
+
+
+def chain(classes: int = 4) -> nn.Module:
+    convs = [nn.Conv2d(3, 32, 3, padding=1), nn.ReLU()]
+    for _ in range(LAYERS):
+        convs += [nn.Conv2d(32, 32, 3, padding=1), nn.ReLU()]
+    return nn.Sequential(*convs, nn.Conv2d(32, classes, 1))
+'''
+CONFIG = """
+name: ab-e2e
+models:
+  - {module: "nets:chain", name: chain, num_classes: 4}
+backends:
+  - {name: torch, device: cpu, precisions: [fp32]}
+sweep: {input_sizes: [96x96], batch_sizes: [1]}
+timing: {warmup: 2, iterations: 5, min_duration_s: 0.1, repeats: 2}
+numerics: {enabled: false}
+"""
+# Six pairs: a burst that the sentinel catches takes two pairs out and leaves enough to decide. The A/A
+# threshold leaves room for what differs between two processes of the same code on a shared 2-core VM.
+PASSES = "6"
+
+
+def git(repo: Path, *args: str) -> str:
+    found = subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    return found.stdout.strip()
+
+
+def make_repo(root: Path, layers: list[int]) -> Path:
+    """A repository with one commit per entry of ``layers`` (the model's depth at that commit)."""
+    repo = root / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "ab.yaml").write_text(CONFIG)
+    for depth in layers:
+        (repo / "nets.py").write_text(NETS.format(layers=depth))
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", f"{depth} layers")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """Base commit: 2 layers; head commit: 12 layers (several times slower)."""
+    return make_repo(tmp_path_factory.mktemp("ab"), [2, 12])
+
+
+def run_ab(repo: Path, out: Path, *args: str) -> int:
+    return main(["ab", "ab.yaml", "--out", str(out), "--passes", PASSES, *args])
+
+
+def test_a_a_exits_0_and_its_sides_are_ordinary_runs(repo, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(repo)
+    out = tmp_path / "aa"
+    assert run_ab(repo, out, "--base", "HEAD~1", "--head", "HEAD~1", "--threshold", "20%") == 0
+    assert "no regressions" in capsys.readouterr().out
+    result = json.loads((out / "comparison.json").read_text())
+    assert result["summary"]["regressions"] == 0 and result["passes"] == 6
+    record = json.loads((out / "ab.json").read_text())
+    assert [entry["side"] for entry in record["schedule"]][:4] == ["base", "head", "head", "base"]
+    assert len((out / "sentinel.jsonl").read_text().splitlines()) == 1 + 2 * 6  # before, after every pass
+    for side in ("base", "head"):
+        rows = [json.loads(line) for line in (out / side / "results.jsonl").read_text().splitlines()]
+        assert sorted({row["repeat"] for row in rows}) == list(range(6))
+        assert (out / side / "report.md").exists()
+    # The sides are two ordinary runs: compare reads them, sentinel included ...
+    assert main(["compare", str(out / "base"), str(out / "head"), "--threshold", "20%"]) in (0, 3)
+    # ... and a run whose env.json names another CPU model gets no latency verdict.
+    env_path = out / "head" / "env.json"
+    env = json.loads(env_path.read_text())
+    env_path.write_text(json.dumps({**env, "cpu": "Another CPU"}))
+    capsys.readouterr()
+    assert main(["compare", str(out / "base"), str(out / "head")]) == 3
+    printed = capsys.readouterr().out
+    assert "NO LATENCY VERDICT" in " ".join(printed.split()) and "Another CPU" in printed
+
+
+def test_a_slower_head_is_flagged(repo, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(repo)
+    out = tmp_path / "slow"
+    assert run_ab(repo, out, "--base", "HEAD~1") == 1  # head: the working tree, at the slow commit
+    markdown = (out / "comparison.md").read_text()
+    assert "| chain torch cpu fp32 96x96 b1 |" in markdown and "REGRESSION" in markdown
+    (cell,) = json.loads((out / "comparison.json").read_text())["cells"]
+    assert cell["verdict"] == "regression" and cell["change"] > 1.0  # at least 2x slower
+    assert "1 performance and 0 accuracy regression(s)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_bad_input_is_one_line_and_exit_2(repo, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(repo)
+    assert run_ab(repo, tmp_path / "x", "--base", "no-such-branch") == 2
+    assert capsys.readouterr().err.strip() == (
+        f"segbench: error: unknown ref 'no-such-branch': not a commit of {repo.resolve()}"
+    )
+    assert run_ab(repo, tmp_path / "y") == 2  # no --base
+    assert "give --base REF" in capsys.readouterr().err
+    assert main(["ab", "ab.yaml", "--out", str(tmp_path / "z"), "--base", "HEAD", "--passes", "2"]) == 2
+    assert "at least 3 passes" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert main(["ab", "ab.yaml", "--out", str(tmp_path / "w"), "--base", "HEAD"]) == 2
+    assert "not inside a git repository" in capsys.readouterr().err
+
+
+def test_a_grid_that_differs_between_the_sides_is_refused(tmp_path, monkeypatch, capsys):
+    repo = make_repo(tmp_path, [2])
+    (repo / "ab.yaml").write_text(CONFIG.replace("batch_sizes: [1]", "batch_sizes: [1, 2]"))
+    monkeypatch.chdir(repo)
+    assert run_ab(repo, tmp_path / "out", "--base", "HEAD") == 2
+    assert "the config's sweep differ between base and head" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert git(repo, "worktree", "list").count("\n") == 0  # the base worktree was removed
