@@ -53,8 +53,10 @@ def main() -> None:
     steps = [max(a, b) / min(a, b) - 1 for a, b in itertools.pairwise(medians)]
     spreads = [(max(r.samples_ms) - min(r.samples_ms)) / r.median_ms for r in readings]
     print(f"{len(readings)} readings of {sentinel.workload}, {args.burn} busy process(es)")
-    print(f"median of medians {statistics.median(medians):.2f} ms, quietest {quietest:.2f} ms, "
-          f"slowest {max(medians):.2f} ms ({max(medians) / quietest - 1:+.0%})")
+    print(
+        f"median of medians {statistics.median(medians):.2f} ms, quietest {quietest:.2f} ms, "
+        f"slowest {max(medians):.2f} ms ({max(medians) / quietest - 1:+.0%})"
+    )
     ordered = sorted(m / quietest - 1 for m in medians)
     for q in (0.5, 0.9, 1.0):
         at = ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -190,9 +190,8 @@ def run_benchmark(
                     stage(ctx, state, unit, pool)
             if not timing:
                 sink.advance()
-        last = plan.units[-1].repeat if plan.units else 0
-        for sentinel in sentinels if plan.units else ():
-            sink.reading(sentinel.read(f"after pass {last + 1}", None))
+        for sentinel in sentinels:  # there are sentinels only when some unit has cells
+            sink.reading(sentinel.read(f"after pass {plan.units[-1].repeat + 1}", None))
         if gate is not None:
             gate(None)
         return sink.summary

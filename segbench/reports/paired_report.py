@@ -12,14 +12,15 @@ from segbench.reports.render import CHECK_CHANGE_HEADERS, check_change_rows, mar
 from segbench.results.verdicts import FIXED
 
 PAIRED_HEADERS = (
-    "cell", "base p50 ms", "head p50 ms", "change", "interval", "p (slower)", "p (faster)", "pairs",
-    "verdict",
+    "cell", "base p50 ms", "head p50 ms", "change (fastest)", "95% interval", "p (slower)", "p (faster)",
+    "pairs", "verdict",
 )  # fmt: skip
 
 
 def paired_rows(cells: Sequence[PairedCell]) -> list[tuple[list[str], str]]:
-    """One row per cell: the medians of the clean pairs' p50s, the paired estimate and its interval,
-    the adjusted p-values, each pair's head/base ratio (``-`` for a pair left out as disturbed)."""
+    """One row per cell: the medians of the clean pairs' p50s, the paired estimate (of the passes'
+    fastest iterations) and its interval, the adjusted p-values, each pair's head/base ratio (``-`` for a
+    pair left out as disturbed)."""
     rows = []
     for cell in cells:
         regressed = cell.verdict in (REGRESSION, NOW_FAILING)
@@ -61,8 +62,8 @@ def ab_headline(comparison: ABComparison) -> str:
     line = (
         f"{verdict}; {len(comparison.improvements)} improvement(s), {len(comparison.cells)} cells over "
         f"{comparison.passes} interleaved pass pairs (a regression: head slower by more than "
-        f"{view.share(settings.threshold)}, paired t-test on the per-pass p50 ratios significant at "
-        f"{view.p_value(settings.alpha)}, Benjamini-Hochberg adjusted)"
+        f"{view.share(settings.threshold)}, paired t-test on the passes' fastest-iteration ratios, "
+        f"significant at {view.p_value(settings.alpha)}, Benjamini-Hochberg adjusted)"
     )
     disturbed = comparison.disturbed
     if disturbed:

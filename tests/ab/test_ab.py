@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from segbench.cli import main
 
-NETS = '''
+NETS = """
 import torch
 from torch import nn
 
@@ -24,7 +25,7 @@ def chain(classes: int = 4) -> nn.Module:
     for _ in range(LAYERS):
         convs += [nn.Conv2d(32, 32, 3, padding=1), nn.ReLU()]
     return nn.Sequential(*convs, nn.Conv2d(32, classes, 1))
-'''
+"""
 CONFIG = """
 name: ab-e2e
 models:
@@ -72,10 +73,14 @@ def run_ab(repo: Path, out: Path, *args: str) -> int:
 def test_a_a_exits_0_and_its_sides_are_ordinary_runs(repo, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(repo)
     out = tmp_path / "aa"
-    assert run_ab(repo, out, "--base", "HEAD~1", "--head", "HEAD~1", "--threshold", "20%") == 0
+    # Both sides at the fast commit, each in its own worktree; the base through --base-python (here the
+    # same interpreter: the path is what is tested).
+    assert run_ab(repo, out, "--base", "HEAD~1", "--head", "HEAD~1", "--threshold", "20%",
+                  "--base-python", sys.executable) == 0  # fmt: skip
     assert "no regressions" in capsys.readouterr().out
     result = json.loads((out / "comparison.json").read_text())
     assert result["summary"]["regressions"] == 0 and result["passes"] == 6
+    assert result["sides"]["base"].endswith(sys.executable) and "HEAD~1" in result["sides"]["head"]
     record = json.loads((out / "ab.json").read_text())
     assert [entry["side"] for entry in record["schedule"]][:4] == ["base", "head", "head", "base"]
     assert len((out / "sentinel.jsonl").read_text().splitlines()) == 1 + 2 * 6  # before, after every pass
@@ -116,6 +121,8 @@ def test_bad_input_is_one_line_and_exit_2(repo, tmp_path, monkeypatch, capsys):
     assert "give --base REF" in capsys.readouterr().err
     assert main(["ab", "ab.yaml", "--out", str(tmp_path / "z"), "--base", "HEAD", "--passes", "2"]) == 2
     assert "at least 3 passes" in capsys.readouterr().err
+    assert run_ab(repo, tmp_path / "v", "--base", "HEAD", "--base-python", str(tmp_path / "no-python")) == 2
+    assert "cannot start the base side with" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)
     assert main(["ab", "ab.yaml", "--out", str(tmp_path / "w"), "--base", "HEAD"]) == 2
     assert "not inside a git repository" in capsys.readouterr().err

@@ -137,6 +137,13 @@ def test_other_hardware_gets_no_latency_verdict_but_accuracy_is_compared(tmp_pat
     assert main(["compare", str(base), str(worse)]) == 1
 
 
+def test_the_command_line_default_bound_is_the_documented_one():
+    from segbench.cli.parser import DEFAULT_SENTINEL_BOUND
+    from segbench.reports.noise import DEFAULT_BOUND
+
+    assert DEFAULT_SENTINEL_BOUND == DEFAULT_BOUND == CompareSettings().sentinel_bound
+
+
 def test_machine_changes_ignore_what_a_run_did_not_record():
     old = {k: v for k, v in ENV.items()}
     new = {**ENV, "cpu_cores_usable": 2, "gpus": []}
