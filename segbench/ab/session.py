@@ -49,9 +49,7 @@ SETTLE_S = 0.2
 
 
 class SideFailed(SegbenchError):
-    """A side stopped before its passes were done (its log says why)."""
-
-    exit_code = 1
+    """A side stopped before its passes were done (its log says why): not bad input, ab exits 1."""
 
 
 @dataclass(frozen=True)
@@ -112,8 +110,11 @@ class SideProcess:
         if not line:
             self.process.wait()
             raise self._failure()
-        message = json.loads(line)
-        if key not in message:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = {}
+        if not isinstance(message, dict) or key not in message:
             raise SideFailed(f"the {self.side.name} side said {line.strip()!r}, expected {key}")
         return message[key]
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rich.console import Console
 from rich.markup import escape
@@ -11,7 +12,7 @@ from rich.markup import escape
 
 def cmd_ab(args: argparse.Namespace, console: Console) -> int:
     """Exit 1 on a regression; else 3 when a cell was disturbed (no decision); else 0; 2 on bad input."""
-    from segbench.ab.session import COMPARISON_MD, ABRequest, run_ab
+    from segbench.ab.session import COMPARISON_MD, ABRequest, SideFailed, run_ab
     from segbench.reports.compare import CompareSettings
     from segbench.reports.paired_report import PAIRED_HEADERS, ab_headline, paired_rows
     from segbench.reports.tables import text_table
@@ -22,7 +23,11 @@ def cmd_ab(args: argparse.Namespace, console: Console) -> int:
     def say(line: str) -> None:
         console.print(escape(line), highlight=False)
 
-    comparison = run_ab(request, say)
+    try:
+        comparison = run_ab(request, say)
+    except SideFailed as exc:  # a side crashed mid-way: a failure, not bad input
+        print(f"segbench: error: {exc}", file=sys.stderr)
+        return 1
     styles = {"fail": "red", "ok": "green", "inconclusive": "yellow", "info": None, "": None}
     rows = paired_rows(comparison.cells)
     console.print(

@@ -154,3 +154,16 @@ def test_machine_changes_ignore_what_a_run_did_not_record():
     capped = {**gpu, "nvml_gpus": [{"name": "NVIDIA H100", "power_limit_w": 350.0}]}
     assert machine_changes(gpu, capped) == ["power limits (W): 700.0 -> 350.0"]
     assert machine_changes({}, gpu) == []
+
+
+def test_the_measured_busy_rerun_is_disturbed_not_a_regression():
+    """reports/ab/busy-compare: benchmark-ci.yaml run twice on one 2-core VM, the second time beside a
+    CPU-burning process. Every cell came out 71-168% slower; compare calls all ten disturbed and exits 3,
+    where it used to report ten regressions."""
+    runs = Path(__file__).parents[2] / "reports" / "ab" / "busy-compare"
+    comparison = compare_runs(
+        load_run(runs / "quiet"), load_run(runs / "busy"), CompareSettings(threshold=0.15)
+    )
+    assert verdicts(comparison) == {DISTURBED} and len(comparison.cells) == 10
+    assert all(c.p50_change > 0.7 and c.sentinel_change > 1.0 for c in comparison.cells)
+    assert comparison.exit_code == 3 and not comparison.regressions
