@@ -65,13 +65,17 @@ def _threshold(value: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _machine_options(parser: argparse.ArgumentParser) -> None:
-    """How compare and ab treat the machine: the sentinel's bound, and runs on other hardware."""
+def _sentinel_bound(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sentinel-bound", type=_threshold, default=DEFAULT_SENTINEL_BOUND, metavar="PCT",
-        help="how far the noise sentinel may move between two compared passes before their cells are "
-             "'disturbed' and get no performance verdict (default 25%%)",
+        help="how far the noise sentinel may move between two compared passes before they count as "
+             "disturbed: no performance verdict from them (default 25%%)",
     )  # fmt: skip
+
+
+def _machine_options(parser: argparse.ArgumentParser) -> None:
+    """How compare treats the machine: the sentinel's bound, and runs on other hardware."""
+    _sentinel_bound(parser)
     parser.add_argument(
         "--allow-machine-change", action="store_true",
         help="judge latencies even when the runs' hardware differs (CPU model or count, GPU model, driver, "
@@ -201,11 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--alpha", type=_probability, default=0.01,
         help="significance level of the paired t-test, Benjamini-Hochberg adjusted (default 0.01)",
     )  # fmt: skip
-    ab.add_argument(
-        "--sentinel-bound", type=_threshold, default=DEFAULT_SENTINEL_BOUND, metavar="PCT",
-        help="how far the noise sentinel may move between a pair's two passes before the pair is left out "
-             "as disturbed (default 25%%)",
-    )  # fmt: skip
+    _sentinel_bound(ab)
     side = commands.add_parser("ab-side")  # started by ab, one per side: no help, so not listed
     side.add_argument("config", type=Path)
     side.add_argument("--out", type=Path, required=True)

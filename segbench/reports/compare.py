@@ -104,8 +104,41 @@ class CellChange:
         return self.verdict in REGRESSING or bool(self.memory_regression)
 
 
+class VerdictTally:
+    """What a comparison's judged ``cells`` and ``checks`` add up to, and its exit code (compare's and
+    ab's comparisons alike)."""
+
+    cells: list[Any]
+    checks: list[CheckChange]
+
+    @property
+    def undecided(self) -> list[Any]:
+        """Cells given no performance verdict: disturbed, or measured on other hardware."""
+        return [c for c in self.cells if c.verdict in UNDECIDED]
+
+    @property
+    def regressions(self) -> list[Any]:
+        return [c for c in self.cells if c.regressed]
+
+    @property
+    def accuracy_regressions(self) -> list[CheckChange]:
+        return [c for c in self.checks if c.regressed]
+
+    @property
+    def improvements(self) -> list[Any]:
+        return [c for c in self.cells if c.verdict in (IMPROVEMENT, FIXED)]
+
+    @property
+    def exit_code(self) -> int:
+        """1 on a regression; else 3 when a cell got no performance verdict (disturbed, machine changed);
+        else 0."""
+        if self.regressions or self.accuracy_regressions:
+            return 1
+        return 3 if self.undecided else 0
+
+
 @dataclass
-class Comparison:
+class Comparison(VerdictTally):
     baseline: str
     current: str
     settings: CompareSettings
@@ -120,33 +153,8 @@ class Comparison:
     sentinel_note: str = ""  # why the sentinel could not judge (a run without readings), else ""
 
     @property
-    def undecided(self) -> list[CellChange]:
-        """Cells given no performance verdict: disturbed, or measured on other hardware."""
-        return [c for c in self.cells if c.verdict in UNDECIDED]
-
-    @property
-    def regressions(self) -> list[CellChange]:
-        return [c for c in self.cells if c.regressed]
-
-    @property
-    def accuracy_regressions(self) -> list[CheckChange]:
-        return [c for c in self.checks if c.regressed]
-
-    @property
     def inconclusive_checks(self) -> list[CheckChange]:
         return [c for c in self.checks if c.verdict == INCONCLUSIVE]
-
-    @property
-    def improvements(self) -> list[CellChange]:
-        return [c for c in self.cells if c.verdict in (IMPROVEMENT, FIXED)]
-
-    @property
-    def exit_code(self) -> int:
-        """1 on a regression; else 3 when a cell got no performance verdict (disturbed, machine changed);
-        else 0."""
-        if self.regressions or self.accuracy_regressions:
-            return 1
-        return 3 if self.undecided else 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -44,6 +44,7 @@ from segbench.reports.compare import (
     REGRESSING,
     WITHIN_NOISE,
     CompareSettings,
+    VerdictTally,
     bh_adjust,
     cell_labels,
     memory_changes,
@@ -131,7 +132,7 @@ class PairedCell:
 
 
 @dataclass
-class ABComparison:
+class ABComparison(VerdictTally):
     base: str
     head: str
     settings: CompareSettings
@@ -143,36 +144,13 @@ class ABComparison:
     checks: list[CheckChange]
     sides: dict[str, Any] = field(default_factory=dict)  # what each side ran (ref, sha, python)
 
-    @property
-    def regressions(self) -> list[PairedCell]:
-        return [c for c in self.cells if c.regressed]
-
-    @property
-    def accuracy_regressions(self) -> list[CheckChange]:
-        return [c for c in self.checks if c.regressed]
-
-    @property
-    def disturbed(self) -> list[PairedCell]:
-        return [c for c in self.cells if c.verdict == DISTURBED]
-
-    @property
-    def improvements(self) -> list[PairedCell]:
-        return [c for c in self.cells if c.verdict in (IMPROVEMENT, FIXED)]
-
-    @property
-    def exit_code(self) -> int:
-        """1 on a regression; else 3 when a cell was disturbed (no decision); else 0."""
-        if self.regressions or self.accuracy_regressions:
-            return 1
-        return 3 if self.disturbed else 0
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["summary"] = {
             "regressions": len(self.regressions),
             "accuracy_regressions": len(self.accuracy_regressions),
             "improvements": len(self.improvements),
-            "disturbed": len(self.disturbed),
+            "disturbed": len(self.undecided),
             "matched_cells": len(self.cells),
             "exit_code": self.exit_code,
         }

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from segbench.reports import view
 from segbench.reports.compare import DISTURBED, IMPROVEMENT, NOW_FAILING, REGRESSION
 from segbench.reports.paired import MIN_PAIRS, ABComparison, PairedCell
-from segbench.reports.render import CHECK_CHANGE_HEADERS, check_change_rows, markdown_table
+from segbench.reports.render import CHECK_CHANGE_HEADERS, check_change_rows, markdown_table, regression_count
 from segbench.results.verdicts import FIXED
 
 PAIRED_HEADERS = (
@@ -53,19 +53,14 @@ def paired_rows(cells: Sequence[PairedCell]) -> list[tuple[list[str], str]]:
 
 def ab_headline(comparison: ABComparison) -> str:
     settings = comparison.settings
-    performance, accuracy = len(comparison.regressions), len(comparison.accuracy_regressions)
-    verdict = (
-        f"{performance} performance and {accuracy} accuracy regression(s)"
-        if performance or accuracy
-        else "no regressions"
-    )
     line = (
-        f"{verdict}; {len(comparison.improvements)} improvement(s), {len(comparison.cells)} cells over "
+        f"{regression_count(comparison)}; {len(comparison.improvements)} improvement(s), "
+        f"{len(comparison.cells)} cells over "
         f"{comparison.passes} interleaved pass pairs (a regression: head slower by more than "
         f"{view.share(settings.threshold)}, paired t-test on the passes' fastest-iteration ratios, "
         f"significant at {view.p_value(settings.alpha)}, Benjamini-Hochberg adjusted)"
     )
-    disturbed = comparison.disturbed
+    disturbed = comparison.undecided  # an A/B on one machine: only disturbed cells
     if disturbed:
         moves = [p["move"] for p in comparison.pair_levels if p["move"] is not None]
         line += (f". {len(disturbed)} cell(s) DISTURBED, no verdict: fewer than {MIN_PAIRS} pairs where the "

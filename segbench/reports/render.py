@@ -25,6 +25,7 @@ from segbench.reports.compare import (
     NOW_FAILING,
     WITHIN_NOISE,
     Comparison,
+    VerdictTally,
 )
 from segbench.reports.rundata import RunData
 from segbench.results.verdicts import FAIL, FIXED, INCONCLUSIVE, REGRESSION, counts
@@ -385,14 +386,17 @@ def check_change_rows(changes: Sequence[Any]) -> Rows:
     return rows
 
 
+def regression_count(comparison: VerdictTally) -> str:
+    """``2 performance and 0 accuracy regression(s)``, or ``no regressions``."""
+    performance, accuracy = len(comparison.regressions), len(comparison.accuracy_regressions)
+    if performance or accuracy:
+        return f"{performance} performance and {accuracy} accuracy regression(s)"
+    return "no regressions"
+
+
 def comparison_headline(comparison: Comparison) -> str:
     settings = comparison.settings
-    performance, accuracy = len(comparison.regressions), len(comparison.accuracy_regressions)
-    verdict = (
-        f"{performance} performance and {accuracy} accuracy regression(s)"
-        if performance or accuracy
-        else "no regressions"
-    )
+    verdict = regression_count(comparison)
     inconclusive = len(comparison.inconclusive_checks)
     checks = f", {inconclusive} numerics check(s) inconclusive" if inconclusive else ""
     return (

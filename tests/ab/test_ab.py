@@ -139,3 +139,22 @@ def test_a_grid_that_differs_between_the_sides_is_refused(tmp_path, monkeypatch,
     assert "the config's sweep differ between base and head" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert git(repo, "worktree", "list").count("\n") == 0  # the base worktree was removed
+
+
+def test_a_side_that_dies_mid_way_is_a_failure_with_its_last_words(repo, tmp_path, monkeypatch, capsys):
+    """A stand-in base side (given as --base-python) that gets ready, then dies at its first pass: ab stops
+    with exit 1 and the side's last line, and removes its worktree."""
+    dying = tmp_path / "dying-python"
+    dying.write_text(
+        "#!/bin/sh\n"
+        'echo \'{"ready": 0}\'\n'
+        "read go\n"
+        'echo "RuntimeError: the side broke" >&2\n'
+        "exit 1\n"
+    )
+    dying.chmod(0o755)
+    monkeypatch.chdir(repo)
+    assert run_ab(repo, tmp_path / "out", "--base", "HEAD~1", "--base-python", str(dying)) == 1
+    error = capsys.readouterr().err
+    assert "the base side" in error and "stopped: RuntimeError: the side broke" in error
+    assert git(repo, "worktree", "list").count("\n") == 0
