@@ -12,7 +12,10 @@ checked without a GPU; fp16 timings on the CPU say nothing about a GPU.
 
 The TensorRT execution provider takes its engine and timing caches (under segbench's cache directory),
 its optimization profile (from the cells the harness will run) and its workspace from the same YAML
-entry. onnxruntime-gpu's TensorRT provider links TensorRT 10; an fp16 graph gets ``trt_fp16_enable``.
+entry; engines are cached per graph digest. onnxruntime-gpu's TensorRT provider links TensorRT 10; an fp16
+graph gets ``trt_fp16_enable`` before onnxruntime 1.22 only (see ``tensorrt_precision_flag``). The
+provider cannot turn TF32 off: its fp32 cells say ``tf32: true`` in their backend info, and their
+``peak_fraction`` is judged against the TF32 peak.
 
 On cuda, TF32 is off in the CUDA provider (``use_tf32``, on by onnxruntime's default) unless ``tf32``;
 with I/O binding the input is staged in pinned memory and its copy, the run and the copy back are timed
@@ -108,37 +111,69 @@ def _option_value(value: str | int | bool) -> str:
     return str(value)
 
 
+# From this onnxruntime release on, the TensorRT provider builds a strongly typed network when its fp16
+# and int8 flags are off (and a weakly typed one when either is on, where TensorRT may lower segbench's
+# fp32 keep-list nodes to fp16). segbench's fp16 graph carries its own precisions, so on these versions
+# the flag stays off.
+STRONGLY_TYPED_FROM = (1, 22)
+
+
+def onnxruntime_version() -> tuple[int, int]:
+    import onnxruntime as ort
+
+    parts = [int("".join(c for c in part if c.isdigit()) or 0) for part in ort.__version__.split(".")[:2]]
+    return parts[0], parts[1]
+
+
+def tensorrt_precision_flag(precision: str, version: tuple[int, int]) -> str | None:
+    """The TensorRT provider's precision switch a graph of ``precision`` needs on onnxruntime
+    ``version``: ``trt_fp16_enable`` for an fp16 graph before 1.22 (a weakly typed network would run it in
+    fp32), none from 1.22 on (the graph's types are the network's) and none for fp32."""
+    if precision not in TENSORRT_PRECISION_FLAGS or version >= STRONGLY_TYPED_FROM:
+        return None
+    return TENSORRT_PRECISION_FLAGS[precision]
+
+
 def provider_options(
     config: OnnxRuntimeConfig,
     input_name: str,
     input_shapes: list[tuple[int, ...]],
     cache_dir: Path | None = None,
     precision: str = "fp32",
+    graph_path: Path | None = None,
+    ort_version: tuple[int, int] | None = None,
 ) -> list[dict[str, str]]:
-    """Options for each provider of ``requested_providers(config)``, in the same order, for a graph of
-    ``precision``; options given in the YAML win over the derived ones."""
+    """Options for each provider of ``requested_providers(config)``, in the same order, for the graph at
+    ``graph_path`` of ``precision`` on onnxruntime ``ort_version`` (default: the installed one); options
+    given in the YAML win over the derived ones."""
     from segbench.export.cache import cache_root
-    from segbench.export.tensorrt import profile_from_shapes
+    from segbench.export.tensorrt import onnx_digest, profile_from_shapes
 
     options: list[dict[str, str]] = []
     for provider in requested_providers(config):
         if provider == TENSORRT_PROVIDER:
             derived: dict[str, Any] = {}
             if config.trt_engine_cache:
-                directory = str((cache_dir or cache_root()) / "onnxruntime-tensorrt")
+                root = (cache_dir or cache_root()) / "onnxruntime-tensorrt"
+                # onnxruntime's engine id hashes the graph's file name, tensor names and versions, not its
+                # weights, and every segbench export is model.onnx: engines go in a directory per graph
+                # digest, or other weights with the same names would run a stale engine. Timing caches
+                # hold kernel timings per layer configuration, safe to share.
+                engines = root / onnx_digest(graph_path)[:20] if graph_path is not None else root
                 derived |= {
                     "trt_engine_cache_enable": True,
-                    "trt_engine_cache_path": directory,
+                    "trt_engine_cache_path": str(engines),
                     "trt_timing_cache_enable": True,
-                    "trt_timing_cache_path": directory,
+                    "trt_timing_cache_path": str(root),
                 }
             if input_shapes:
                 # One profile over every cell: without it the provider rebuilds its engine per new shape.
                 derived |= profile_from_shapes(input_name, input_shapes).to_ort_options()
             if config.trt_workspace_mb is not None:
                 derived["trt_max_workspace_size"] = config.trt_workspace_mb << 20
-            if precision in TENSORRT_PRECISION_FLAGS:
-                derived[TENSORRT_PRECISION_FLAGS[precision]] = True
+            flag = tensorrt_precision_flag(precision, ort_version or onnxruntime_version())
+            if flag is not None:
+                derived[flag] = True
             chosen = {**derived, **config.tensorrt_options}
         elif provider == CUDA_PROVIDER:
             # onnxruntime's CUDA provider defaults use_tf32 to 1; segbench's fp32 is fp32 unless asked.
@@ -187,8 +222,9 @@ class OnnxRuntimeRunner(Runner):
         options.log_severity_level = 3  # errors only: provider fallbacks are checked below, not logged
         requested = requested_providers(self.config)
         self.provider_options = provider_options(
-            self.config, self.model.input_names[0], self.input_shapes, precision=self.precision
-        )
+            self.config, self.model.input_names[0], self.input_shapes, precision=self.precision,
+            graph_path=Path(self.graph_path),
+        )  # fmt: skip
         # On the CPU an fp16 graph runs as its emulation (every fp16 tensor rounded after its producer):
         # the CPU provider would compute whole fp16 regions in fp32 and hide activation overflow.
         self.emulated = self.config.device == "cpu" and self.precision != "fp32"
@@ -270,6 +306,19 @@ class OnnxRuntimeRunner(Runner):
     def release_cached_shapes(self) -> None:
         self._staging.clear()
 
+    @property
+    def _tensorrt_active(self) -> bool:
+        return bool(getattr(self, "active_providers", None)) and self.active_providers[0] == TENSORRT_PROVIDER
+
+    def batch_limit(self) -> tuple[int, str] | None:
+        """With the TensorRT provider and its explicit profile: the profile's largest batch (a larger one
+        would fall outside it and rebuild the engine)."""
+        chosen = dict(zip(requested_providers(self.config), self.provider_options, strict=True))
+        if not self._tensorrt_active or "trt_profile_max_shapes" not in chosen.get(TENSORRT_PROVIDER, {}):
+            return None
+        batch = max(shape[0] for shape in self.input_shapes)
+        return batch, f"the TensorRT provider's optimization profile ends at batch {batch}"
+
     def deactivate(self) -> None:
         self.session = None
         self._staging = {}
@@ -287,6 +336,11 @@ class OnnxRuntimeRunner(Runner):
             info["pinned_memory"] = self.pinned
         if self.emulated:
             info["fp16_emulated"] = True
+        if self._tensorrt_active and self.precision == "fp32":
+            # The provider has no TF32 switch (onnxruntime issue 26029) and TensorRT allows TF32 by
+            # default: an fp32 graph runs its convolutions and matmuls at TF32, and is judged so.
+            info["tf32"] = True
+            info["tf32_forced_by"] = "the TensorRT execution provider (no switch; TensorRT's default)"
         chosen = dict(zip(requested_providers(self.config), self.provider_options, strict=True))
         if chosen.get(self.active_providers[0]):
             info["provider_options"] = chosen[self.active_providers[0]]

@@ -127,14 +127,21 @@ def _measured(device: str, precision: str, threads: int) -> float:
     return round(rate, 4)
 
 
-def roof_precision(device: str, precision: str, backend_options: Mapping[str, Any]) -> str:
+def roof_precision(
+    device: str,
+    precision: str,
+    backend_options: Mapping[str, Any],
+    backend_info: Mapping[str, Any] | None = None,
+) -> str:
     """The peak a cell is judged against: its own precision on a GPU, except an fp32 CUDA cell that
-    allows TF32 (torch's ``tf32`` option), whose convolutions and matmuls run on TF32 tensor cores. On the
-    CPU only fp32 is measured and every cell is judged against it (an fp16 graph runs emulated in fp32
-    there)."""
+    runs at TF32, whose convolutions and matmuls use TF32 tensor cores: asked for (torch's ``tf32``
+    option), or forced by the backend as its ``backend_info`` says (onnxruntime's TensorRT provider),
+    which wins. On the CPU only fp32 is measured and every cell is judged against it (an fp16 graph
+    runs emulated in fp32 there)."""
     if device == "cpu":
         return "fp32"
-    if device == "cuda" and precision == "fp32" and backend_options.get("tf32"):
+    tf32 = (backend_info or {}).get("tf32", backend_options.get("tf32"))
+    if device == "cuda" and precision == "fp32" and tf32:
         return "tf32"
     return precision
 

@@ -139,6 +139,9 @@ class CellRecord:
     # peak of the cell's device and precision (env.json ``peak_tflops``); None in rows written before.
     achieved_tflops: float | None = None
     peak_fraction: float | None = None
+    # Which time the FLOP rate divides by: "compute" (device events), "run_host" (the forward's host wall
+    # time around a device run: onnxruntime's), "end_to_end" (a host backend's whole pipeline).
+    flops_time: str | None = None
     isolated: bool | None = None  # measured in a child process (isolation.subprocess)
 
     @property
@@ -167,7 +170,7 @@ class CellRecord:
         }
         # Written only when set: the FLOP rates where measured (a failed cell's row, and rows written
         # before them, have none), ``isolated`` by a cell measured in a child.
-        for key in ("achieved_tflops", "peak_fraction", "isolated"):
+        for key in ("achieved_tflops", "peak_fraction", "flops_time", "isolated"):
             if getattr(self, key) is not None:
                 row[key] = getattr(self, key)
         return row
@@ -190,6 +193,7 @@ class CellRecord:
             gflops=row.get("gflops"),
             achieved_tflops=row.get("achieved_tflops"),
             peak_fraction=row.get("peak_fraction"),
+            flops_time=row.get("flops_time"),
             isolated=row.get("isolated"),
         )
 

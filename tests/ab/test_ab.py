@@ -146,11 +146,7 @@ def test_a_side_that_dies_mid_way_is_a_failure_with_its_last_words(repo, tmp_pat
     with exit 1 and the side's last line, and removes its worktree."""
     dying = tmp_path / "dying-python"
     dying.write_text(
-        "#!/bin/sh\n"
-        'echo \'{"ready": 0}\'\n'
-        "read go\n"
-        'echo "RuntimeError: the side broke" >&2\n'
-        "exit 1\n"
+        '#!/bin/sh\necho \'{"ready": 0}\'\nread go\necho "RuntimeError: the side broke" >&2\nexit 1\n'
     )
     dying.chmod(0o755)
     monkeypatch.chdir(repo)

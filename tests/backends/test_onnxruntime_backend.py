@@ -1,5 +1,7 @@
 """onnxruntime backend: provider options from the YAML, fp16 graphs, the active provider recorded."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -12,6 +14,7 @@ from segbench.backends.onnxruntime_backend import (
     OnnxRuntimeRunner,
     provider_options,
     requested_providers,
+    tensorrt_precision_flag,
 )
 from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.models import build_model
@@ -33,7 +36,7 @@ def test_tensorrt_provider_options_come_from_the_config_and_the_cells(tmp_path):
     assert trt["trt_profile_opt_shapes"] == "images:4x3x512x512"
     assert trt["trt_profile_max_shapes"] == "images:4x3x512x512"
     assert trt["trt_engine_cache_enable"] == "True"
-    assert trt["trt_engine_cache_path"] == str(tmp_path / "onnxruntime-tensorrt")
+    assert trt["trt_engine_cache_path"] == str(tmp_path / "onnxruntime-tensorrt")  # no graph: the root
     assert trt["trt_max_workspace_size"] == str(1024 << 20)
     # Options given in the YAML win over the derived ones and pass through.
     assert trt["trt_timing_cache_enable"] == "False" and trt["trt_builder_optimization_level"] == "5"
@@ -60,15 +63,98 @@ def test_tf32_is_off_in_the_cuda_provider_unless_asked_and_the_yaml_wins():
         OnnxRuntimeConfig(tf32=True)
 
 
-def test_an_fp16_graph_turns_on_the_tensorrt_providers_fp16_kernels():
+def test_an_fp16_graph_turns_on_fp16_kernels_only_where_the_network_is_weakly_typed():
+    """Before onnxruntime 1.22 the provider's network is weakly typed: an fp16 graph needs the flag or
+    runs in fp32. From 1.22 on it is strongly typed only while the flag is off, and the flag would let
+    TensorRT lower the fp16 graph's fp32 keep-list: off."""
     config = OnnxRuntimeConfig(device="cuda", tensorrt=True, precisions=["fp32", "fp16"])
-    trt, cuda, _ = provider_options(config, "images", SHAPES, precision="fp16")
+    old = (1, 21)
+    trt, cuda, _ = provider_options(config, "images", SHAPES, precision="fp16", ort_version=old)
     assert trt["trt_fp16_enable"] == "True" and "trt_bf16_enable" not in trt
     assert cuda["use_tf32"] == "0"
-    assert "trt_fp16_enable" not in provider_options(config, "images", SHAPES, precision="fp32")[0]
+    assert (
+        "trt_fp16_enable"
+        not in provider_options(config, "images", SHAPES, precision="fp32", ort_version=old)[0]
+    )
+    for version in ((1, 22), (1, 31), (2, 0)):
+        trt = provider_options(config, "images", SHAPES, precision="fp16", ort_version=version)[0]
+        assert "trt_fp16_enable" not in trt
+    assert tensorrt_precision_flag("fp16", (1, 21)) == "trt_fp16_enable"
+    assert (
+        tensorrt_precision_flag("fp16", (1, 22)) is None and tensorrt_precision_flag("fp32", (1, 0)) is None
+    )
     # The YAML still wins over the derived flag.
-    off = config.model_copy(update={"tensorrt_options": {"trt_fp16_enable": False}})
-    assert provider_options(off, "images", SHAPES, precision="fp16")[0]["trt_fp16_enable"] == "False"
+    on = config.model_copy(update={"tensorrt_options": {"trt_fp16_enable": True}})
+    assert (
+        provider_options(on, "images", SHAPES, precision="fp16", ort_version=(1, 31))[0]["trt_fp16_enable"]
+        == "True"
+    )
+
+
+def test_tensorrt_engines_are_cached_per_graph_so_other_weights_never_share_one(tmp_path):
+    """onnxruntime's engine id hashes the file name and tensor names, not the weights: two model.onnx
+    graphs with the same names and other weights must get two engine directories."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def graph(weight: float, folder: str) -> Path:
+        node = helper.make_node("Mul", ["images", "w"], ["out"])
+        w = numpy_helper.from_array(np.full((1,), weight, np.float32), "w")
+        dims = [None, 3, None, None]
+        inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, dims)]
+        outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, dims)]
+        model = helper.make_model(helper.make_graph([node], "g", inputs, outputs, [w]))
+        path = tmp_path / folder / "model.onnx"
+        path.parent.mkdir()
+        onnx.save(model, path)
+        return path
+
+    config = OnnxRuntimeConfig(device="cuda", tensorrt=True)
+    one, two = graph(1.0, "a"), graph(2.0, "b")
+    paths = [
+        provider_options(config, "images", SHAPES, cache_dir=tmp_path, graph_path=g)[0] for g in (one, two)
+    ]
+    engines = [Path(p["trt_engine_cache_path"]) for p in paths]
+    assert engines[0] != engines[1]
+    assert all(e.parent == tmp_path / "onnxruntime-tensorrt" for e in engines)
+    assert {p["trt_timing_cache_path"] for p in paths} == {str(tmp_path / "onnxruntime-tensorrt")}
+    again = provider_options(config, "images", SHAPES, cache_dir=tmp_path, graph_path=one)[0]
+    assert again["trt_engine_cache_path"] == str(engines[0])  # the same graph finds its engine
+
+
+def tensorrt_runner(precision: str = "fp32", **options) -> OnnxRuntimeRunner:
+    """A runner as activate() leaves it with the TensorRT provider active (no GPU needed to read it)."""
+    config = OnnxRuntimeConfig(device="cuda", tensorrt=True, **options)
+    runner = OnnxRuntimeRunner(None, config, precision, None, SHAPES)
+    runner.provider_options = provider_options(config, "images", SHAPES, precision=precision)
+    runner.active_providers = [TENSORRT_PROVIDER, CUDA_PROVIDER, CPU_PROVIDER]
+    runner.io_binding, runner._ort_device, runner.pinned, runner.emulated = True, "cuda", True, False
+    return runner
+
+
+def test_the_tensorrt_providers_profile_bounds_the_batch_search():
+    assert tensorrt_runner().batch_limit() == (
+        4,
+        "the TensorRT provider's optimization profile ends at batch 4",
+    )
+    cuda_only = tensorrt_runner()
+    cuda_only.active_providers = [CUDA_PROVIDER, CPU_PROVIDER]
+    assert cuda_only.batch_limit() is None  # the CUDA provider takes any batch memory allows
+
+
+def test_the_tensorrt_providers_fp32_is_recorded_as_tf32_and_judged_against_the_tf32_peak(monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", types.SimpleNamespace(__version__="1.31.1"))
+    info = tensorrt_runner().describe()
+    assert info["tf32"] is True and "no switch" in info["tf32_forced_by"]
+    assert "tf32" not in tensorrt_runner("fp16").describe()
+    from segbench.bench.peak import roof_precision
+
+    # The entry's own option says tf32: false; what the backend did wins.
+    assert roof_precision("cuda", "fp32", {"tf32": False}, info) == "tf32"
+    assert roof_precision("cuda", "fp32", {"tf32": False}, {}) == "fp32"
 
 
 def test_pinned_memory_needs_cuda_and_io_binding():

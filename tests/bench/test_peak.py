@@ -148,3 +148,22 @@ def test_a_run_records_its_peaks_and_every_ok_cell_its_share(tmp_path, monkeypat
     assert ok["achieved_tflops"] == pytest.approx(expected)
     assert ok["peak_fraction"] == pytest.approx(expected / 0.25)
     assert failed["status"] == "failed" and "achieved_tflops" not in failed
+
+
+def test_the_flop_rate_divides_by_the_same_kind_of_time_on_every_backend():
+    """Device events where the runner has them (torch, TensorRT), the host time of the device run where it
+    has none (onnxruntime's run_host), end to end for a host backend; the row says which."""
+    from segbench.bench.stages.timing import flops_time_of
+    from segbench.results.records import CellRecord, Measurement
+
+    latency = {"p50": 10.0}
+    events = Measurement(latency_ms=latency, compute_ms={"p50": 4.0}, stages_ms={"compute": {"p50": 4.0}})
+    host_run = Measurement(latency_ms=latency, stages_ms={"h2d": {"p50": 0.5}, "run_host": {"p50": 6.0}})
+    host_backend = Measurement(latency_ms=latency, stages_ms={"infer": {"p50": 8.0}})
+    assert flops_time_of(events) == ("compute", {"p50": 4.0})
+    assert flops_time_of(host_run) == ("run_host", {"p50": 6.0})
+    assert flops_time_of(host_backend) == ("end_to_end", latency)
+    row = {"model": "unet", "backend": "onnxruntime", "device": "cuda", "precision": "fp32", "height": 8,
+           "width": 8, "batch_size": 1, "status": "ok", "flops_time": "run_host"}  # fmt: skip
+    assert CellRecord.from_dict(row).flops_time == "run_host"
+    assert CellRecord.from_dict(row).to_dict()["flops_time"] == "run_host"

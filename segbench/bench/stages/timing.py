@@ -100,11 +100,10 @@ def cell_record(
     opened = opened or {}
     sizes = state.size_stats(cell.height, cell.width) if measurement.ok else {}
     subject = state.subject(unit.backend, unit.precision)
-    # Compute time: the device's compute stage (CUDA events) where the runner reports one, else the
-    # end-to-end p50 (preprocess + infer + postprocess), so a host backend is never flattered.
-    timed = measurement.compute_ms or measurement.latency_ms or {}
+    flops_time, timed = flops_time_of(measurement)
     achieved = peak.achieved_tflops(sizes.get("gflops"), cell.batch, timed.get("p50"))
-    roof = peak.roof_precision(subject.device, subject.precision, subject.backend_options)
+    roof = peak.roof_precision(subject.device, subject.precision, subject.backend_options,
+                               measurement.backend_info)  # fmt: skip
     return CellRecord(
         subject=subject,
         height=cell.height,
@@ -118,8 +117,22 @@ def cell_record(
         params=sizes.get("params"),
         gflops=sizes.get("gflops"),
         achieved_tflops=achieved,
+        flops_time=flops_time if achieved is not None else None,
         peak_fraction=peak.peak_fraction(achieved, ctx.peak_tflops.get(subject.device, {}).get(roof)),
     )
+
+
+def flops_time_of(measurement: Measurement) -> tuple[str, dict[str, float]]:
+    """The time a cell's FLOP rate divides by, the same kind on every backend: the device's compute time
+    (CUDA events: torch, TensorRT) where the runner measured one, else the host time of the device run
+    (``run_host``: onnxruntime's, which offers no events), else the end-to-end latency (preprocess +
+    infer + postprocess), so a host backend is never flattered."""
+    if measurement.compute_ms:
+        return "compute", measurement.compute_ms
+    run_host = (measurement.stages_ms or {}).get("run_host")
+    if run_host:
+        return "run_host", run_host
+    return "end_to_end", measurement.latency_ms or {}
 
 
 def time_cells(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool) -> None:
