@@ -65,6 +65,18 @@ def _threshold(value: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _verdict_options(parser: argparse.ArgumentParser, change: str, test: str) -> None:
+    """A performance verdict's two settings: the change that matters, and the test's level."""
+    parser.add_argument(
+        "--threshold", type=_threshold, default=0.05, metavar="PCT",
+        help=f"{change} change that counts, e.g. 5%% or 0.05 (default 5%%)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--alpha", type=_probability, default=0.01,
+        help=f"significance level of the {test}, Benjamini-Hochberg adjusted (default 0.01)",
+    )  # fmt: skip
+
+
 def _sentinel_bound(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sentinel-bound", type=_threshold, default=DEFAULT_SENTINEL_BOUND, metavar="PCT",
@@ -169,14 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("baseline", type=Path, help="the baseline run directory")
     compare.add_argument("current", type=Path, help="the run directory to judge")
-    compare.add_argument(
-        "--threshold", type=_threshold, default=0.05, metavar="PCT",
-        help="p50 latency (and peak memory) change that counts, e.g. 5%% or 0.05 (default 5%%)",
-    )  # fmt: skip
-    compare.add_argument(
-        "--alpha", type=_probability, default=0.01,
-        help="significance level of the Mann-Whitney U test, Benjamini-Hochberg adjusted (default 0.01)",
-    )  # fmt: skip
+    _verdict_options(compare, "p50 latency (and peak memory)", "one-sided Mann-Whitney U test")
     compare.add_argument("--md", type=Path, metavar="FILE", help="also write the comparison as Markdown")
     compare.add_argument("--json", type=Path, metavar="FILE", help="also write the comparison as JSON")
     _machine_options(compare)
@@ -197,14 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument(
         "--passes", type=_positive, help="interleaved pass pairs (default: the config's timing.repeats)"
     )
-    ab.add_argument(
-        "--threshold", type=_threshold, default=0.05, metavar="PCT",
-        help="p50 change that counts, e.g. 5%% or 0.05 (default 5%%)",
-    )  # fmt: skip
-    ab.add_argument(
-        "--alpha", type=_probability, default=0.01,
-        help="significance level of the paired t-test, Benjamini-Hochberg adjusted (default 0.01)",
-    )  # fmt: skip
+    _verdict_options(ab, "latency (the passes' fastest iterations, paired)", "paired t-test")
     _sentinel_bound(ab)
     side = commands.add_parser("ab-side")  # started by ab, one per side: no help, so not listed
     side.add_argument("config", type=Path)
