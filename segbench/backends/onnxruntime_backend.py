@@ -134,6 +134,23 @@ def tensorrt_precision_flag(precision: str, version: tuple[int, int]) -> str | N
     return TENSORRT_PRECISION_FLAGS[precision]
 
 
+# The op types onnxruntime's TensorRT provider leaves to the CUDA provider unless told otherwise (its
+# trt_op_types_to_exclude default: ops whose output shapes depend on the data).
+DEFAULT_EXCLUDED_OPS = ("NonMaxSuppression", "NonZero", "RoiAlign")
+
+
+def partition_ops(graph_path: Path, config: OnnxRuntimeConfig) -> list[str]:
+    """The op types that make the TensorRT provider split this graph into several TensorRT subgraphs:
+    those it excludes (its default, or ``trt_op_types_to_exclude`` from the YAML) and those TensorRT's
+    ONNX parser does not take. [] when TensorRT takes the graph whole."""
+    from segbench.export.tensorrt_readiness import SUPPORTED_OPS, check_tensorrt_readiness
+
+    excluded = str(config.tensorrt_options.get("trt_op_types_to_exclude", ",".join(DEFAULT_EXCLUDED_OPS)))
+    present = check_tensorrt_readiness(graph_path).op_counts
+    wanted = {op.strip() for op in excluded.split(",") if op.strip()}
+    return sorted(op for op in present if op in wanted or op not in SUPPORTED_OPS)
+
+
 def provider_options(
     config: OnnxRuntimeConfig,
     input_name: str,
@@ -142,10 +159,13 @@ def provider_options(
     precision: str = "fp32",
     graph_path: Path | None = None,
     ort_version: tuple[int, int] | None = None,
+    partitioned_by: list[str] | None = None,
 ) -> list[dict[str, str]]:
     """Options for each provider of ``requested_providers(config)``, in the same order, for the graph at
     ``graph_path`` of ``precision`` on onnxruntime ``ort_version`` (default: the installed one); options
-    given in the YAML win over the derived ones."""
+    given in the YAML win over the derived ones. A graph the provider splits (``partitioned_by``, see
+    :func:`partition_ops`) gets no explicit profile: the later subgraphs' dynamic inputs would have none,
+    which onnxruntime refuses; the provider then builds an engine per new shape."""
     from segbench.export.cache import cache_root
     from segbench.export.tensorrt import onnx_digest, profile_from_shapes
 
@@ -166,7 +186,7 @@ def provider_options(
                     "trt_timing_cache_enable": True,
                     "trt_timing_cache_path": str(root),
                 }
-            if input_shapes:
+            if input_shapes and not partitioned_by:
                 # One profile over every cell: without it the provider rebuilds its engine per new shape.
                 derived |= profile_from_shapes(input_name, input_shapes).to_ort_options()
             if config.trt_workspace_mb is not None:
@@ -221,9 +241,11 @@ class OnnxRuntimeRunner(Runner):
             options.intra_op_num_threads = self.config.intra_op_num_threads
         options.log_severity_level = 3  # errors only: provider fallbacks are checked below, not logged
         requested = requested_providers(self.config)
+        tensorrt = TENSORRT_PROVIDER in requested
+        self.partitioned_by = partition_ops(Path(self.graph_path), self.config) if tensorrt else []
         self.provider_options = provider_options(
             self.config, self.model.input_names[0], self.input_shapes, precision=self.precision,
-            graph_path=Path(self.graph_path),
+            graph_path=Path(self.graph_path), partitioned_by=self.partitioned_by,
         )  # fmt: skip
         # On the CPU an fp16 graph runs as its emulation (every fp16 tensor rounded after its producer):
         # the CPU provider would compute whole fp16 regions in fp32 and hide activation overflow.
@@ -336,6 +358,13 @@ class OnnxRuntimeRunner(Runner):
             info["pinned_memory"] = self.pinned
         if self.emulated:
             info["fp16_emulated"] = True
+        if self._tensorrt_active:
+            partitioned = ", ".join(getattr(self, "partitioned_by", []))
+            info["trt_profile"] = (
+                f"per shape: the graph is partitioned ({partitioned} stay off TensorRT)"
+                if partitioned
+                else "explicit: one profile over every cell"
+            )
         if self._tensorrt_active and self.precision == "fp32":
             # The provider has no TF32 switch (onnxruntime issue 26029) and TensorRT allows TF32 by
             # default: an fp32 graph runs its convolutions and matmuls at TF32, and is judged so.

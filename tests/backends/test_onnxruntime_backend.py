@@ -12,6 +12,7 @@ from segbench.backends.onnxruntime_backend import (
     TENSORRT_PROVIDER,
     OnnxRuntimeConfig,
     OnnxRuntimeRunner,
+    partition_ops,
     provider_options,
     requested_providers,
     tensorrt_precision_flag,
@@ -122,6 +123,44 @@ def test_tensorrt_engines_are_cached_per_graph_so_other_weights_never_share_one(
     assert again["trt_engine_cache_path"] == str(engines[0])  # the same graph finds its engine
 
 
+def test_a_graph_the_provider_splits_gets_no_explicit_profile(tmp_path):
+    """NonMaxSuppression, NonZero and RoiAlign stay off TensorRT by default (Mask R-CNN has them): the
+    later subgraphs' dynamic inputs would have no profile, which onnxruntime refuses. Such a graph gets
+    none, the provider builds per shape, and the runner says which it was."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def graph(op: str, name: str) -> Path:
+        dims = [None, 3, None, None]
+        node = helper.make_node(op, ["images"], ["out"])
+        out_type = TensorProto.FLOAT if op == "Relu" else TensorProto.INT64
+        inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, dims)]
+        model = helper.make_model(
+            helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("out", out_type, None)])
+        )
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(model, path)
+        return path
+
+    config = OnnxRuntimeConfig(device="cuda", tensorrt=True)
+    whole, split = graph("Relu", "whole"), graph("NonZero", "split")
+    assert partition_ops(whole, config) == [] and partition_ops(split, config) == ["NonZero"]
+    mine = config.model_copy(update={"tensorrt_options": {"trt_op_types_to_exclude": "Relu"}})
+    assert partition_ops(whole, mine) == ["Relu"] and partition_ops(split, mine) == []
+    explicit = provider_options(config, "images", SHAPES, graph_path=whole, partitioned_by=[])[0]
+    per_shape = provider_options(config, "images", SHAPES, graph_path=split, partitioned_by=["NonZero"])[0]
+    assert "trt_profile_max_shapes" in explicit and not any(k.startswith("trt_profile") for k in per_shape)
+
+    runner = tensorrt_runner()
+    runner.partitioned_by = ["NonZero"]
+    runner.provider_options = [per_shape, {}, {}]
+    assert runner.batch_limit() is None  # no profile: nothing bounds the batch but memory
+    assert (
+        runner.describe()["trt_profile"] == "per shape: the graph is partitioned (NonZero stay off TensorRT)"
+    )
+    assert tensorrt_runner().describe()["trt_profile"] == "explicit: one profile over every cell"
+
+
 def tensorrt_runner(precision: str = "fp32", **options) -> OnnxRuntimeRunner:
     """A runner as activate() leaves it with the TensorRT provider active (no GPU needed to read it)."""
     config = OnnxRuntimeConfig(device="cuda", tensorrt=True, **options)
@@ -142,11 +181,7 @@ def test_the_tensorrt_providers_profile_bounds_the_batch_search():
     assert cuda_only.batch_limit() is None  # the CUDA provider takes any batch memory allows
 
 
-def test_the_tensorrt_providers_fp32_is_recorded_as_tf32_and_judged_against_the_tf32_peak(monkeypatch):
-    import sys
-    import types
-
-    monkeypatch.setitem(sys.modules, "onnxruntime", types.SimpleNamespace(__version__="1.31.1"))
+def test_the_tensorrt_providers_fp32_is_recorded_as_tf32_and_judged_against_the_tf32_peak():
     info = tensorrt_runner().describe()
     assert info["tf32"] is True and "no switch" in info["tf32_forced_by"]
     assert "tf32" not in tensorrt_runner("fp16").describe()
