@@ -24,6 +24,7 @@ on the host (``h2d``, ``run_host``, ``d2h``): onnxruntime exposes no CUDA events
 
 from __future__ import annotations
 
+import functools
 import time
 from importlib import metadata
 from pathlib import Path
@@ -212,9 +213,40 @@ def unavailable_reason(config: OnnxRuntimeConfig) -> str | None:
     if len(_installed_distributions()) > 1:
         return "both onnxruntime and onnxruntime-gpu are installed; uninstall both and install one"
     available = ort.get_available_providers()
-    missing = [p for p in requested_providers(config) if p not in available]
+    requested = requested_providers(config)
+    missing = [p for p in requested if p not in available]
     if missing:
         return f"this onnxruntime build has no {', '.join(missing)} (install onnxruntime-gpu: segbench[gpu])"
+    if requested[0] == CPU_PROVIDER:
+        return None
+    return provider_load_failure(tuple(requested))
+
+
+@functools.cache
+def provider_load_failure(requested: tuple[str, ...]) -> str | None:
+    """Why the first of ``requested`` cannot run here, found by opening a session on a one-node graph:
+    ``get_available_providers()`` lists what was compiled in, not what can load (a TensorRT provider
+    linked against another TensorRT major than the one installed, missing CUDA libraries). None when it
+    runs. Once per process and provider list: the plan asks for every entry."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [value],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=list(requested))
+        active = session.get_providers()
+    except Exception as exc:  # whatever the provider's loader raises is the reason
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"onnxruntime lists {requested[0]} but cannot open a session with it: {first}"
+    if not active or active[0] != requested[0]:
+        fallback = ", ".join(active) or "nothing"
+        return (f"onnxruntime lists {requested[0]} but cannot load it (a session fell back to {fallback}): "
+                "its libraries are missing or of another version")  # fmt: skip
     return None
 
 

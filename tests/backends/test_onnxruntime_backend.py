@@ -259,3 +259,40 @@ def test_io_binding_gives_the_same_outputs_and_times_each_copy(tmp_path):
     # The run is host wall time (no CUDA events in onnxruntime): run_host, never compute.
     assert set(stages) == {"h2d", "run_host", "d2h"} and all(v >= 0 for v in stages.values())
     assert stages["run_host"] > 0
+
+
+def test_a_provider_compiled_in_but_unable_to_load_is_skipped_at_plan_time(monkeypatch):
+    """get_available_providers() lists what was compiled in: a TensorRT provider linked against another
+    TensorRT, or without its CUDA libraries, is listed yet falls back at session creation. The plan
+    probes it on a one-node graph and skips the entry with the reason instead of failing every cell."""
+    import sys
+    import types
+
+    from segbench.backends.onnxruntime_backend import provider_load_failure, unavailable_reason
+
+    def fake_onnxruntime(active: list[str] | Exception) -> types.SimpleNamespace:
+        class Session:
+            def __init__(self, model, options, providers):
+                assert isinstance(model, bytes) and providers[0] == TENSORRT_PROVIDER
+                if isinstance(active, Exception):
+                    raise active
+
+            def get_providers(self):
+                return active
+
+        listed = [TENSORRT_PROVIDER, CUDA_PROVIDER, CPU_PROVIDER]
+        return types.SimpleNamespace(get_available_providers=lambda: listed, InferenceSession=Session,
+                                     SessionOptions=types.SimpleNamespace)  # fmt: skip
+
+    config = OnnxRuntimeConfig(device="cuda", tensorrt=True)
+    for active, expected in (
+        ([CUDA_PROVIDER, CPU_PROVIDER], "cannot load it (a session fell back to CUDAExecutionProvider"),
+        (RuntimeError("libnvinfer.so.10: cannot open shared object file"), "libnvinfer.so.10"),
+        ([TENSORRT_PROVIDER, CUDA_PROVIDER, CPU_PROVIDER], None),
+    ):
+        provider_load_failure.cache_clear()
+        monkeypatch.setitem(sys.modules, "onnxruntime", fake_onnxruntime(active))
+        reason = unavailable_reason(config)
+        assert (reason is None) if expected is None else (expected in reason), reason
+    provider_load_failure.cache_clear()
+    assert unavailable_reason(OnnxRuntimeConfig()) is None  # the CPU provider needs no probe
