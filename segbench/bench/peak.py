@@ -24,6 +24,9 @@ _DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, 
 # enough that a few repeats fit in the ~1 s the run grants it. 8192 keeps an H200's tensor cores busy.
 CPU_SIZE, CUDA_SIZE = 2048, 8192
 CPU_BUDGET_S = 1.0
+# The parent run's measured peak (JSON), handed to an isolated child so the peak is measured once per run
+# and every cell's peak_fraction divides by the same figure.
+PEAKS_ENV = "SEGBENCH_PEAK_TFLOPS"
 
 
 def matmul_flops(n: int) -> float:

@@ -10,6 +10,8 @@ and the run goes on.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, suppress
 from pathlib import Path
@@ -26,8 +28,8 @@ from segbench.bench.context import (
 from segbench.bench.executors import EXECUTORS, executor_name
 from segbench.bench.inputs import check_imported_models, check_user_artifacts
 from segbench.bench.numerics import EvaluationSet
-from segbench.bench.peak import measure_peaks
-from segbench.bench.plan import Plan, Unit, build_plan, config_hash, searches_batches
+from segbench.bench.peak import PEAKS_ENV, measure_peaks
+from segbench.bench.plan import Cell, Plan, Unit, build_plan, config_hash, searches_batches
 from segbench.bench.resume import FinishedWork
 from segbench.bench.runlog import RunLog
 from segbench.bench.sentinel import Sentinel, sentinel_devices
@@ -85,9 +87,14 @@ def _sentinels(plan: Plan) -> list[Sentinel]:
 
 
 def plan_run(
-    config: BenchmarkConfig, out_dir: Path | None, timing: bool = True, resume: bool = False
+    config: BenchmarkConfig,
+    out_dir: Path | None,
+    timing: bool = True,
+    resume: bool = False,
+    only: Cell | None = None,
 ) -> Plan:
-    """The plan of a run into ``out_dir`` (what a resumed run has left), checking its inputs first."""
+    """The plan of a run into ``out_dir`` (what a resumed run has left; ``only``: that cell alone),
+    checking its inputs first."""
     if not timing and not config.numerics.enabled:
         raise ConfigError("numerics.enabled is false: there is nothing to check")
     executor_name(config)  # an unknown executor is bad input before anything runs
@@ -103,16 +110,19 @@ def plan_run(
             )
         if resume and results_path.exists():
             done = FinishedWork.load(out_dir, config_hash(config))
-    return build_plan(config, timing, done), done
+    return build_plan(config, timing, done, only), done
 
 
 def _environment(config: BenchmarkConfig, plan: Plan, done: FinishedWork) -> dict[str, Any]:
     if done.env is not None:  # resuming: the first session's environment stays, resumes listed
         return {**done.env, "resumed": [*done.env.get("resumed", []), now()]}
     env = collect_env()
+    inherited = os.environ.get(PEAKS_ENV)
     env.update(schema=SCHEMA_VERSION, config_name=config.name, config_hash=config_hash(config),
                skipped_backends=list(plan.skipped_backends))  # fmt: skip
-    if plan.timing:  # what each cell's peak_fraction divides by; a check-only run has no cells
+    if plan.timing and inherited:  # an isolated child: its parent's peak, measured once per run
+        env["peak_tflops"] = json.loads(inherited)
+    elif plan.timing:  # what each cell's peak_fraction divides by; a check-only run has no cells
         devices = {unit.backend.device for unit in plan.units if unit.cells}
         env["peak_tflops"], errors = measure_peaks(devices)
         if errors:
@@ -128,15 +138,16 @@ def run_benchmark(
     listeners: Sequence[Listener] = (),
     exporter: Callable | None = None,
     gate: Callable[[int | None], None] | None = None,
+    only: Cell | None = None,
 ) -> RunSummary:
     """Run the grid (or, without ``timing``, the numerics check alone) into ``out_dir`` and return what
     was written. With ``resume``, finish the run there: cells and checks already written are skipped.
-    ``exporter`` replaces the export cache (tests).
+    ``exporter`` replaces the export cache (tests); ``only`` times that cell alone (an isolated child).
 
     With a ``gate`` (``segbench ab``'s side worker), the numerics check, its diagnosis and the batch search
     run first for every unit, so the exports are built before any timing; then each timing pass waits
     for ``gate(pass)`` to return, and ``gate(None)`` is called once the last pass is done."""
-    plan, done = plan_run(config, out_dir, timing, resume)
+    plan, done = plan_run(config, out_dir, timing, resume, only)
     evaluation_set = None
     if config.numerics.enabled:
         # Read the evaluation data before writing anything: a bad dataset path is bad input (exit 2).

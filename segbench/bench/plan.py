@@ -145,10 +145,14 @@ def searches_batches(config: BenchmarkConfig, timing: bool) -> bool:
     )
 
 
-def build_plan(config: BenchmarkConfig, timing: bool = True, done: FinishedWork | None = None) -> Plan:
+def build_plan(
+    config: BenchmarkConfig, timing: bool = True, done: FinishedWork | None = None, only: Cell | None = None
+) -> Plan:
     """The units of a run in execution order: pass by pass, model by model, backend by backend. With
     ``done`` (a resumed run), the cells and checks already written are left out, and so is a unit left
-    with nothing to do."""
+    with nothing to do; with ``only`` (an isolated child), every cell but that one. Either way a unit
+    still *serves* its whole grid: an engine's optimization profile covers every cell of the sweep, so a
+    resumed or isolated cell runs the engine an inline run builds."""
     done = done or FinishedWork()
     reasons: dict[int, str | None] = {}
     skipped = []
@@ -170,14 +174,15 @@ def build_plan(config: BenchmarkConfig, timing: bool = True, done: FinishedWork 
                 for precision in backend.precisions:
                     in_pass = grid if repeat < repeats(config, entry, timing) else []
                     cells = tuple(
-                        c for c in in_pass if not done.has_cell(entry, backend, precision, c, repeat)
-                    )
+                        c for c in in_pass
+                        if not done.has_cell(entry, backend, precision, c, repeat) and only in (None, c)
+                    )  # fmt: skip
                     check = repeat == 0 and config.numerics.enabled
                     check = check and not done.checked(entry, backend, precision)
                     if not cells and not check:
                         continue  # finished before a resume
                     find = repeat == 0 and timing and config.sweep_for(entry, backend).find_max_batch
-                    served = tuple(dict.fromkeys([*cells, *check_cells]))
+                    served = tuple(dict.fromkeys([*in_pass, *check_cells]))
                     reason = reasons[id(backend)] or graph_reason(entry, backend, precision)
                     units.append(Unit(entry, backend, BACKENDS[backend.name], precision, repeat, cells, check,
                                       find, served, reason))  # fmt: skip

@@ -22,7 +22,7 @@ from segbench.errors import ConfigError
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from segbench.bench.plan import filter_config
+    from segbench.bench.plan import Cell, filter_config
     from segbench.config import load_config
 
     config = load_config(args.config)
@@ -35,7 +35,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     out_dir = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
     with ExitStack() as stack:
         _connect_cluster(config, stack)
-        summary = _run(config, out_dir, console, timing=True, resume=args.resume)
+        only = Cell(*args.only_cell) if args.only_cell else None
+        summary = _run(config, out_dir, console, timing=True, resume=args.resume, only=only)
     if not args.no_report:
         _write_report_after_run(out_dir, console)
     return summary.exit_code
@@ -95,13 +96,14 @@ def _print_plan(config: Any, args: argparse.Namespace, console: Console, timing:
     return 0
 
 
-def _run(config: Any, out_dir: Path, console: Console, timing: bool, resume: bool = False) -> Any:
+def _run(config: Any, out_dir: Path, console: Console, timing: bool, resume: bool = False,
+         only: Any = None) -> Any:  # fmt: skip
     """Run the pipeline with the console's progress, then print its tables and the outcome line."""
     from segbench.bench.pipeline import run_benchmark
     from segbench.bench.progress import ConsoleProgress
     from segbench.reports.tables import numerics_table, outcome_line, results_table
 
-    summary = run_benchmark(config, out_dir, timing, resume, listeners=[ConsoleProgress(console)])
+    summary = run_benchmark(config, out_dir, timing, resume, listeners=[ConsoleProgress(console)], only=only)
     if timing:
         console.print(results_table(summary.results))
     if summary.numerics:

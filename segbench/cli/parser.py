@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="finish the run in --out: skip the cells and checks it already has",
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan (units, cells, checks) and exit")
+    # An isolated child's one cell (HEIGHT WIDTH BATCH), timed alone while its unit serves its whole grid.
+    run.add_argument("--only-cell", type=int, nargs=3, help=argparse.SUPPRESS)
     run.add_argument(
         "--estimate-from", type=Path, metavar="RUN_DIR",
         help="with --dry-run: estimate the timing loops from an earlier run's latencies",

@@ -60,6 +60,8 @@ def test_a_resumed_plan_leaves_out_what_was_written():
     done.checks = {key}
     resumed = build_plan(config, done=done)
     assert resumed.units[0].cells == unit.cells[3:] and not resumed.units[0].check
+    # What is left still serves the whole grid: an engine's profile is the inline run's.
+    assert set(unit.cells) <= set(resumed.units[0].served)
     done.cells |= {(*key, (c.height, c.width, c.batch), 0) for c in unit.cells}
     assert build_plan(config, done=done).units[0].backend.name == "onnxruntime"  # nothing left: dropped
 
@@ -119,3 +121,14 @@ def test_measured_latencies_read_an_earlier_run():
     found = measured_latencies(root / "reports" / "cpu-default")
     key = ("unet", "torch", "{}", "cpu", "fp32", 256, 256, 1)
     assert key in found and found[key] > 0
+
+
+def test_an_isolated_child_times_its_one_cell_and_serves_the_whole_grid():
+    """The subprocess executor's child gets the unit's whole sweep and --only-cell: it times one cell, and
+    its TensorRT profile covers every cell, as the inline run's does (issue 21: one engine per cell
+    otherwise, tuned unlike the inline one)."""
+    config = validate_config(CONFIG)
+    full = build_plan(config).units[0]
+    child = build_plan(config, only=Cell(64, 64, 2))
+    assert {u.cells for u in child.units} == {(Cell(64, 64, 2),)}
+    assert child.units[0].served == full.served

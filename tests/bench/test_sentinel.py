@@ -71,3 +71,14 @@ def test_a_gated_run_checks_first_then_times_a_pass_per_gate(tmp_path):
     # previous pass's three cells; the last call (None) comes after every pass.
     assert seen == [(0, 0, True), (1, 3, True), (None, 6, True)]
     assert read_jsonl(tmp_path / SENTINEL_FILE) == []  # the gate's holder reads the sentinel
+
+
+def test_an_isolated_child_takes_its_parents_peak_instead_of_measuring_again(tmp_path, monkeypatch):
+    import json
+
+    from segbench.bench.peak import PEAKS_ENV
+
+    monkeypatch.setenv(PEAKS_ENV, json.dumps({"cpu": {"fp32": 1.5}}))
+    run_benchmark(make_config(repeats=1), tmp_path)
+    assert json.loads((tmp_path / "env.json").read_text())["peak_tflops"] == {"cpu": {"fp32": 1.5}}
+    assert {row["peak_fraction"] > 0 for row in read_jsonl(tmp_path / RESULTS_FILE)} <= {True}

@@ -4,6 +4,8 @@ load per cell. The child's log joins the parent's, so its traceback is kept."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -15,6 +17,7 @@ import yaml
 
 from segbench.bench.context import ModelState, RunnerPool
 from segbench.bench.executors.base import Executor
+from segbench.bench.peak import PEAKS_ENV
 from segbench.bench.plan import Cell, Unit
 from segbench.bench.stages.timing import cell_record
 from segbench.results.jsonl import read_jsonl
@@ -30,16 +33,16 @@ class SubprocessExecutor(Executor):
             self.ctx.sink.status(f"{unit.where} · {cell} (isolated)")
             yield self._run_cell(state, unit, cell)
 
-    def _cell_config(self, state: ModelState, unit: Unit, cell: Cell) -> dict[str, Any]:
-        """The run's config narrowed to one cell, one pass, no numerics."""
+    def _cell_config(self, state: ModelState, unit: Unit) -> dict[str, Any]:
+        """The run's config narrowed to the unit's model, backend entry and precision, one pass, no
+        numerics; the unit's whole sweep stays, so an engine's profile covers the grid as inline (the
+        child times its one cell: ``--only-cell``)."""
         data = self.ctx.config.model_dump(mode="json", exclude={"isolation", "executor"})
         data["timing"]["repeats"] = 1  # the parent runs the passes, one child per cell and pass
         entry = state.entry.model_dump(mode="json")
-        entry["sweep"] = None
         if entry["timing"] is not None:
             entry["timing"]["repeats"] = 1
         backend = {**unit.backend.model_dump(mode="json"), "precisions": [unit.precision], "model": None}
-        backend["sweep"] = {"input_sizes": [[cell.height, cell.width]], "batch_sizes": [cell.batch]}
         data.update(models=[entry], backends=[backend], numerics={**data["numerics"], "enabled": False})
         return data
 
@@ -48,7 +51,7 @@ class SubprocessExecutor(Executor):
         timeout = self.ctx.config.isolation.timeout_s
         with tempfile.TemporaryDirectory(prefix="segbench-cell-") as tmp:
             config_path, out = Path(tmp) / "cell.yaml", Path(tmp) / "out"
-            config_path.write_text(yaml.safe_dump(self._cell_config(state, unit, cell)), encoding="utf-8")
+            config_path.write_text(yaml.safe_dump(self._cell_config(state, unit)), encoding="utf-8")
             argv = [
                 sys.executable,
                 "-m",
@@ -58,9 +61,13 @@ class SubprocessExecutor(Executor):
                 "--out",
                 str(out),
                 "--no-report",
+                "--only-cell",
+                *map(str, (cell.height, cell.width, cell.batch)),
             ]
+            env = {**os.environ, PEAKS_ENV: json.dumps(self.ctx.peak_tflops)}
             try:
-                child = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+                child = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                                       env=env)  # fmt: skip
             except subprocess.TimeoutExpired as exc:
                 log.block(f"{where} timed out after {timeout:g} s; its stderr", _text(exc.stderr))
                 failed = Measurement.failed(f"cell timed out after {timeout:g} s", status="timeout")
