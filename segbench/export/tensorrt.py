@@ -428,12 +428,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "gpu"
 
 
-def timing_cache_file(
-    cache_dir: Path, trt_version: tuple[int, int], gpu_name: str, capability: tuple[int, int]
-) -> Path:
-    """The timing cache shared by every build for one TensorRT minor version and GPU model."""
-    major, minor = trt_version
-    return cache_dir / f"timing-trt{major}.{minor}-{_slug(gpu_name)}-sm{capability[0]}{capability[1]}.cache"
+def timing_cache_file(cache_dir: Path, trt_version: str, gpu_name: str, capability: tuple[int, int]) -> Path:
+    """The timing cache shared by every build for one TensorRT release (the full version: Polygraphy loads
+    a cache with ``ignore_mismatch=False``, so a cache from another patch release would be refused) and
+    GPU model."""
+    release = re.sub(r"[^0-9.]+", "-", trt_version).strip("-.") or "unknown"
+    return cache_dir / f"timing-trt{release}-{_slug(gpu_name)}-sm{capability[0]}{capability[1]}.cache"
 
 
 def load_or_build_engine(
@@ -453,7 +453,7 @@ def load_or_build_engine(
     it is written before the engine so an engine file never exists without it.
     """
     trt = import_tensorrt()
-    version = tensorrt_version(trt)
+    tensorrt_version(trt)  # refuses a major segbench does not speak
     gpu_name, capability = gpu_identity()
     fields = engine_key_fields(
         onnx_digest(onnx_path),
@@ -482,7 +482,7 @@ def load_or_build_engine(
         tf32=tf32,
         workspace_mb=workspace_mb,
         builder_optimization_level=builder_optimization_level,
-        timing_cache_path=timing_cache_file(directory, version, gpu_name, capability),
+        timing_cache_path=timing_cache_file(directory, str(trt.__version__), gpu_name, capability),
     )
     artifact.build_s = time.perf_counter() - start
     artifact.built = True

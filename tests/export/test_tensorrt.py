@@ -33,6 +33,7 @@ from segbench.export.tensorrt import (
     polygraphy_profile,
     profile_from_shapes,
     tensorrt_version,
+    timing_cache_file,
 )
 from tests.fakes.fake_tensorrt import TIMING_HEADER, calls_named, install_fake_tensorrt, make_fake_tensorrt
 
@@ -358,7 +359,12 @@ def test_engine_is_built_once_and_reused(monkeypatch, onnx_file, tmp_path):
     assert sidecar["precision"] == "fp16" and sidecar["gpu_name"] == GPU[0] and sidecar["tf32"] is False
     assert sidecar["compute_capability"] == [9, 0] and sidecar["profile"] == PROFILE.to_dict()
     assert sidecar["polygraphy"]  # Polygraphy's config defaults shape the engine too
-    assert (cache_dir / "timing-trt10.8-nvidia-h100-80gb-hbm3-sm90.cache").is_file()
+    # The timing cache is per full release: Polygraphy refuses one from another patch release.
+    assert (cache_dir / "timing-trt10.8.0-nvidia-h100-80gb-hbm3-sm90.cache").is_file()
+    assert (
+        timing_cache_file(cache_dir, "10.8.1", GPU[0], (9, 0)).name
+        == "timing-trt10.8.1-nvidia-h100-80gb-hbm3-sm90.cache"
+    )
 
     again = load_or_build_engine(onnx_file, "fp16", PROFILE, cache_dir=cache_dir)
     assert not again.built and again.path == first.path and again.build_s == 0.0
