@@ -46,22 +46,18 @@ from scipy.stats import false_discovery_control, mannwhitneyu
 from segbench.env import fingerprint_fields, gpu_names
 from segbench.reports import view
 from segbench.reports.accuracy import CheckChange, compare_checks
+from segbench.reports.judged import (
+    DISTURBED,
+    IMPROVEMENT,
+    MACHINE_CHANGED,
+    NOW_FAILING,
+    WITHIN_NOISE,
+    JudgedCell,
+    VerdictTally,
+)
 from segbench.reports.noise import DEFAULT_BOUND, PassLevels, disturbed, machine_changes, sentinel_move
 from segbench.reports.rundata import CELL_KEY, RunData, RunDataError, cells_frame, checks_frame
 from segbench.results.verdicts import FIXED, INCONCLUSIVE, REGRESSION, STILL_FAILING, UNCHANGED
-
-# Verdicts of a matched cell: REGRESSION, NOW_FAILING, IMPROVEMENT, FIXED, WITHIN_NOISE (past the
-# threshold but not significant), INCONCLUSIVE (past the threshold, too few samples to test), UNCHANGED,
-# STILL_FAILING. Only the first two (and accuracy regressions) make compare exit 1.
-NOW_FAILING = "now failing"
-IMPROVEMENT = "improvement"
-WITHIN_NOISE = "within noise"
-REGRESSING = frozenset({REGRESSION, NOW_FAILING})
-# No performance verdict: the sentinel says the machine ran at another speed around one of the two
-# measurements (DISTURBED), or the two runs ran on other hardware (MACHINE_CHANGED). compare exits 3.
-DISTURBED = "disturbed"
-MACHINE_CHANGED = "machine changed"
-UNDECIDED = frozenset({DISTURBED, MACHINE_CHANGED})
 
 
 @dataclass(frozen=True)
@@ -79,13 +75,10 @@ class CompareSettings:
     allow_machine_change: bool = False
 
 
-@dataclass
-class CellChange:
+@dataclass(kw_only=True)
+class CellChange(JudgedCell):
     """One cell present in both runs."""
 
-    cell: dict[str, Any]
-    label: str
-    verdict: str
     baseline_p50_ms: float | None = None
     current_p50_ms: float | None = None
     p50_change: float | None = None  # current / baseline - 1
@@ -95,46 +88,6 @@ class CellChange:
     samples: tuple[int, int] = (0, 0)
     passes: tuple[int, int] = (0, 0)  # the judged pass of each run (0-based; its fastest of several)
     sentinel_change: float | None = None  # the sentinel's level around current's pass over baseline's - 1
-    memory: dict[str, dict[str, float | None]] = field(default_factory=dict)
-    memory_regression: list[str] = field(default_factory=list)
-    note: str = ""
-
-    @property
-    def regressed(self) -> bool:
-        return self.verdict in REGRESSING or bool(self.memory_regression)
-
-
-class VerdictTally:
-    """What a comparison's judged ``cells`` and ``checks`` add up to, and its exit code (compare's and
-    ab's comparisons alike)."""
-
-    cells: list[Any]
-    checks: list[CheckChange]
-
-    @property
-    def undecided(self) -> list[Any]:
-        """Cells given no performance verdict: disturbed, or measured on other hardware."""
-        return [c for c in self.cells if c.verdict in UNDECIDED]
-
-    @property
-    def regressions(self) -> list[Any]:
-        return [c for c in self.cells if c.regressed]
-
-    @property
-    def accuracy_regressions(self) -> list[CheckChange]:
-        return [c for c in self.checks if c.regressed]
-
-    @property
-    def improvements(self) -> list[Any]:
-        return [c for c in self.cells if c.verdict in (IMPROVEMENT, FIXED)]
-
-    @property
-    def exit_code(self) -> int:
-        """1 on a regression; else 3 when a cell got no performance verdict (disturbed, machine changed);
-        else 0."""
-        if self.regressions or self.accuracy_regressions:
-            return 1
-        return 3 if self.undecided else 0
 
 
 @dataclass

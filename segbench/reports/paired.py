@@ -41,9 +41,9 @@ from segbench.reports.compare import (
     DISTURBED,
     IMPROVEMENT,
     NOW_FAILING,
-    REGRESSING,
     WITHIN_NOISE,
     CompareSettings,
+    JudgedCell,
     VerdictTally,
     bh_adjust,
     cell_labels,
@@ -106,13 +106,10 @@ class PairedEstimate:
         return cls(n, math.exp(mean), math.exp(mean - half), math.exp(mean + half), slower, faster)
 
 
-@dataclass
-class PairedCell:
+@dataclass(kw_only=True)
+class PairedCell(JudgedCell):
     """One cell of the A/B: the per-pair ratios, the estimate and the verdict."""
 
-    cell: dict[str, Any]
-    label: str
-    verdict: str
     base_p50_ms: float | None = None  # the median of the side's per-pass p50s over the clean pairs
     head_p50_ms: float | None = None
     change: float | None = None  # estimated head / base - 1, of the passes' fastest iterations
@@ -122,13 +119,6 @@ class PairedCell:
     # head / base of the fastest iterations, per pair (None: left out as disturbed)
     pair_ratios: list[float | None] = field(default_factory=list)
     disturbed_pairs: list[int] = field(default_factory=list)
-    memory: dict[str, dict[str, float | None]] = field(default_factory=dict)
-    memory_regression: list[str] = field(default_factory=list)
-    note: str = ""
-
-    @property
-    def regressed(self) -> bool:
-        return self.verdict in REGRESSING or bool(self.memory_regression)
 
 
 @dataclass
