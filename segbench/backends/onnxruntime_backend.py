@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -144,12 +145,66 @@ def partition_ops(graph_path: Path, config: OnnxRuntimeConfig) -> list[str]:
     """The op types that make the TensorRT provider split this graph into several TensorRT subgraphs:
     those it excludes (its default, or ``trt_op_types_to_exclude`` from the YAML) and those TensorRT's
     ONNX parser does not take. [] when TensorRT takes the graph whole."""
-    from segbench.export.tensorrt_readiness import SUPPORTED_OPS, check_tensorrt_readiness
+    from segbench.export.tensorrt_readiness import check_tensorrt_readiness
+
+    return splitting_ops(check_tensorrt_readiness(graph_path).op_counts, config)
+
+
+def splitting_ops(op_types: Iterable[str], config: OnnxRuntimeConfig) -> list[str]:
+    """Of ``op_types``, those the TensorRT provider leaves off TensorRT (see :func:`partition_ops`)."""
+    from segbench.export.tensorrt_readiness import SUPPORTED_OPS
 
     excluded = str(config.tensorrt_options.get("trt_op_types_to_exclude", ",".join(DEFAULT_EXCLUDED_OPS)))
-    present = check_tensorrt_readiness(graph_path).op_counts
     wanted = {op.strip() for op in excluded.split(",") if op.strip()}
-    return sorted(op for op in present if op in wanted or op not in SUPPORTED_OPS)
+    return sorted(op for op in set(op_types) if op in wanted or op not in SUPPORTED_OPS)
+
+
+def plan_notes(
+    config: OnnxRuntimeConfig,
+    precision: str,
+    graph_ops: frozenset[str] | None,
+    served: Sequence[tuple[int, ...]],
+) -> tuple[str, ...]:
+    """What a dry run says of a TensorRT-provider entry: which optimization profile its engines get
+    (one explicit profile, or an engine per shape for a graph the provider splits; undecided until
+    export for a graph whose ops are not known yet) and what precision its math really runs at."""
+    if config.device != "cuda":
+        return ()
+    if not config.tensorrt:
+        return (f"CUDA provider: TF32 {'on' if config.tf32 else 'off'} (use_tf32)",)
+    split = splitting_ops(graph_ops, config) if graph_ops is not None else None
+    if "trt_profile_min_shapes" in config.tensorrt_options:
+        profile = "the YAML's explicit profile"
+    elif split is None:
+        profile = "decided at export: one explicit profile unless the graph splits, else an engine per shape"
+    elif split:
+        off = ", ".join(split)
+        profile = f"an engine per shape, no explicit profile (the graph splits: {off} stay off TensorRT)"
+    elif served:
+        from segbench.export.tensorrt import profile_from_shapes
+
+        shape = profile_from_shapes("images", served)
+        profile = f"one explicit profile, {_shape_text(shape.min)} to {_shape_text(shape.max)}"
+    else:
+        profile = "an engine per shape (no cells to span)"
+    notes = [f"TensorRT provider profile: {profile}"]
+    if precision == "fp32":
+        notes.append("fp32 runs at TF32: the TensorRT provider has no TF32 switch (judged on the TF32 peak)")
+    elif precision == "fp16":
+        try:
+            flag = tensorrt_precision_flag(precision, onnxruntime_version())
+        except ImportError:
+            flag = None
+        notes.append(
+            "fp16 graph, weakly typed network with trt_fp16_enable (onnxruntime < 1.22)"
+            if flag
+            else "fp16 graph, strongly typed network: its fp32 keep-list stays fp32"
+        )
+    return tuple(notes)
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return f"b{shape[0]} {shape[2]}x{shape[3]}"
 
 
 def provider_options(
@@ -412,4 +467,4 @@ class OnnxRuntimeRunner(Runner):
 
 
 SPEC = BackendSpec(name="onnxruntime", config_class=OnnxRuntimeConfig, runner_class=OnnxRuntimeRunner,
-                   consumes=GRAPH, unavailable=unavailable_reason)  # fmt: skip
+                   consumes=GRAPH, unavailable=unavailable_reason, plan_notes=plan_notes)  # fmt: skip

@@ -29,6 +29,12 @@ def always_available(config: BackendConfig) -> str | None:
     return None
 
 
+def no_plan_notes(
+    config: BackendConfig, precision: str, graph_ops: frozenset[str] | None, served: Sequence[tuple[int, ...]]
+) -> tuple[str, ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     name: str
@@ -42,6 +48,12 @@ class BackendSpec:
     graph_precision: Callable[[BackendConfig, str], str] = same_precision
     # Why this backend cannot run an entry on this machine (a missing package, no GPU), or None.
     unavailable: Callable[[BackendConfig], str | None] = always_available
+    # What a dry run should say of an entry before anything is built (engine profiles, TF32 the runtime
+    # forces): from the config, the precision, the graph's op types as far as known before export
+    # (``graph_ops``, None when unknown) and the input shapes the unit serves.
+    plan_notes: Callable[
+        [BackendConfig, str, frozenset[str] | None, Sequence[tuple[int, ...]]], tuple[str, ...]
+    ] = no_plan_notes
 
     def __post_init__(self) -> None:
         if self.consumes not in (MODULE, GRAPH):

@@ -19,8 +19,9 @@ from segbench.backends import BACKENDS, GRAPH, BackendConfig, BackendSpec
 from segbench.bench.resume import FinishedWork
 from segbench.config import BenchmarkConfig, ModelEntry, ShapesDatasetConfig
 from segbench.errors import ConfigError
+from segbench.export.tensorrt_readiness import check_tensorrt_readiness
 from segbench.models.onnx_graph import graph_precision, load_graph
-from segbench.models.registry import get_spec
+from segbench.models.registry import MODELS, get_spec
 from segbench.results.jsonl import read_jsonl
 from segbench.results.layout import RESULTS_FILE
 from segbench.results.records import CellRecord
@@ -58,6 +59,7 @@ class Unit:
     # Every shape the unit's runners will see (cells and numerics batches): engines build profiles from it.
     served: tuple[Cell, ...] = field(default=())
     skipped: str | None = None  # why it cannot run on this machine (its backend is unavailable)
+    notes: tuple[str, ...] = ()  # what its backend says of it before anything is built (plan_notes)
 
     @property
     def where(self) -> str:
@@ -88,6 +90,7 @@ class Plan:
             what += ["numerics check"] if unit.check else []
             where = f"{unit.where} [skipped here: {unit.skipped}]" if unit.skipped else unit.where
             lines.append(f"{where}: {'; '.join(what)}")
+            lines += [f"  {note}" for note in unit.notes]
         return lines
 
 
@@ -184,10 +187,32 @@ def build_plan(
                     find = repeat == 0 and timing and config.sweep_for(entry, backend).find_max_batch
                     served = tuple(dict.fromkeys([*in_pass, *check_cells]))
                     reason = reasons[id(backend)] or graph_reason(entry, backend, precision)
+                    shapes = [(c.batch, 3, c.height, c.width) for c in served]
+                    notes = BACKENDS[backend.name].plan_notes(
+                        backend, precision, known_graph_ops(entry, backend), shapes
+                    )
                     units.append(Unit(entry, backend, BACKENDS[backend.name], precision, repeat, cells, check,
-                                      find, served, reason))  # fmt: skip
+                                      find, served, reason, notes))  # fmt: skip
     runnable = tuple(unit for unit in units if unit.skipped is None)
     return Plan(runnable, tuple(skipped), timing, tuple(unit for unit in units if unit.skipped))
+
+
+def known_graph_ops(entry: ModelEntry, backend: BackendConfig) -> frozenset[str] | None:
+    """The op types of the graph a unit will run, as far as they are known before export: an ONNX file's
+    (the model's or the entry's ``artifact:``), a registered model's declared data-dependent ones (the rest
+    of its graph TensorRT takes), None when unknown (a ``module:`` model, an unchecked one)."""
+    path = entry.onnx or getattr(backend, "artifact", None)
+    if path is not None:
+        return _graph_ops(Path(path)) if Path(path).suffix == ".onnx" else None
+    spec = MODELS.get(entry.name) if entry.module is None else None
+    if spec is None or spec.data_dependent_ops is None:
+        return None
+    return frozenset(spec.data_dependent_ops)
+
+
+@functools.cache
+def _graph_ops(path: Path) -> frozenset[str]:
+    return frozenset(check_tensorrt_readiness(path).op_counts)
 
 
 @functools.cache

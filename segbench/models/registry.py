@@ -40,6 +40,11 @@ class ModelSpec:
     named_weights: Mapping[str, Callable[[Mapping[str, Any]], Path]] = field(default_factory=dict)
     # Weights given as a directory (a transformers save_pretrained folder): the options it implies.
     directory_options: Callable[[Path], dict[str, Any]] | None = None
+    # The op types of its exported graph that a runtime may leave off TensorRT (Mask R-CNN's NMS and the
+    # RoiAlign it feeds), known before export so a dry run can say how a graph will be split: () when
+    # there are none, None when not checked. The rest of the graph TensorRT takes whole; the readiness
+    # test (tests/export/test_tensorrt_readiness.py) checks both on each export.
+    data_dependent_ops: tuple[str, ...] | None = None
 
     def option_names(self) -> list[str]:
         return list(inspect.signature(self.builder).parameters)
@@ -48,10 +53,16 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("fcn32s", "semantic", fcn.fcn32s, "FCN-32s, VGG backbone"),
-        ModelSpec("fcn16s", "semantic", fcn.fcn16s, "FCN-16s, VGG backbone, pool4 skip"),
-        ModelSpec("fcn8s", "semantic", fcn.fcn8s, "FCN-8s, VGG backbone, pool3 + pool4 skips"),
-        ModelSpec("unet", "semantic", unet.unet, "U-Net, 4 down / 4 up, skip concatenation"),
+        ModelSpec("fcn32s", "semantic", fcn.fcn32s, "FCN-32s, VGG backbone", data_dependent_ops=()),
+        ModelSpec(
+            "fcn16s", "semantic", fcn.fcn16s, "FCN-16s, VGG backbone, pool4 skip", data_dependent_ops=()
+        ),
+        ModelSpec(
+            "fcn8s", "semantic", fcn.fcn8s, "FCN-8s, VGG backbone, pool3 + pool4 skips", data_dependent_ops=()
+        ),
+        ModelSpec(
+            "unet", "semantic", unet.unet, "U-Net, 4 down / 4 up, skip concatenation", data_dependent_ops=()
+        ),
         ModelSpec("segnet", "semantic", segnet.segnet, "SegNet, VGG16-BN, max-unpooling by pool indices"),
         ModelSpec("unet_resnet34", "semantic", smp_models.unet_resnet34, "U-Net, ResNet encoder (smp)"),
         ModelSpec(
@@ -91,6 +102,7 @@ MODELS: dict[str, ModelSpec] = {
             mask_rcnn.mask_rcnn,
             "Mask R-CNN (torchvision), static-shape deploy",
             named_weights={"coco": mask_rcnn.torchvision_coco_checkpoint},
+            data_dependent_ops=("NonMaxSuppression", "RoiAlign"),
         ),
         ModelSpec(
             "mask2former",
@@ -98,6 +110,7 @@ MODELS: dict[str, ModelSpec] = {
             mask2former.mask2former,
             "Mask2Former (transformers)",
             directory_options=lambda directory: {"config": str(directory)},
+            data_dependent_ops=(),
         ),
     )
 }

@@ -100,6 +100,47 @@ def test_the_gpu_benchmark_plans_on_a_cpu_machine_with_every_skip_named(capsys):
     assert "fcn8s · torch/cuda/fp32 [skipped here: no CUDA device visible to torch]" in printed
     assert "0 units, 0 cells (400 more cells skipped here)" in printed
     assert "with every backend available, at least 600 s" in printed
+    # Each onnxruntime TensorRT-provider entry says which profile its engines get and what its fp32 is.
+    rcnn = printed.split(
+        "mask_rcnn · onnxruntime/cuda/fp32 [skipped here: this onnxruntime build has no Tens"
+    )
+    assert "TensorRT provider profile: an engine per shape, no explicit profile (the graph splits: " \
+           "NonMaxSuppression, RoiAlign stay off TensorRT)" in rcnn[1].split(" · ")[0]  # fmt: skip
+    assert "one explicit profile, b1 512x512 to b8 1024x1024" in printed
+    assert "fp32 runs at TF32: the TensorRT provider has no TF32 switch" in printed
+    assert "CUDA provider: TF32 off (use_tf32)" in printed
+
+
+def test_the_tensorrt_providers_plan_notes_follow_the_graph_and_the_yaml(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, [None, 3, None, None])]
+    outputs = [helper.make_tensor_value_info("out", TensorProto.INT64, None)]
+    graph = helper.make_graph([helper.make_node("NonZero", ["images"], ["out"])], "g", inputs, outputs)
+    path = tmp_path / "split.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    trt = {"name": "onnxruntime", "device": "cuda", "tensorrt": True, "precisions": ["fp32"]}
+    own_profile = {**trt, "tensorrt_options": {"trt_profile_min_shapes": "images:1x3x32x32",
+                                               "trt_profile_opt_shapes": "images:1x3x32x32",
+                                               "trt_profile_max_shapes": "images:1x3x32x32"}}  # fmt: skip
+    config = validate_config({
+        "name": "notes",
+        "models": [{"onnx": str(path), "name": "split"}, {"name": "unet"},
+                   {"module": "torchvision.models.segmentation:lraspp_mobilenet_v3_large", "task": "semantic",
+                    "num_classes": 21, "name": "mine"}],
+        "backends": [trt, own_profile],
+        "sweep": {"input_sizes": ["32x32"], "batch_sizes": [1, 2]},
+        "numerics": {"enabled": False},
+    })  # fmt: skip
+    plan = build_plan(config)
+    notes = {(u.entry.name, "tensorrt_options" in u.backend.model_fields_set): u.notes
+             for u in (*plan.units, *plan.skipped_units)}  # fmt: skip
+    assert notes["split", False][0].endswith("the graph splits: NonZero stay off TensorRT)")
+    assert notes["unet", False][0] == "TensorRT provider profile: one explicit profile, b1 32x32 to b2 32x32"
+    assert notes["mine", False][0].startswith("TensorRT provider profile: decided at export")
+    assert notes["unet", True][0] == "TensorRT provider profile: the YAML's explicit profile"
+    assert all("TF32" in n[1] for n in notes.values())
 
 
 def test_the_estimate_counts_time_floors_and_measured_latencies():

@@ -3,11 +3,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from segbench.backends.onnxruntime_backend import OnnxRuntimeConfig, splitting_ops
 from segbench.cli import main
 from segbench.export.fp16 import convert_to_fp16
 from segbench.export.onnx import export_onnx
 from segbench.export.tensorrt_readiness import check_tensorrt_readiness
 from segbench.models import build_model
+from segbench.models.registry import get_spec
 
 SMALL = {
     "fcn32s": {"width": 0.0625, "num_classes": 5},
@@ -29,6 +31,11 @@ def test_every_model_graph_is_ready(name, tmp_path):
     path = export_onnx(model, tmp_path / f"{name}.onnx", exporter=exporter, static_size=static)
     report = check_tensorrt_readiness(path)
     assert report.ready, [f for f in report.findings if f.severity == "error"]
+    # What the registry declares before export (a dry run's TensorRT-provider notes read it) is what the
+    # export holds: the ops the provider leaves off TensorRT by default; the rest TensorRT takes.
+    assert splitting_ops(report.op_counts, OnnxRuntimeConfig(device="cuda", tensorrt=True)) == sorted(
+        get_spec(name).data_dependent_ops
+    )
     # The only duty left for the engine build: a profile for the dynamic input dims.
     assert {f.where for f in report.findings if f.severity != "info"} == {"images"}
     # The fp16 graph (what TensorRT 11 builds from) is ready too, and a profile covering the input
