@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -51,6 +52,10 @@ class TorchConfig(BackendConfig):
                 "(or compile: default with cuda_graph)"
             )
         return self
+
+
+def _nothing() -> None:
+    """No compute mark on the CPU (no CUDA events there)."""
 
 
 class GraphCaptureFailed(RuntimeError):
@@ -138,9 +143,7 @@ class TorchRunner(Runner):
             inputs = inputs.to(self.device, non_blocking=self._pinned)
         inputs = inputs.contiguous(memory_format=self._memory_format)
         with torch.inference_mode(), self._autocast():
-            if cuda:
-                before_forward.record()
-            raw = self._forward(inputs)
+            raw = self._forward(inputs, before_forward.record if cuda else _nothing)
             if cuda:
                 after_forward.record()
         outputs = raw if isinstance(raw, tuple) else (raw,)
@@ -175,25 +178,29 @@ class TorchRunner(Runner):
             buffer = self._host_buffers[key] = torch.empty(out.shape, dtype=torch.float32, pin_memory=True)
         return buffer
 
-    def _forward(self, inputs: torch.Tensor) -> Any:
+    def _forward(self, inputs: torch.Tensor, started: Callable[[], Any]) -> Any:
         """The module's forward, through a CUDA graph when asked for and capturable; after a failed capture
-        (once, whatever the shape) every call runs eager and ``describe()`` says why."""
+        (once, whatever the shape) every call runs eager and ``describe()`` says why. ``started`` marks
+        where compute begins (the CUDA event), once, right before the forward or the replay."""
         if self.config.cuda_graph and self._graph_fallback is None:
             try:
-                return self._replay(inputs)
+                return self._replay(inputs, started)
             except GraphCaptureFailed as exc:
                 self._graph_fallback = str(exc)
                 self._graphs.clear()  # graphs of earlier shapes would hold their pools for nothing
+        started()
         return self._module(inputs)
 
-    def _replay(self, inputs: torch.Tensor) -> Any:
+    def _replay(self, inputs: torch.Tensor, started: Callable[[], Any]) -> Any:
         """The forward through the CUDA graph captured for this input shape (captured on first use);
-        inputs are copied into the graph's static buffer."""
+        inputs are copied into the graph's static buffer before ``started``: that device-to-device copy is
+        the graph's input staging, not compute, as TensorRT's static-input copy is not its compute."""
         key = tuple(inputs.shape)
         if key not in self._graphs:
             self._graphs[key] = self._capture(inputs)
         graph, static_input, static_output = self._graphs[key]
         static_input.copy_(inputs)
+        started()
         graph.replay()
         return static_output
 

@@ -179,6 +179,7 @@ class TensorRTEngine:
         self._buffers: dict[str, torch.Tensor] = {}
         self._bound_inputs: dict[str, torch.Tensor] = {}
         self._on_cuda = self.device.type == "cuda"
+        self._side_stream: Any = None  # infer()'s stream when the caller gives none, made on first use
         self._events = None
         if record_compute_ms and self._on_cuda:
             self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
@@ -267,7 +268,7 @@ class TensorRTEngine:
                 raise ValueError(
                     f"input {name!r} shape {tuple(tensor.shape)} is outside the engine's optimization profile"
                 )
-            self.context.set_tensor_address(name, tensor.data_ptr())
+            self._set_address(name, tensor)
         bound = {}
         for name in self._outputs:
             if name in self._data_dependent:
@@ -283,8 +284,14 @@ class TensorRTEngine:
                 if not fresh:
                     self._buffers[name] = buffer
             bound[name] = buffer
-            self.context.set_tensor_address(name, buffer.data_ptr())
+            self._set_address(name, buffer)
         return bound
+
+    def _set_address(self, name: str, tensor: torch.Tensor) -> None:
+        # TensorRT returns False (and logs why) for an address it refuses, e.g. misaligned: running on
+        # would read or write whatever the tensor's old address holds.
+        if not self.context.set_tensor_address(name, tensor.data_ptr()):
+            raise RuntimeError(f"TensorRT refused the device address of {name!r} (see its log above)")
 
     def _execute(self, stream_handle: int) -> None:
         if not self.context.execute_async_v3(stream_handle):
@@ -304,15 +311,27 @@ class TensorRTEngine:
     ) -> dict[str, torch.Tensor]:
         """Run the engine on ``inputs`` (by name) and return its outputs by name, on the engine's device.
 
-        Work is queued on ``stream`` (the current CUDA stream when None) and is not waited for: read the
-        outputs on that stream or after synchronising it. For data-dependent outputs TensorRT reports the
-        shape (``notify_shape``) before ``execute_async_v3`` returns, waiting internally as it needs to.
+        Work is queued on ``stream`` and is not waited for: read the outputs on that stream or after
+        synchronising it. Without one, the engine's own side stream runs it, ordered after the current
+        stream's work and before its later work, so the outputs read on the current stream as usual (the
+        current stream may be the legacy default one, on which torch refuses to capture a CUDA graph). For
+        data-dependent outputs TensorRT reports the shape (``notify_shape``) before ``execute_async_v3``
+        returns, waiting internally as it needs to.
         """
         if not self._on_cuda:
             return self._infer_on(inputs, None, 0)
-        stream = stream if stream is not None else torch.cuda.current_stream(self.device)
-        with torch.cuda.stream(stream):
-            return self._infer_on(inputs, stream, stream.cuda_stream)
+        if stream is not None:
+            with torch.cuda.stream(stream):
+                return self._infer_on(inputs, stream, stream.cuda_stream)
+        caller = torch.cuda.current_stream(self.device)
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        side = self._side_stream
+        side.wait_stream(caller)
+        with torch.cuda.stream(side):
+            results = self._infer_on(inputs, side, side.cuda_stream)
+        caller.wait_stream(side)
+        return results
 
     def _infer_on(
         self, inputs: Mapping[str, torch.Tensor], stream: torch.cuda.Stream | None, handle: int
@@ -351,6 +370,11 @@ class TensorRTEngine:
             self._graph = None
             static_inputs = {name: t.clone() for name, t in prepared.items()}
             static_outputs = self._bind(static_inputs, fresh=True)
+            if not self.cuda_graph_active:
+                # _bind met an output whose shape depends on the data: it goes through the output
+                # allocator, which a captured graph cannot replay. Eager from now on, as on a failure.
+                self.cuda_graph_fallback = "an output's shape depends on the data (output allocator)"
+                return None
             self._execute(stream.cuda_stream)  # warm-up: lets TensorRT do its one-off setup outside capture
             try:
                 graph = self._capture(stream)
@@ -386,6 +410,7 @@ class TensorRTEngine:
     def close(self) -> None:
         """Drop the graph, context and engine (in that order) and the buffers they used."""
         self._graph = None
+        self._side_stream = None
         self._buffers.clear()
         self._bound_inputs = {}
         self._allocator = None

@@ -220,3 +220,35 @@ def test_graphs_are_kept_per_shape_and_released_on_request(monkeypatch):
         runner.infer(feeds_of(0))
         assert cuda.captures == 3  # captured afresh after the release
         assert runner.describe()["cuda_graph"] is True
+
+
+def test_a_replays_compute_time_leaves_out_the_copy_into_the_graphs_static_input(monkeypatch):
+    """The copy into the captured graph's static input is staging, as TensorRT's is: the compute event
+    is recorded after it, right before the replay."""
+    cuda = FakeCuda(monkeypatch)
+    with TorchRunner(OneConv().eval(), TorchConfig(device="cuda", cuda_graph=True), "fp32") as runner:
+        runner.infer(feeds_of(0))  # captures
+        log = []
+
+        class NamedEvent(FakeEvent):
+            def __init__(self, name):
+                super().__init__(log)
+                self.name = name
+
+            def record(self, stream=None):
+                log.append(self.name)
+
+        runner._events = [NamedEvent(n) for n in ("before_copy", "before_forward", "after_forward", "after")]
+        static_inputs = [static for _, static, _ in runner._graphs.values()]
+        real_copy = torch.Tensor.copy_
+
+        def copy_(self, src, *args, **kwargs):
+            if any(self is static for static in static_inputs):
+                log.append("copy into the static input")
+            return real_copy(self, src, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, "copy_", copy_)
+        monkeypatch.setattr(cuda.graphs[0], "replay", lambda: log.append("replay"))
+        runner.infer(feeds_of(1))
+    assert log == ["before_copy", "copy into the static input", "before_forward", "replay", "after_forward",
+                   "after", "synchronize"]  # fmt: skip

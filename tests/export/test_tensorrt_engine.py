@@ -7,6 +7,7 @@ TensorRT installation, and the CUDA-only paths (streams, events, graph capture) 
 from __future__ import annotations
 
 import types
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -140,3 +141,66 @@ def test_profile_max_shape(monkeypatch, onnx_file):
     assert engine.profile_max_shape("images") == PROFILE.max
     _, static = engine_for(monkeypatch, onnx_file, input_shape=(2, 3, 16, 16))
     assert static.profile_max_shape("images") == (2, 3, 16, 16)
+
+
+def test_a_refused_tensor_address_is_an_error(monkeypatch, onnx_file):
+    """set_tensor_address returns False for an address TensorRT refuses; running on would use a stale one."""
+    _, engine = engine_for(monkeypatch, onnx_file)
+    refused = []
+    monkeypatch.setattr(engine.context, "set_tensor_address", lambda name, memory: refused.append(name))
+    with pytest.raises(RuntimeError, match="TensorRT refused the device address of 'images'"):
+        engine.infer({"images": torch.randn(1, 3, 8, 8)})
+    assert refused == ["images"]
+
+
+def test_an_output_found_data_dependent_late_is_run_eager_not_captured(monkeypatch, onnx_file):
+    """_bind meets an output with a -1 dim the probe did not see: it goes through the output allocator,
+    which a captured graph cannot replay, so no capture happens and the call runs eager."""
+    trt, engine = engine_for(monkeypatch, onnx_file, data_dependent=True)
+    engine._data_dependent.clear()  # as if the probe had not seen it
+    engine.cuda_graph_active = True  # as on a GPU
+    captures = []
+    monkeypatch.setattr(engine, "_capture", lambda stream: captures.append(stream))
+    stream = types.SimpleNamespace(cuda_stream=0)
+    x = torch.ones(2, 3, 8, 8)
+    out = engine._infer_on({"images": x}, stream, 0)
+    assert captures == [] and not engine.cuda_graph_active
+    assert engine.cuda_graph_fallback == "an output's shape depends on the data (output allocator)"
+    assert out["boxes"].tolist() == [[0, 1.0, 1.0, 1.0], [1, 1.0, 1.0, 1.0]]
+    assert len(calls_named(trt, "execute_async_v3")) == 1  # the eager run only
+
+
+def test_without_a_stream_the_engine_runs_on_its_side_stream_ordered_with_the_current_one(
+    monkeypatch, onnx_file
+):
+    """torch refuses to capture a CUDA graph on the legacy default stream, which may be the current one:
+    infer() without a stream runs on the engine's own stream, after the current stream's work and before
+    its later work (stand-in streams: no GPU here)."""
+    _, engine = engine_for(monkeypatch, onnx_file)
+    events = []
+
+    class Stream:
+        def __init__(self, name):
+            self.name, self.cuda_stream = name, 0
+
+        def wait_stream(self, other):
+            events.append(f"{self.name} waits for {other.name}")
+
+    current = Stream("current")
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: Stream("side"))
+    monkeypatch.setattr(
+        torch.cuda, "stream", lambda stream: events.append(f"on {stream.name}") or nullcontext()
+    )
+    ran_on = []
+    real = engine._infer_on
+    monkeypatch.setattr(engine, "_infer_on", lambda i, s, h: ran_on.append(s.name) or real(i, None, h))
+    engine._on_cuda = True
+    x = torch.randn(1, 3, 8, 8)
+    torch.testing.assert_close(engine.infer({"images": x})["logits"], 2 * x)
+    assert ran_on == ["side"]
+    assert events == ["side waits for current", "on side", "current waits for side"]
+    given = Stream("given")
+    events.clear()
+    engine.infer({"images": x}, stream=given)
+    assert ran_on[-1] == "given" and events == ["on given"]  # a given stream is the caller's to order
