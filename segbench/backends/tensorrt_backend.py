@@ -37,7 +37,8 @@ from segbench.export.tensorrt import (
     profile_from_shapes,
     tensorrt_version,
 )
-from segbench.export.tensorrt_engine import TensorRTEngine
+from segbench.export.tensorrt_engine import TensorRTEngine, engine_sidecar_precision
+from segbench.models import onnx_graph
 
 ENGINE_SUFFIX = ".engine"
 
@@ -97,36 +98,11 @@ def graph_precision(config: BackendConfig, precision: str) -> str:
     return needed
 
 
-_ONNX_FLOATS = {"FLOAT": "fp32", "FLOAT16": "fp16", "BFLOAT16": "bf16", "DOUBLE": "fp64"}
-
-
-def onnx_float_precision(onnx_path: str | Path) -> str:
-    """The float precision an ONNX graph computes in: ``fp16`` / ``bf16`` when any weight (initializer or
-    Constant) or graph input has that type, else ``fp32``.
-
-    segbench's fp16 graphs keep fp32 inputs, outputs and keep-list weights, so a single low-precision
-    weight marks the graph; weights are read from the graph only (external data is not loaded).
-    """
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    types = {t.data_type for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            types.update(a.t.data_type for a in node.attribute if a.type == onnx.AttributeProto.TENSOR)
-    types.update(i.type.tensor_type.elem_type for i in model.graph.input if i.type.HasField("tensor_type"))
-    names = {_ONNX_FLOATS.get(onnx.TensorProto.DataType.Name(t)) for t in types if t}
-    for low in ("bf16", "fp16"):
-        if low in names:
-            return low
-    return "fp32"
-
-
 def check_graph_precision(path: Path, precision: str, trt: ModuleType) -> None:
     """Refuse a graph whose float precision is not what an engine at ``precision`` is built from: the
     strongly typed build would keep the graph's types and label them ``precision`` (an fp32 graph run as
     fp16 would be an fp32 engine). The graph at the engine's precision itself is accepted too."""
-    found = onnx_float_precision(path)
+    found = onnx_graph.graph_precision(onnx_graph.load_graph(path))
     needed = graph_precision_for(precision, trt)
     major, _ = tensorrt_version(trt)
     if found not in (needed, precision):
@@ -134,6 +110,36 @@ def check_graph_precision(path: Path, precision: str, trt: ModuleType) -> None:
             f"{path.name} computes in {found}, but a TensorRT {major} {precision} engine is "
             f"built from a graph in {needed}: export it at {needed}, or run it at precision {found}"
         )
+
+
+def check_engine_precision(path: Path, precision: str) -> str:
+    """Refuse a ``.engine`` artifact whose segbench sidecar says it was built at another precision; return
+    how its precision was checked (for the row): against the sidecar, or, without one, only by its I/O
+    types (:func:`check_engine_io`, after it is loaded)."""
+    found = engine_sidecar_precision(path)
+    if found is None:
+        return "engine I/O types only (no segbench sidecar beside it)"
+    built, sidecar = found
+    if built != precision:
+        raise BackendError(
+            f"{path.name} was built at {built} ({sidecar.name} says so): run it at precision {built}"
+        )
+    return f"sidecar {sidecar.name}"
+
+
+# Float I/O types that an engine built at a precision cannot have: a half-precision input or output
+# means the engine was built for that precision, whatever the run is labelled.
+_FOREIGN_IO = {"fp32": {torch.float16, torch.bfloat16}, "fp16": {torch.bfloat16}, "bf16": {torch.float16}}
+
+
+def check_engine_io(engine: TensorRTEngine, path: Path, precision: str) -> None:
+    foreign = sorted(
+        f"{name} ({dtype})".replace("torch.", "")
+        for name, dtype in engine.io_dtypes.items()
+        if dtype in _FOREIGN_IO.get(precision, set())
+    )
+    if foreign:
+        raise BackendError(f"{path.name} has {', '.join(foreign)} I/O: it was not built at {precision}")
 
 
 class HostStaging:
@@ -194,9 +200,11 @@ class TensorRTRunner(Runner):
         self._profile: dict[str, Any] | None = None
         self._build_s: float | None = None
         start = time.perf_counter()
+        self._precision_check = "built here from the graph"
         if path.suffix == ENGINE_SUFFIX:
             # A pre-built engine: TensorRT refuses it unless this GPU model and TensorRT version built it.
             self._engine_path, self._engine_built = path, False
+            self._precision_check = check_engine_precision(path, self.precision)
         else:
             if not self.input_shapes:
                 raise BackendError("tensorrt needs the input shapes to derive an optimization profile")
@@ -226,6 +234,8 @@ class TensorRTRunner(Runner):
             record_compute_ms=True,
             use_cuda_graph=self.config.cuda_graph,
         )
+        if self._engine_path == path:
+            check_engine_io(self._engine, path, self.precision)
         self._load_s = time.perf_counter() - start - (self._build_s or 0.0)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -296,6 +306,7 @@ class TensorRTRunner(Runner):
             "profile": self._profile,
             "device_name": torch.cuda.get_device_name(self._device),
             "tf32": self.config.tf32,
+            "precision_check": self._precision_check,
             "pinned_memory": True,
             "cuda_graph": graph,
             **info,

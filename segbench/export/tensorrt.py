@@ -411,6 +411,7 @@ class EngineArtifact:
     trt_version: str
     gpu_name: str
     profile: dict[str, Any]
+    precision: str  # what it was built at (a .engine artifact is checked against it)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
@@ -470,7 +471,9 @@ def load_or_build_engine(
     key = cache_key(fields)
     directory = Path(cache_dir) if cache_dir is not None else cache_root() / "tensorrt"
     engine_path = directory / f"{key}.engine"
-    artifact = EngineArtifact(engine_path, key, False, 0.0, str(trt.__version__), gpu_name, profile.to_dict())
+    artifact = EngineArtifact(
+        engine_path, key, False, 0.0, str(trt.__version__), gpu_name, profile.to_dict(), precision
+    )
     if engine_path.is_file():
         return artifact
     start = time.perf_counter()

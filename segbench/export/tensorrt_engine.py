@@ -18,9 +18,11 @@ capture) have not run at all. ``tensorrt`` itself is never imported here: caller
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -99,6 +101,23 @@ def _make_output_allocator(trt: ModuleType, device: torch.device) -> Any:
             return self.buffers[tensor_name][start : start + nbytes].view(dtype).reshape(shape)
 
     return TorchOutputAllocator()
+
+
+def engine_sidecar_precision(engine_path: Path) -> tuple[str, Path] | None:
+    """The precision an engine file was built at, from the JSON segbench writes beside it (the engine
+    cache's ``<key>.json``, ``segbench export``'s manifest ``<name>.json``), with that file; None when
+    there is none or it does not say. An engine cannot be asked: its layers' precisions are listed only
+    for engines built with detailed profiling verbosity."""
+    sidecar = engine_path.with_suffix(".json")
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    engine = data.get("engine")
+    claimed = data.get("precision") or (engine.get("precision") if isinstance(engine, dict) else None)
+    return (str(claimed), sidecar) if claimed else None
 
 
 def deserialize_engine(trt: ModuleType, engine_bytes: bytes) -> tuple[Any, Any]:
@@ -197,6 +216,11 @@ class TensorRTEngine:
     @property
     def output_names(self) -> list[str]:
         return list(self._outputs)
+
+    @property
+    def io_dtypes(self) -> dict[str, torch.dtype]:
+        """Every input's and output's element type, by name."""
+        return dict(self._dtypes)
 
     @property
     def has_data_dependent_outputs(self) -> bool:

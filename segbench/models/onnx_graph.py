@@ -37,16 +37,40 @@ def _dims(value: onnx.ValueInfoProto) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
 
 
+# ONNX float element types by the precision names segbench uses (fp64 weights count as fp32 here).
+_FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT: "fp32",
+    onnx.TensorProto.DOUBLE: "fp32",
+    onnx.TensorProto.FLOAT16: "fp16",
+    onnx.TensorProto.BFLOAT16: "bf16",
+}
+
+
 def graph_precision(graph: onnx.ModelProto) -> str:
-    """fp16 when most initializer values are half floats, else fp32."""
-    counts = {"fp16": 0, "fp32": 0}
-    for init in graph.graph.initializer:
-        size = int(np.prod(init.dims)) if init.dims else 1
-        if init.data_type == onnx.TensorProto.FLOAT16:
-            counts["fp16"] += size
-        elif init.data_type == onnx.TensorProto.FLOAT:
-            counts["fp32"] += size
-    return "fp16" if counts["fp16"] > counts["fp32"] else "fp32"
+    """The float precision a graph computes in: that of most of its float weight values (initializers
+    and Constant tensors, counted by element), else, without float weights, its float inputs' type.
+
+    The one rule for "is this an fp16 graph", wherever segbench asks. By element rather than "any weight":
+    segbench's fp16 graphs keep a small fp32 keep-list (normalisations, reductions), and an fp32 graph
+    may carry a stray fp16 constant; neither changes what the bulk of the graph computes in. Sizes come
+    from the dims, so external data need not be loaded.
+    """
+    counts: dict[str, int] = {}
+    tensors = list(graph.graph.initializer)
+    for node in graph.graph.node:
+        if node.op_type == "Constant":
+            tensors += [a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR]
+    for tensor in tensors:
+        name = _FLOAT_TYPES.get(tensor.data_type)
+        if name is not None:
+            counts[name] = counts.get(name, 0) + (int(np.prod(tensor.dims)) if tensor.dims else 1)
+    if not counts:
+        for value in graph.graph.input:
+            name = _FLOAT_TYPES.get(value.type.tensor_type.elem_type)
+            if name is not None:
+                counts[name] = counts.get(name, 0) + 1
+    # Ties go to fp32: a precision claim needs a majority.
+    return max(("fp32", "fp16", "bf16"), key=lambda name: counts.get(name, 0))
 
 
 class OnnxGraphModel(SegmentationModel):

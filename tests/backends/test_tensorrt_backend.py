@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +22,9 @@ from segbench.backends.tensorrt_backend import (
     HostStaging,
     TensorRTConfig,
     TensorRTRunner,
+    check_engine_io,
+    check_engine_precision,
     check_graph_precision,
-    onnx_float_precision,
 )
 from segbench.export.tensorrt import INSTALL_HINT, OptimizationProfile, build_serialized_engine
 from segbench.export.tensorrt_engine import TensorRTEngine
@@ -147,12 +149,30 @@ def write_graph(path, weight_type):
     return path
 
 
-def test_graph_float_precision_is_read_from_the_weights(tmp_path):
-    from onnx import TensorProto
+def test_an_engine_artifact_is_checked_against_its_sidecar_and_its_io_types(monkeypatch, tmp_path):
+    """A .engine artifact cannot be asked what it computes in: the JSON segbench writes beside it (the
+    engine cache's, segbench export's manifest) says, and half-precision I/O gives an fp16 engine away."""
+    import json
 
-    assert onnx_float_precision(write_graph(tmp_path / "a.onnx", TensorProto.FLOAT)) == "fp32"
-    assert onnx_float_precision(write_graph(tmp_path / "b.onnx", TensorProto.FLOAT16)) == "fp16"
-    assert onnx_float_precision(write_graph(tmp_path / "c.onnx", TensorProto.BFLOAT16)) == "bf16"
+    engine = tmp_path / "unet-fp16.engine"
+    engine.write_bytes(b"engine")
+    assert check_engine_precision(engine, "fp32") == "engine I/O types only (no segbench sidecar beside it)"
+    manifest = {"onnx": "unet-fp16.onnx", "engine": {"precision": "fp16", "copy": str(engine)}}
+    (tmp_path / "unet-fp16.json").write_text(json.dumps(manifest))
+    assert check_engine_precision(engine, "fp16") == "sidecar unet-fp16.json"
+    refused = r"^unet-fp16\.engine was built at fp16 \(unet-fp16\.json says so\): run it at precision fp16$"
+    with pytest.raises(BackendError, match=refused):
+        check_engine_precision(engine, "fp32")
+    cached = tmp_path / "0123abcd.engine"
+    (tmp_path / "0123abcd.json").write_text(json.dumps({"precision": "fp32", "onnx_digest": "x"}))
+    assert check_engine_precision(cached, "fp32") == "sidecar 0123abcd.json"
+
+    runner = cpu_runner(monkeypatch, tmp_path, input_dtype="HALF")
+    foreign = r"^e\.engine has images \(float16\), logits \(float16\) I/O: it was not built at fp32$"
+    with pytest.raises(BackendError, match=foreign):
+        check_engine_io(runner._engine, Path("e.engine"), "fp32")
+    check_engine_io(runner._engine, Path("e.engine"), "fp16")
+    check_engine_io(cpu_runner(monkeypatch, tmp_path)._engine, Path("e.engine"), "fp16")  # fp32 I/O is usual
 
 
 @pytest.mark.parametrize("version", ["10.8.0", "11.1.0"])
@@ -227,6 +247,7 @@ def test_describe_reports_a_cuda_graph_fallback(monkeypatch, tmp_path):
     runner = cpu_runner(monkeypatch, tmp_path)
     runner._trt_version, runner._engine_path, runner._engine_built = "10.8.0", tmp_path / "e.engine", True
     runner._build_s, runner._load_s, runner._profile, runner._engine_mb = 1.0, 0.1, None, 1.0
+    runner._precision_check = "built here from the graph"
     runner._device = torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
     info = runner.describe()

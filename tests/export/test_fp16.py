@@ -13,6 +13,7 @@ from segbench.export.onnx import ExportError, cpu_session, export_onnx, parity_i
 from segbench.export.tensorrt_readiness import check_tensorrt_readiness
 from segbench.metrics.tensors import detection_agreement
 from segbench.models import build_model
+from segbench.models.onnx_graph import graph_precision
 
 
 def value_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -269,6 +270,9 @@ def test_fp16_detector_keeps_box_arithmetic_fp32(tmp_path):
     agreement, worst_box_error = detection_agreement(want, got)
     assert agreement >= 0.95 and worst_box_error < 1.0
     assert check_tensorrt_readiness(fp16_path).ready
+    # The one precision rule (onnxruntime's emulation, TensorRT's artifact check, onnx: models) calls the
+    # converted graph fp16 despite its fp32 keep-list, and the exported one fp32.
+    assert graph_precision(converted) == "fp16" and graph_precision(graph) == "fp32"
 
 
 def test_fp16_overflow_is_caught_by_parity(tmp_path):
