@@ -24,7 +24,9 @@ on the host (``h2d``, ``run_host``, ``d2h``): onnxruntime exposes no CUDA events
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
 import time
 from collections.abc import Iterable, Sequence
 from importlib import metadata
@@ -277,6 +279,15 @@ def unavailable_reason(config: OnnxRuntimeConfig) -> str | None:
     return provider_load_failure(tuple(requested))
 
 
+def load_tensorrt_libraries() -> None:
+    """Make TensorRT's libraries findable for onnxruntime's TensorRT provider, which opens
+    libnvinfer.so.10 by name and carries no library path of its own: pip's TensorRT libraries
+    (``tensorrt_libs``, from segbench[ort-trt]) are found only once loaded, which importing the package
+    does. Without it the system's library path must hold them; the session probe says when it does not."""
+    with contextlib.suppress(ImportError, OSError):
+        importlib.import_module("tensorrt_libs")
+
+
 @functools.cache
 def provider_load_failure(requested: tuple[str, ...]) -> str | None:
     """Why the first of ``requested`` cannot run here, found by opening a session on a one-node graph:
@@ -290,6 +301,8 @@ def provider_load_failure(requested: tuple[str, ...]) -> str | None:
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [value],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if TENSORRT_PROVIDER in requested:
+        load_tensorrt_libraries()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
@@ -329,6 +342,8 @@ class OnnxRuntimeRunner(Runner):
         options.log_severity_level = 3  # errors only: provider fallbacks are checked below, not logged
         requested = requested_providers(self.config)
         tensorrt = TENSORRT_PROVIDER in requested
+        if tensorrt:
+            load_tensorrt_libraries()
         self.partitioned_by = partition_ops(Path(self.graph_path), self.config) if tensorrt else []
         self.provider_options = provider_options(
             self.config, self.model.input_names[0], self.input_shapes, precision=self.precision,

@@ -296,3 +296,38 @@ def test_a_provider_compiled_in_but_unable_to_load_is_skipped_at_plan_time(monke
         assert (reason is None) if expected is None else (expected in reason), reason
     provider_load_failure.cache_clear()
     assert unavailable_reason(OnnxRuntimeConfig()) is None  # the CPU provider needs no probe
+
+
+def test_pips_tensorrt_libraries_are_loaded_before_a_tensorrt_provider_session(monkeypatch, tmp_path):
+    """onnxruntime's TensorRT provider opens libnvinfer.so.10 by name: the libraries pip installs
+    (tensorrt_libs) are loaded, by importing the package, before the probe session is created."""
+    import sys
+    import types
+
+    from segbench.backends.onnxruntime_backend import provider_load_failure
+
+    package = tmp_path / "tensorrt_libs"
+    package.mkdir()
+    (package / "__init__.py").write_text("import os\nos.environ['SEGBENCH_TEST_TRT_LIBS'] = 'loaded'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorrt_libs", raising=False)
+    monkeypatch.delenv("SEGBENCH_TEST_TRT_LIBS", raising=False)
+    seen = []
+
+    class Session:
+        def __init__(self, model, options, providers):
+            import os
+
+            seen.append(os.environ.get("SEGBENCH_TEST_TRT_LIBS"))
+
+        def get_providers(self):
+            return [TENSORRT_PROVIDER, CUDA_PROVIDER, CPU_PROVIDER]
+
+    fake = types.SimpleNamespace(InferenceSession=Session, SessionOptions=types.SimpleNamespace)
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    provider_load_failure.cache_clear()
+    try:
+        assert provider_load_failure((TENSORRT_PROVIDER, CUDA_PROVIDER, CPU_PROVIDER)) is None
+    finally:
+        provider_load_failure.cache_clear()
+    assert seen == ["loaded"]
