@@ -165,3 +165,20 @@ def test_env_command_prints_the_fingerprint(capsys):
     assert len(env["fingerprint"]) == 12 and env["cpu_cores_logical"] >= 1 and "torch" in env["packages"]
     assert main(["env"]) == 0
     assert env["fingerprint"] in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["run", "benchmark.yaml"], ["check", "benchmark.yaml"], ["bench", "model.onnx"], ["export", "unet"],
+     ["data"], ["merge", "a", "b"], ["report", "a"], ["ab", "benchmark.yaml", "--base", "HEAD"]],
+    ids=lambda argv: argv[0],
+)  # fmt: skip
+def test_an_output_directory_that_cannot_exist_is_one_line_and_exit_2(tmp_path, capsys, argv):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main([*argv, "--out", str(blocker / "run")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"segbench: error: --out {blocker / 'run'}: cannot create the directory (")
+    assert main([*argv, "--out", str(blocker)]) == 2
+    expected = f"segbench: error: --out {blocker}: exists and is not a directory"
+    assert capsys.readouterr().err.strip() == expected

@@ -35,3 +35,9 @@ def test_the_gpu_extras_are_one_cuda_line_and_the_tensorrt_provider_gets_the_ten
     assert libs.contains("10.13.3.9") and not libs.contains("11.0.0.114")
     native = requirement("trt", "tensorrt-cu13").specifier
     assert native.contains("10.13.3.9") and native.contains("11.4.0.106") and not native.contains("12.0.0")
+
+
+def test_polygraphy_is_at_least_the_release_whose_tensorrt_11_handling_segbench_relies_on():
+    for extra in ("trt", "dev"):
+        polygraphy = requirement(extra, "polygraphy").specifier
+        assert polygraphy.contains("0.53.6") and not polygraphy.contains("0.52.0"), extra

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 
 from rich.console import Console
 
@@ -63,11 +64,27 @@ def load_plugins() -> None:
             raise ConfigError(f"${PLUGINS_ENV}: cannot import {name}: {type(exc).__name__}: {exc}") from None
 
 
+def output_directory(path: Path) -> None:
+    """Create ``--out`` (and its parents) before any work, so a directory that cannot exist is bad input
+    named in one line, not a traceback half-way through a command."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {path}: cannot create the directory ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {path}: the directory is not writable")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     try:
         load_plugins()
+        out = getattr(args, "out", None)
+        if out is not None and not getattr(args, "dry_run", False):
+            output_directory(out)
         return COMMANDS[args.command](args, console)
     except SegbenchError as exc:
         print(f"segbench: error: {exc}", file=sys.stderr)

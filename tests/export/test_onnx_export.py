@@ -121,8 +121,9 @@ def test_parity_fails_a_graph_that_cannot_run_at_a_shape(tmp_path):
 
 
 def test_exporter_chatter_is_dropped_but_its_errors_are_kept(caplog, capsys):
-    # onnxscript's logger has no handler (its warnings reach the root's, or Python's last-resort stderr
-    # one); torch's has its own stderr handler and does not propagate: check both routes.
+    # What reaches the user, through whichever handler: onnxscript's logger has none (its records reach the
+    # root's, or Python's last-resort stderr one); torch's has its own stderr handler and may or may not
+    # propagate (pytest's capture sees it differently across versions). Check what arrives, not the route.
     folding = logging.getLogger("onnxscript.optimizer._constant_folding")
     core = logging.getLogger("torch.onnx._internal.exporter._core")
     with quiet_exporter_logs():
@@ -130,9 +131,10 @@ def test_exporter_chatter_is_dropped_but_its_errors_are_kept(caplog, capsys):
         core.warning("Skipping constant argument x")
         folding.error("onnxscript went wrong")
         core.error("torch.onnx went wrong")
-    assert [r.getMessage() for r in caplog.records] == ["onnxscript went wrong"]
-    (line,) = capsys.readouterr().err.splitlines()  # torch prefixes its own level, time and place
-    assert line.endswith("] torch.onnx went wrong")
+    reached = [r.getMessage() for r in caplog.records] + capsys.readouterr().err.splitlines()
+    assert not any("Skipping" in text for text in reached), reached
+    for error in ("onnxscript went wrong", "torch.onnx went wrong"):
+        assert any(text.endswith(error) for text in reached), (error, reached)
     # Only during the block: the levels are restored afterwards.
     folding.warning("after the export")
     assert [r.getMessage() for r in caplog.records][-1] == "after the export"
