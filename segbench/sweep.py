@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -50,3 +51,19 @@ class SweepConfig(BaseModel):
         if bad:
             raise ValueError(f"batch sizes must be positive, got {bad[0]}")
         return value
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One timing cell's input: ``batch`` images of ``height`` x ``width``."""
+
+    height: int
+    width: int
+    batch: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def __str__(self) -> str:
+        return f"{self.height}x{self.width} b{self.batch}"

@@ -8,10 +8,10 @@ runner is closed on every path out of a unit (a failed cell, a failed check, an 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from segbench.backends import GRAPH, BackendConfig, Runner
 from segbench.backends.onnxruntime_backend import OnnxRuntimeConfig
@@ -33,10 +33,7 @@ from segbench.models.base import SegmentationModel
 from segbench.models.imported import ImportedModel, imported_stats
 from segbench.models.onnx_graph import OnnxGraphModel
 from segbench.models.registry import build_model, model_stats
-from segbench.results.records import Provenance, Subject
-
-if TYPE_CHECKING:  # executors build on the context; the context only holds one
-    from segbench.bench.executors.base import Executor
+from segbench.results.records import CellRecord, Provenance, Subject
 
 # Exports a model's graph: (model, model name, request, weights digest) -> the verified graph.
 Exporter = Callable[[SegmentationModel, str, ExportRequest, str], OnnxExport]
@@ -46,6 +43,13 @@ def cache_export(model: SegmentationModel, name: str, request: ExportRequest, we
     """The export cache's graph; an fp16 graph failing its parity still runs: the numerics check judges
     it, and diagnoses it."""
     return cached_export(model, name, request, weights_sha256=weights, require_parity=False)
+
+
+class CellExecutor(Protocol):
+    """What the timing stage asks of the run's executor (``segbench.bench.executors`` build on this
+    module, so the context names the protocol, not their class)."""
+
+    def run_cells(self, state: ModelState, unit: Unit, pool: RunnerPool) -> Iterator[CellRecord]: ...
 
 
 @dataclass
@@ -61,7 +65,7 @@ class RunContext:
     evaluation_set: EvaluationSet | None = None
     done: FinishedWork = field(default_factory=FinishedWork)
     exporter: Exporter = cache_export
-    executor: Executor | None = None  # runs the timing cells (segbench.bench.executors)
+    executor: CellExecutor | None = None  # runs the timing cells (segbench.bench.executors)
     # The machine's measured matmul peak, {device: {precision: TFLOP/s}} (env.json ``peak_tflops``).
     peak_tflops: dict[str, dict[str, float]] = field(default_factory=dict)
 

@@ -173,13 +173,13 @@ def run_benchmark(
         ctx = RunContext(config, out_dir, sink, log, timing, provenance, evaluation_set, done,
                          exporter or cache_export)  # fmt: skip
         ctx.peak_tflops = env.get("peak_tflops") or {}  # a resumed run keeps its first session's peaks
-        ctx.executor = EXECUTORS[executor_name(config)](ctx)
-        stack.callback(ctx.executor.close)
+        executor = ctx.executor = EXECUTORS[executor_name(config)](ctx)
+        stack.callback(executor.close)
         # A concurrent executor (ray) times every unit's cells side by side first; the driver writes each
         # record as it arrives, then runs the remaining stages (capacity, numerics) here, one baseline.
-        remote = timing and ctx.executor.concurrent
+        remote = timing and executor.concurrent
         if remote:
-            for _, record in ctx.executor.run_units(plan.units):
+            for _, record in executor.run_units(plan.units):
                 sink.cell(record)
         # The noise sentinel is read here, around the passes timed here (a concurrent executor's cells are
         # timed elsewhere); with a gate, whoever holds the gate reads it (segbench ab's driver).

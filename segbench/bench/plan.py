@@ -25,22 +25,7 @@ from segbench.models.registry import MODELS, get_spec
 from segbench.results.jsonl import read_jsonl
 from segbench.results.layout import RESULTS_FILE
 from segbench.results.records import CellRecord
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One timing cell's input: ``batch`` images of ``height`` x ``width``."""
-
-    height: int
-    width: int
-    batch: int
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.height, self.width
-
-    def __str__(self) -> str:
-        return f"{self.height}x{self.width} b{self.batch}"
+from segbench.sweep import Cell
 
 
 @dataclass(frozen=True)

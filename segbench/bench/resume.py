@@ -11,10 +11,10 @@ from segbench.errors import ConfigError
 from segbench.results.jsonl import read_jsonl, truncate_torn_tail
 from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE
 from segbench.results.records import BASELINE, CellRecord, CheckRecord
+from segbench.sweep import Cell
 
 if TYPE_CHECKING:
     from segbench.backends import BackendConfig
-    from segbench.bench.plan import Cell
     from segbench.config import ModelEntry
 
 

@@ -6,16 +6,30 @@ import itertools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from segbench.data.shapes import CATEGORIES, IGNORE_INDEX, STUFF_CLASSES, ShapesSample
+from segbench.data.shapes_classes import CATEGORIES, IGNORE_INDEX, STUFF_CLASSES, Instance
 from segbench.files import atomic_write_text
 
-FileNames = Callable[[ShapesSample], str]
+
+class ShapesScene(Protocol):
+    """What the encoders read of a shapes sample (:class:`~segbench.data.shapes.ShapesSample`, which calls
+    them for its own ground truth: a protocol here keeps the import one-way)."""
+
+    index: int
+    image: np.ndarray
+    semantic: np.ndarray
+    instances: list[Instance]
+
+    @property
+    def name(self) -> str: ...
+
+
+FileNames = Callable[[ShapesScene], str]
 
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
@@ -50,16 +64,16 @@ def _encode_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def _default_file_name(sample: ShapesSample) -> str:
+def _default_file_name(sample: ShapesScene) -> str:
     return f"{sample.name}.png"
 
 
-def _image_entry(sample: ShapesSample, file_name: str) -> dict[str, Any]:
+def _image_entry(sample: ShapesScene, file_name: str) -> dict[str, Any]:
     height, width = sample.semantic.shape
     return {"id": sample.index + 1, "file_name": file_name, "height": int(height), "width": int(width)}
 
 
-def instance_annotations(sample: ShapesSample, first_id: int = 1) -> list[dict[str, Any]]:
+def instance_annotations(sample: ShapesScene, first_id: int = 1) -> list[dict[str, Any]]:
     """COCO annotations (RLE masks) of a sample's kept instances, numbered from ``first_id``."""
     return [
         {
@@ -113,7 +127,7 @@ def _panoptic_dict(images: list[dict[str, Any]], annotations: list[dict[str, Any
     }
 
 
-def coco_instances(dataset: Sequence[ShapesSample], file_names: FileNames | None = None) -> dict[str, Any]:
+def coco_instances(dataset: Sequence[ShapesScene], file_names: FileNames | None = None) -> dict[str, Any]:
     """COCO instances dict (RLE masks) for every sample; image id = index + 1, things only.
 
     ``file_names`` maps a sample to its image file name (default ``{name}.png``).
@@ -150,7 +164,7 @@ def _unique_segment_id(color: tuple[int, int, int], used: set[int]) -> int:
     return candidate
 
 
-def panoptic_ids_and_segments(sample: ShapesSample) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def panoptic_ids_and_segments(sample: ShapesScene) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Segment-id map (HxW uint32) and ``segments_info`` of one sample.
 
     One segment per stuff class present and one per kept instance; ``IGNORE_INDEX`` pixels
@@ -184,18 +198,18 @@ def panoptic_ids_and_segments(sample: ShapesSample) -> tuple[np.ndarray, list[di
     return ids, segments
 
 
-def panoptic_png_and_segments(sample: ShapesSample) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def panoptic_png_and_segments(sample: ShapesScene) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """COCO panoptic PNG (HxWx3 uint8) and ``segments_info`` of one sample (see
     :func:`panoptic_ids_and_segments`)."""
     ids, segments = panoptic_ids_and_segments(sample)
     return id_to_rgb(ids), segments
 
 
-def _panoptic_annotation(sample: ShapesSample, segments: list[dict[str, Any]]) -> dict[str, Any]:
+def _panoptic_annotation(sample: ShapesScene, segments: list[dict[str, Any]]) -> dict[str, Any]:
     return {"image_id": sample.index + 1, "file_name": f"{sample.name}.png", "segments_info": segments}
 
 
-def coco_panoptic(dataset: Sequence[ShapesSample], file_names: FileNames | None = None) -> dict[str, Any]:
+def coco_panoptic(dataset: Sequence[ShapesScene], file_names: FileNames | None = None) -> dict[str, Any]:
     """COCO panoptic dict; ``file_names`` names the images, annotations use ``{name}.png`` PNGs."""
     name_of = file_names or _default_file_name
     images: list[dict[str, Any]] = []
@@ -211,7 +225,7 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path, format="PNG")
 
 
-def write_shapes_dataset(root: str | Path, dataset: Iterable[ShapesSample]) -> Path:
+def write_shapes_dataset(root: str | Path, dataset: Iterable[ShapesScene]) -> Path:
     """Write images, semantic label PNGs, panoptic PNGs and COCO JSONs under ``root``.
 
     Layout: ``images/{name}.png``, ``semantic/{name}.png`` (mode "L"), ``panoptic/{name}.png``,

@@ -17,69 +17,26 @@ from typing import Any, overload
 
 import numpy as np
 
-from segbench.data.ground_truth import CategoryInfo, PanopticTruth
-
-STUFF_CLASSES = ("sky", "ground", "water")
-THING_CLASSES = ("circle", "rectangle", "triangle")
-CLASSES = (*STUFF_CLASSES, *THING_CLASSES)  # semantic class index = position in this tuple
-NUM_CLASSES = len(CLASSES)
-IGNORE_INDEX = 255
-
-SKY, GROUND, WATER, CIRCLE, RECTANGLE, TRIANGLE = range(NUM_CLASSES)
+from segbench.data.coco import instance_annotations, panoptic_ids_and_segments
+from segbench.data.ground_truth import PanopticTruth
+from segbench.data.shapes_classes import (  # noqa: F401  (re-exported: the dataset's classes)
+    CATEGORIES,
+    CIRCLE,
+    CLASSES,
+    GROUND,
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    RECTANGLE,
+    SKY,
+    STUFF_CLASSES,
+    THING_CLASSES,
+    TRIANGLE,
+    WATER,
+    Category,
+    Instance,
+)
 
 _SPLIT_CODES = {"train": 0, "val": 1}
-
-
-@dataclass(frozen=True)
-class Category(CategoryInfo):
-    """One COCO category of the shapes dataset (``id`` = semantic index + 1), with its colour."""
-
-    color: tuple[int, int, int]
-
-
-_CATEGORY_COLORS: tuple[tuple[int, int, int], ...] = (
-    (70, 130, 180),  # sky
-    (145, 105, 60),  # ground
-    (0, 170, 170),  # water
-    (220, 20, 60),  # circle
-    (250, 170, 30),  # rectangle
-    (120, 60, 220),  # triangle
-)
-
-CATEGORIES: tuple[Category, ...] = tuple(
-    Category(id=index + 1, name=name, isthing=index >= len(STUFF_CLASSES), color=color)
-    for index, (name, color) in enumerate(zip(CLASSES, _CATEGORY_COLORS, strict=True))
-)
-
-
-@dataclass(eq=False)
-class Instance:
-    """One visible thing. ``eq=False``: numpy fields make field-wise ``==`` meaningless."""
-
-    category: int  # semantic class index (3..5)
-    mask: np.ndarray  # HxW bool, the VISIBLE part after occlusion
-    # Pixels the shape covered inside the image before later shapes were drawn over it;
-    # None when unknown (an Instance built by hand rather than by ShapesDataset).
-    unoccluded_area: int | None = None
-
-    @property
-    def area(self) -> int:
-        """Number of visible pixels."""
-        return int(np.count_nonzero(self.mask))
-
-    @property
-    def bbox(self) -> tuple[float, float, float, float]:
-        """COCO ``(x, y, w, h)`` of the visible mask; all zeros for an empty mask."""
-        rows = np.flatnonzero(self.mask.any(axis=1))
-        cols = np.flatnonzero(self.mask.any(axis=0))
-        if rows.size == 0:
-            return (0.0, 0.0, 0.0, 0.0)
-        return (
-            float(cols[0]),
-            float(rows[0]),
-            float(cols[-1] - cols[0] + 1),
-            float(rows[-1] - rows[0] + 1),
-        )
 
 
 @dataclass(eq=False)
@@ -116,15 +73,10 @@ class ShapesSample:
 
     def instance_annotations(self) -> list[dict[str, Any]]:
         """COCO annotations (RLE masks) of the kept instances, ids from 1."""
-        # coco.py imports this module, so the encoders are imported on use.
-        from segbench.data.coco import instance_annotations
-
         return instance_annotations(self, first_id=1)
 
     def panoptic_truth(self) -> PanopticTruth:
         """Segment-id map and ``segments_info``: one segment per stuff class present and per instance."""
-        from segbench.data.coco import panoptic_ids_and_segments
-
         return PanopticTruth(*panoptic_ids_and_segments(self))
 
 

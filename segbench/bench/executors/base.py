@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from segbench.bench.context import ModelState, RunContext, RunnerPool
 from segbench.bench.plan import Unit
+from segbench.config import BenchmarkConfig, ExecutorConfig
 from segbench.results.records import CellRecord
 
 
@@ -34,3 +35,11 @@ class Executor(ABC):
     def close(self) -> None:
         """Release what the executor holds (a cluster connection); called once, when the run ends."""
         return None
+
+
+def executor_settings(config: BenchmarkConfig) -> ExecutorConfig:
+    """The ``executor:`` setting as a mapping: a bare name is ``{kind: name}``; none is ``subprocess``
+    with ``isolation.subprocess``, else ``inline``."""
+    if isinstance(config.executor, ExecutorConfig):
+        return config.executor
+    return ExecutorConfig(kind=config.executor or ("subprocess" if config.isolation.subprocess else "inline"))

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from segbench.bench.context import ModelState, RunContext, RunnerPool, build_model_state
-from segbench.bench.executors.base import Executor
+from segbench.bench.executors.base import Executor, executor_settings
 from segbench.bench.executors.inline import InlineExecutor
 from segbench.bench.plan import Cell, Unit
 from segbench.bench.runlog import RunLog, describe_error
@@ -167,8 +167,6 @@ class RayExecutor(Executor):
 
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(ctx)
-        from segbench.bench.executors import executor_settings
-
         self.settings = executor_settings(ctx.config)
         self._connected = False
         self.nodes: dict[tuple[str, str | None], dict[str, Any]] = {}
