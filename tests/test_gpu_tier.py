@@ -22,11 +22,13 @@ def pytest_lines(*args: str) -> list[str]:
     return done.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_every_test_of_the_gpu_tier_is_marked_gpu():
     lines = pytest_lines("tests/gpu", "-m", "not gpu", "--collect-only", "-q")
     assert any("deselected" in line for line in lines) and not any("::" in line for line in lines), lines
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible: the tier runs for real")
 def test_without_cuda_the_gpu_tier_skips_every_test_with_its_reason():
     lines = pytest_lines("-m", "gpu", "-q", "-rs", "tests/gpu")

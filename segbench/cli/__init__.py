@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -65,16 +66,24 @@ def load_plugins() -> None:
 
 
 def output_directory(path: Path) -> None:
-    """Create ``--out`` (and its parents) before any work, so a directory that cannot exist is bad input
-    named in one line, not a traceback half-way through a command."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--out {path}: exists and is not a directory")
+    """Refuse, before any work, an ``--out`` that cannot exist, so it is bad input named in one line and
+    not a traceback half-way through a command. Nothing is left behind: a missing directory is probed by
+    creating and removing a temporary one in its nearest existing parent, not created."""
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"--out {path}: exists and is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"--out {path}: the directory is not writable")
+        return
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {path}: cannot create the directory ({parent} is not a directory)")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".segbench-out-", dir=parent))
     except OSError as exc:
         raise ConfigError(f"--out {path}: cannot create the directory ({exc.strerror or exc})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {path}: the directory is not writable")
 
 
 def main(argv: list[str] | None = None) -> int:

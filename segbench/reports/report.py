@@ -45,6 +45,21 @@ def csv_ready(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def parquet_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose mapping columns (model and backend options, the artifact's export info) are JSON
+    text. Arrow infers a struct per column from whatever the rows hold, and a struct with no fields, such as
+    an empty ``kept_fp32`` in an fp16 graph's export info, cannot be written to Parquet; rows whose keys
+    differ would widen the struct with nulls. Text keeps every row as it was written."""
+    frame = frame.copy()
+    for column in frame.select_dtypes(include="object").columns:
+        if any(isinstance(value, dict) for value in frame[column]):
+            frame[column] = [
+                json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict) else value
+                for value in frame[column]
+            ]
+    return frame
+
+
 def speedup_by_row(run: RunData) -> dict[int, float]:
     """Each cell's speed-up over the PyTorch fp32 cell with the same model, device, size and batch."""
     table = speedups(run.cells)
@@ -58,7 +73,7 @@ def write_report(run: RunData, out_dir: Path | None = None) -> list[Path]:
     cells, checks = run.cells, run.checks
     written = [
         _replace(out_dir / RESULTS_CSV, lambda p: csv_ready(cells).to_csv(p, index=False)),
-        _replace(out_dir / RESULTS_PARQUET, lambda p: cells.to_parquet(p, index=False)),
+        _replace(out_dir / RESULTS_PARQUET, lambda p: parquet_ready(cells).to_parquet(p, index=False)),
         _replace(out_dir / NUMERICS_CSV, lambda p: checks.to_csv(p, index=False)),
     ]
     plots = render_plots(cells, checks, run.env, out_dir / PLOTS_DIR)

@@ -73,6 +73,7 @@ def run_ab(repo: Path, out: Path, *args: str) -> int:
     return main(["ab", "ab.yaml", "--out", str(out), "--passes", PASSES, "--sentinel-bound", BOUND, *args])
 
 
+@pytest.mark.slow
 def test_a_a_exits_0_and_its_sides_are_ordinary_runs(repo, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(repo)
     out = tmp_path / "aa"
@@ -103,6 +104,7 @@ def test_a_a_exits_0_and_its_sides_are_ordinary_runs(repo, tmp_path, monkeypatch
     assert "NO LATENCY VERDICT" in " ".join(printed.split()) and "Another CPU" in printed
 
 
+@pytest.mark.slow
 def test_a_slower_head_is_flagged(repo, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(repo)
     out = tmp_path / "slow"
@@ -141,6 +143,7 @@ def test_a_grid_that_differs_between_the_sides_is_refused(tmp_path, monkeypatch,
     assert git(repo, "worktree", "list").count("\n") == 0  # the base worktree was removed
 
 
+@pytest.mark.slow
 def test_a_side_that_dies_mid_way_is_a_failure_with_its_last_words(repo, tmp_path, monkeypatch, capsys):
     """A stand-in base side (given as --base-python) that gets ready, then dies at its first pass: ab stops
     with exit 1 and the side's last line, and removes its worktree."""

@@ -234,6 +234,7 @@ def test_fp16_precision_is_accepted_and_bf16_is_not():
         OnnxRuntimeConfig(precisions=["bf16"])
 
 
+@pytest.mark.slow
 def test_runner_runs_an_fp16_graph_and_records_its_provider(tmp_path):
     model = build_model("unet", options={"base_channels": 4, "num_classes": 3})
     graph = cached_export(model, "unet", ExportRequest(precision="fp16"), tmp_path)
@@ -245,6 +246,7 @@ def test_runner_runs_an_fp16_graph_and_records_its_provider(tmp_path):
     assert info["provider"] == CPU_PROVIDER and "provider_options" not in info
 
 
+@pytest.mark.slow
 def test_io_binding_gives_the_same_outputs_and_times_each_copy(tmp_path):
     model = build_model("unet", options={"base_channels": 4, "num_classes": 3})
     graph = cached_export(model, "unet", ExportRequest(), tmp_path)

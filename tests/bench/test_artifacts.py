@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 import torch
 import yaml
 from onnx import numpy_helper
@@ -69,6 +70,7 @@ def test_a_graph_with_other_input_names_is_refused(tmp_path, capsys):
     assert "allow_mismatch: true" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_graph_failing_parity_runs_only_when_allowed(tmp_path, capsys):
     artifact = scaled(tmp_path)
     refused = tmp_path / "refused"

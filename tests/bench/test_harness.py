@@ -41,6 +41,7 @@ def test_stage_timings_add_up_to_end_to_end(model):
     assert measured.compute_ms is None  # CUDA events only on a GPU
 
 
+@pytest.mark.slow
 def test_torch_and_onnxruntime_runners_agree(model, tmp_path):
     path = export_onnx(model, tmp_path / "unet.onnx")
     feeds = model.preprocess(np.random.default_rng(0).integers(0, 255, (3, 40, 56, 3), dtype=np.uint8))
@@ -97,6 +98,7 @@ def test_device_stages_lie_inside_infer_and_time_plans_are_honoured(model):
     assert capped.iterations == 4 and capped.first_iteration_ms is None
 
 
+@pytest.mark.slow
 def test_overhead_benchmark_script_prints_the_ratio():
     """The script measures and prints; the 2% bar is read from its output in the report, not asserted."""
     import subprocess

@@ -3,6 +3,7 @@
 import sys
 import textwrap
 
+import pytest
 import yaml
 
 from segbench.cli import PLUGINS_ENV, main
@@ -39,6 +40,7 @@ MODELS["fragile"] = ModelSpec("fragile", "semantic", Fragile, "test model for pr
 '''
 
 
+@pytest.mark.slow
 def test_a_crashing_and_a_hanging_cell_fail_alone(tmp_path, monkeypatch):
     (tmp_path / "fragile_plugin.py").write_text(textwrap.dedent(PLUGIN))
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -115,6 +115,7 @@ def test_a_failed_export_fails_every_cell_and_check_once(tmp_path, fake):
     assert summary.exit_code == 1 and fake == []  # no runner was ever opened
 
 
+@pytest.mark.slow
 def test_a_crash_in_an_isolated_child_fails_that_cell_alone(tmp_path, fake, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv(PLUGINS_ENV, "tests.fakes.fake_backend_plugin")

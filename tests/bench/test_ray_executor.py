@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.cluster
 ray = pytest.importorskip(
     "ray", reason="Ray is not installed (pip install -e '.[ray]'): no Ray executor tests"
 )

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from segbench.cli import main
@@ -28,6 +29,7 @@ def cell_key(row):
     return row["backend"], row["height"], row["width"], row["batch_size"]
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_without_losing_or_repeating_a_cell(tmp_path):
     config, out = tmp_path / "bench.yaml", tmp_path / "out"
     config.write_text(yaml.safe_dump(CONFIG))

@@ -41,6 +41,7 @@ def run_config(tmp_path, config):
     return code, read_jsonl(out / RESULTS_FILE), numerics
 
 
+@pytest.mark.slow
 def test_run_writes_every_cell_and_numerics(tmp_path):
     out = tmp_path / "out"
     code = main(["run", str(write_config(tmp_path, TINY)), "--out", str(out)])
@@ -98,6 +99,7 @@ def test_run_writes_every_cell_and_numerics(tmp_path):
     assert env["config_name"] == "tiny" and "torch" in env["packages"] and env["cpu_count"] >= 1
 
 
+@pytest.mark.slow
 def test_filters_narrow_the_grid(tmp_path):
     out = tmp_path / "out"
     code = main(
@@ -131,6 +133,7 @@ class FailsAtWidth48(SegmentationModel):
         return self.conv(images)
 
 
+@pytest.mark.slow
 def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
     monkeypatch.setitem(
         registry.MODELS, "flaky", ModelSpec("flaky", "semantic", FailsAtWidth48, "test model")
@@ -246,6 +249,7 @@ def test_missing_dataset_folder_is_bad_input(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_per_size_model_runs_one_graph_per_input_size(tmp_path, monkeypatch, export_cache):
     from segbench.models.mask2former import mask2former
 
@@ -280,6 +284,7 @@ def test_per_size_model_runs_one_graph_per_input_size(tmp_path, monkeypatch, exp
     assert all(row["passed"] for row in numerics if row["role"] == "candidate")
 
 
+@pytest.mark.slow
 def test_mask_rcnn_runs_on_both_backends_with_instance_numerics(tmp_path):
     from segbench.models import build_model
     from segbench.models.weights import save_checkpoint
@@ -334,6 +339,7 @@ def test_mask_rcnn_runs_on_both_backends_with_instance_numerics(tmp_path):
     assert all(row["passed"] for row in numerics)
 
 
+@pytest.mark.slow
 def test_pre_exported_artifact_and_fp16_graphs_are_benchmarked_and_checked(tmp_path):
     from segbench.export.artifacts import ExportRequest, cached_export
     from segbench.models import build_model
@@ -366,6 +372,7 @@ def test_pre_exported_artifact_and_fp16_graphs_are_benchmarked_and_checked(tmp_p
     assert all(row["passed"] for row in numerics)
 
 
+@pytest.mark.slow
 def test_runners_get_the_shapes_they_will_serve(tmp_path, monkeypatch):
     """Engines derive their optimization profile from these: every cell plus the numerics batches."""
     from segbench.backends.onnxruntime_backend import OnnxRuntimeRunner
@@ -389,6 +396,7 @@ def test_runners_get_the_shapes_they_will_serve(tmp_path, monkeypatch):
                      (2, 3, 64, 64)]]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_failing_fp16_check_says_which_layers_to_keep_in_fp32(tmp_path, monkeypatch):
     """A U-Net whose first convolution's outputs pass fp16's range: the fp16 graph fails its check,
     and the diagnosis row names that convolution as where the divergence starts."""
@@ -450,6 +458,7 @@ def test_largest_batch_search_is_recorded(tmp_path, monkeypatch):
     assert capacity["unet"]["max_batch"] == 16 and capacity["unet"]["limit_reached"]
 
 
+@pytest.mark.slow
 def test_repeats_measure_the_grid_in_passes_and_reports_pool_them(tmp_path):
     from segbench.reports.rundata import load_run
 

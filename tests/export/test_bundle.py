@@ -13,6 +13,7 @@ from segbench.export.bundle import BundleRequest, export_bundle, file_stem, prof
 TINY_UNET = {"model": "unet", "weights": "random", "options": {"base_channels": 4, "num_classes": 3}}
 
 
+@pytest.mark.slow
 def test_export_returns_what_it_made_and_prints_nothing(capsys, tmp_path):
     statuses = []
     request = BundleRequest(**TINY_UNET, trt=True, check_only=True, sizes=[(64, 64)], out=tmp_path / "out")
@@ -49,6 +50,7 @@ def test_profile_shapes_and_file_names():
         profile_shapes(BundleRequest("unet", batch=2, batch_sizes=[1, 2]))
 
 
+@pytest.mark.slow
 def test_bundle_does_not_import_the_reports_layer():
     # It returns data; printing it (reports' tables) is the command line's job.
     code = (

@@ -78,6 +78,7 @@ def test_second_export_reuses_the_cached_graph(unet, tmp_path):
     assert onnx.load(str(changed.path)).opset_import[0].version == 17
 
 
+@pytest.mark.slow
 def test_an_incomplete_entry_is_not_trusted(unet, tmp_path):
     first = cached_export(unet, "unet", ExportRequest(exporter="torchscript"), tmp_path)
     (first.path.parent / META_FILE).unlink()  # as if the export died before its metadata was written
@@ -134,6 +135,7 @@ def test_per_size_model_needs_a_static_size(tmp_path):
         cached_export(model, "mask2former", ExportRequest(static_size=(64, 64), precision="bf16"), tmp_path)
 
 
+@pytest.mark.slow
 def test_external_data_graph_round_trips(unet, tmp_path):
     export = cached_export(unet, "unet", ExportRequest(exporter="torchscript"), tmp_path / "cache")
     graph = onnx.load(str(export.path))
@@ -155,6 +157,7 @@ def test_static_batch_export(unet, tmp_path):
     assert export.parity and all(report.shape[0] == 1 for report in export.parity)
 
 
+@pytest.mark.slow
 def test_simplified_export_keeps_parity(tmp_path):
     model = build_model("fcn8s", options={"width": 0.0625, "num_classes": 4})
     plain = cached_export(model, "fcn8s", ExportRequest(), tmp_path)

@@ -222,6 +222,7 @@ def test_conversion_keeps_io_fp32_and_fragile_ops_fp32(tmp_path):
     assert value_types(bare)[softmax.output[0]] == TensorProto.FLOAT16
 
 
+@pytest.mark.slow
 def test_fp16_semantic_graph_numerics_on_onnxruntime_cpu(tmp_path):
     model = build_model("fcn8s", options={"width": 0.0625, "num_classes": 5})
     fp32 = cached_export(model, "fcn8s", ExportRequest(), tmp_path)
@@ -239,6 +240,7 @@ def test_fp16_semantic_graph_numerics_on_onnxruntime_cpu(tmp_path):
     assert check_tensorrt_readiness(fp16.path).ready
 
 
+@pytest.mark.slow
 def test_fp16_detector_keeps_box_arithmetic_fp32(tmp_path):
     model = build_model("mask_rcnn", "trained")  # trained: confident detections, not near-tied noise
     path = export_onnx(model, tmp_path / "m.onnx", exporter="torchscript")

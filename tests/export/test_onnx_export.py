@@ -25,6 +25,7 @@ SMALL = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_parity_per_model(name, tmp_path):
     model = build_model(name, options=SMALL[name])
@@ -40,6 +41,7 @@ def test_parity_per_model(name, tmp_path):
     assert {r.shape[0] for r in export.parity} == {1, 3}
 
 
+@pytest.mark.slow
 def test_graph_has_dynamic_batch_height_width(tmp_path):
     model = build_model("fcn8s", options=SMALL["fcn8s"])
     path = export_onnx(model, tmp_path / "m.onnx")
@@ -96,6 +98,7 @@ def test_failed_export_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_static_size_export_fixes_height_and_width(tmp_path):
     model = build_model("unet", options=SMALL["unet"])
     export = export_and_verify(model, tmp_path / "static.onnx", static_size=(48, 80))
@@ -110,6 +113,7 @@ def test_static_size_export_fixes_height_and_width(tmp_path):
         session.run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})
 
 
+@pytest.mark.slow
 def test_parity_fails_a_graph_that_cannot_run_at_a_shape(tmp_path):
     model = build_model("unet", options=SMALL["unet"])
     path = export_onnx(model, tmp_path / "static.onnx", static_size=(32, 32))

@@ -23,6 +23,7 @@ SMALL = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_every_model_graph_is_ready(name, tmp_path):
     model = build_model(name, options=SMALL[name])

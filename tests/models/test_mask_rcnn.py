@@ -165,6 +165,7 @@ def test_deploy_matches_torchvision(model, runs, case):
         assert reference_masks.any(axis=(1, 2)).all()
 
 
+@pytest.mark.slow
 def test_onnx_graph_uses_standard_ops_with_static_detection_dims(onnx_session):
     graph, _ = onnx_session
     ops = {node.op_type for node in graph.graph.node}
@@ -311,6 +312,7 @@ def test_bad_options_raise_value_error(options, message):
         mask_rcnn(**options)
 
 
+@pytest.mark.slow
 def test_deploy_map_matches_torchvision_forward_with_the_shipped_weights():
     # The bar: with the same weights, the deploy graph's box and mask AP on the evaluation set
     # are within 0.2 points of torchvision's own forward (its own NMS, RoIAlign and mask paste).

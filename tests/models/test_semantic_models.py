@@ -57,6 +57,7 @@ def test_random_weights_are_seeded():
     assert not torch.equal(a.score_fr.weight, c.score_fr.weight)
 
 
+@pytest.mark.slow
 def test_full_width_fcn_backbone_is_torchvision_vgg():
     # The backbone is torchvision's own VGG layer list: its ImageNet weights load unchanged.
     model = fcn8s(backbone="vgg16")

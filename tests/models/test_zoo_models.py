@@ -59,6 +59,7 @@ def test_logits_keep_the_input_size(name):
     assert logits.shape == (2, 5, 37, 75) and torch.isfinite(logits).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PARAMS)
 def test_export_parity_at_batch_2_and_two_sizes_and_readiness(name, tmp_path):
     model = small(name)
@@ -90,6 +91,7 @@ def test_export_parity_at_batch_2_and_two_sizes_and_readiness(name, tmp_path):
         check_segnet_graph(name, onnx.load(str(path)).graph)
 
 
+@pytest.mark.slow
 @needs_smp
 def test_pspnet_graph_traced_at_one_size_fails_at_another(tmp_path):
     # Why PSPNet is exported per size: its adaptive pooling bakes the traced map's window bounds.

@@ -127,6 +127,7 @@ def _failed_lines(fig):
     return [line for ax in fig.axes for line in ax.lines if line.get_gid() == "failed"]
 
 
+@pytest.mark.slow
 def test_real_run_writes_every_plot_as_png(tmp_path):
     run = load_run(RUN)
     out = tmp_path / "plots" / "nested"

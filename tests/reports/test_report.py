@@ -130,6 +130,7 @@ def test_html_is_self_contained(run_dir):
     assert any("FAIL" in cells for cells in failed)
 
 
+@pytest.mark.slow
 def test_report_command_re_renders_a_committed_run(tmp_path, capsys):
     run = tmp_path / "cpu-default"
     derived = shutil.ignore_patterns("onnx", "plots", "report.*", "*.csv", "*.parquet")
@@ -243,3 +244,17 @@ def test_an_old_run_without_the_rates_still_renders(tmp_path):
     rows = [line for line in markdown.splitlines() if line.startswith("| fcn8s | torch | cpu | fp32 | 256")]
     assert rows and all("| reference | - | - |" in line for line in rows)
     assert not (old / "plots" / "roofline.png").exists()
+
+
+def test_a_graph_whose_export_info_has_an_empty_mapping_still_writes_its_parquet(tmp_path):
+    """An fp16 graph with nothing kept in fp32 records ``kept_fp32: {}``: Arrow cannot write a struct with
+    no fields, so mapping columns go to Parquet as JSON text, and read back as they were written."""
+    export = {"path": "unet-fp16.onnx", "fp16": {"kept_fp32": {}, "fp16_nodes": 12}}
+    results = [
+        cell("unet", "onnxruntime", 1, precision="fp16", artifact=export),
+        cell("unet", "onnxruntime", 1, artifact={"path": "unet.onnx"}),
+    ]
+    run = write_run(tmp_path / "run", results)
+    assert main(["report", str(run)]) == 0
+    table = pd.read_parquet(run / RESULTS_PARQUET)
+    assert [json.loads(text) for text in table["artifact"]] == [export, {"path": "unet.onnx"}]

@@ -97,6 +97,7 @@ def test_data_command_writes_a_dataset(tmp_path, capsys):
     assert (tmp_path / "d" / "instances.json").is_file() and (tmp_path / "d" / "panoptic.json").is_file()
 
 
+@pytest.mark.slow
 def test_models_command_lists_the_registry(capsys):
     assert main(["models", "--size", "256x256"]) == 0
     out = capsys.readouterr().out
@@ -136,6 +137,7 @@ def test_models_json_lists_every_model_with_its_checkpoint(capsys):
     assert by_name["mask_rcnn"]["checkpoint"]["validation"]["size"] == [128, 128]
 
 
+@pytest.mark.slow
 def test_models_piped_keeps_every_name_whole():
     # Piped, rich lays tables out for 80 columns; `segbench models | grep mask_rcnn` must find them.
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE")}
@@ -151,6 +153,7 @@ def test_models_piped_keeps_every_name_whole():
         assert [row[2] for row in rows] == variants, name  # grep finds every variant
 
 
+@pytest.mark.slow
 def test_real_process_prints_no_traceback(tmp_path):
     config = write(tmp_path, {**GOOD, "backends": [{"name": "tvm"}]})
     proc = subprocess.run([sys.executable, "-m", "segbench", "run", config], capture_output=True, text=True)

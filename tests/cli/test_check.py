@@ -58,6 +58,7 @@ def check(tmp_path, name, artifact, out, max_images=64):
     return code, rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["unet", "mask_rcnn"])
 def test_check_fails_a_perturbed_graph_and_passes_the_untouched_one(tmp_path, name):
     graph = cached_export(build_model(name, "trained"), name, ExportRequest(), tmp_path / "cache").path
@@ -83,6 +84,7 @@ def test_check_fails_a_perturbed_graph_and_passes_the_untouched_one(tmp_path, na
     assert all(row["delta"] < 0 and row["ci_high"] < row["band_low"] for row in failed)
 
 
+@pytest.mark.slow
 def test_check_with_a_config_runs_numerics_only(tmp_path):
     config = {
         "name": "tiny",

@@ -30,6 +30,7 @@ def umask_022():
     os.umask(old)
 
 
+@pytest.mark.slow
 def test_export_writes_a_checked_graph_and_reuses_it(capsys, tmp_path, umask_022):
     code, out, _ = export(capsys, tmp_path)
     graph = tmp_path / "out" / "unet.onnx"
@@ -48,6 +49,7 @@ def test_export_writes_a_checked_graph_and_reuses_it(capsys, tmp_path, umask_022
     assert json.loads((tmp_path / "out" / "unet.json").read_text())["export"]["cached"] is True
 
 
+@pytest.mark.slow
 def test_export_fp16_static(capsys, tmp_path):
     code, out, _ = export(capsys, tmp_path, "--fp16", "--static", "64x96", "--batch", "2")
     graph = onnx.load(str(tmp_path / "out" / "unet-64x96-b2-fp16.onnx"))
@@ -83,6 +85,7 @@ def test_mask2former_export_prints_no_exporter_chatter(capfd, tmp_path):
     assert captured.err == ""
 
 
+@pytest.mark.slow
 def test_trt_check_only_needs_no_tensorrt(capsys, tmp_path):
     code, out, _ = export(capsys, tmp_path, "--trt", "--check-only", "--sizes", "128x128,256x256",
                           "--batch-sizes", "1,8")  # fmt: skip
@@ -94,6 +97,7 @@ def test_trt_check_only_needs_no_tensorrt(capsys, tmp_path):
     assert "engine" not in manifest
 
 
+@pytest.mark.slow
 def test_trt_without_tensorrt_is_one_line_exit_2(tmp_path):
     # A real process: no traceback, one line, and nothing exported before TensorRT was found missing.
     proc = subprocess.run(
@@ -138,6 +142,7 @@ def test_unknown_model_and_per_size_model(capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["10.8.0", "11.1.0"])
 def test_trt_export_builds_through_polygraphy(capsys, tmp_path, monkeypatch, version, umask_022):
     """The --trt path through Polygraphy against the stand-in TensorRT module: never a verified engine,
