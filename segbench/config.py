@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from segbench.backends import BACKENDS, BackendConfig
 from segbench.errors import ConfigError, SegbenchError
@@ -103,10 +104,10 @@ class ModelEntry(_Strict):
         if self.weights == "trained" or (self.onnx is not None and self.weights != RANDOM):
             raise ValueError("weights: a module: entry takes random or a state dict file; an onnx: entry "
                              "carries its own")  # fmt: skip
-        if not self.name:
-            self.name = (
-                self.onnx.stem if self.onnx is not None else self.module.rpartition(":")[2].split(".")[-1]
-            )
+        if not self.name and self.onnx is not None:
+            self.name = self.onnx.stem
+        elif not self.name and self.module is not None:
+            self.name = self.module.rpartition(":")[2].split(".")[-1]
         if self.name in MODELS:
             raise ValueError(f"name: {self.name} is a registered model; give this entry another name")
         return self
@@ -231,13 +232,13 @@ class NumericsConfig(_Strict):
                 raise ValueError(f"relative_floor must lie in [0, 1], got {floor}")
         return value
 
-    def floor(self, precision: str) -> float:
+    def floor(self, precision: PrecisionName) -> float:
         """The share of the baseline each metric must reach at ``precision``."""
         if isinstance(self.relative_floor, dict):
             return self.relative_floor.get(precision, 0.99)
         return self.relative_floor
 
-    def tensor_limits(self, precision: str) -> TensorTolerance:
+    def tensor_limits(self, precision: PrecisionName) -> TensorTolerance:
         """The tensor-level limits for ``precision``: the defaults with the YAML's overrides."""
         default = TENSOR_TOLERANCES[precision]
         override = self.tensor_tolerance.get(precision)
@@ -245,7 +246,7 @@ class NumericsConfig(_Strict):
             return default
         return replace(default, **override.model_dump(exclude_none=True))
 
-    def tolerances(self, precision: str) -> dict[str, float]:
+    def tolerances(self, precision: PrecisionName) -> dict[str, float]:
         """Metric -> allowed |delta| in points for ``precision``."""
         spec = self.tolerance.get(precision)
         defaults = DEFAULT_TOLERANCES[precision]
@@ -381,12 +382,13 @@ def _schema() -> type[BenchmarkConfig]:
     """BenchmarkConfig with ``backends`` typed as the union of the backends registered now."""
     classes = tuple(spec.config_class for spec in BACKENDS.values())
     if classes not in _SCHEMAS:
-        entry = Annotated[Union[classes], Field(discriminator="name")]  # noqa: UP007 - built at runtime
+        # A union built at runtime, from the registry: no static type for mypy to check.
+        entry = Annotated[Union[classes], Field(discriminator="name")]  # type: ignore[valid-type]  # noqa: UP007
         _SCHEMAS[classes] = create_model(
             "BenchmarkConfig",
             __base__=BenchmarkConfig,
             __module__=__name__,
-            backends=(list[entry], Field(min_length=1)),  # type: ignore[valid-type]
+            backends=(list[entry], Field(min_length=1)),
         )
     return _SCHEMAS[classes]
 
@@ -397,6 +399,7 @@ def _union_tags() -> set[str]:
 
 def onnx_model(config: BenchmarkConfig, entry: ModelEntry) -> OnnxGraphModel:
     """An ``onnx:`` entry's model: the graph read, with its declared task and preprocessing."""
+    assert entry.onnx is not None, f"{entry.name} is not an onnx: entry"
     preprocess = entry.preprocess or PreprocessConfig()
     task = entry.declared_task
     num_classes = entry.num_classes or (config.dataset_num_classes() if task == "semantic" else 1)
@@ -404,7 +407,7 @@ def onnx_model(config: BenchmarkConfig, entry: ModelEntry) -> OnnxGraphModel:
                           preprocess.channel_order, seed=config.seed)  # fmt: skip
 
 
-def _format_error(error: dict[str, Any]) -> str:
+def _format_error(error: ErrorDetails) -> str:
     location = ""
     for part in error["loc"]:
         if isinstance(part, int):

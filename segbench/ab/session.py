@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
@@ -105,7 +105,8 @@ class SideProcess:
 
     def expect(self, key: str) -> Any:
         """The next message's ``key`` value; SideFailed when the side ends or says something else."""
-        stdout: IO[str] = self.process.stdout  # type: ignore[assignment]
+        stdout = self.process.stdout
+        assert stdout is not None, "the side's process is started with stdout=PIPE"
         line = stdout.readline()
         if not line:
             self.process.wait()
@@ -119,7 +120,8 @@ class SideProcess:
         return message[key]
 
     def go(self) -> None:
-        stdin: IO[str] = self.process.stdin  # type: ignore[assignment]
+        stdin = self.process.stdin
+        assert stdin is not None, "the side's process is started with stdin=PIPE"
         stdin.write(GO + "\n")
         stdin.flush()
 

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from segbench.backends.base import BackendError, GraphBackendConfig, Runner
+from segbench.backends.base import BackendConfig, BackendError, GraphBackendConfig, Runner
 from segbench.backends.spec import GRAPH, BackendSpec
 from segbench.export.onnx import cpu_session
 
@@ -162,7 +162,7 @@ def splitting_ops(op_types: Iterable[str], config: OnnxRuntimeConfig) -> list[st
 
 
 def plan_notes(
-    config: OnnxRuntimeConfig,
+    config: BackendConfig,
     precision: str,
     graph_ops: frozenset[str] | None,
     served: Sequence[tuple[int, ...]],
@@ -170,6 +170,7 @@ def plan_notes(
     """What a dry run says of a TensorRT-provider entry: which optimization profile its engines get
     (one explicit profile, or an engine per shape for a graph the provider splits; undecided until
     export for a graph whose ops are not known yet) and what precision its math really runs at."""
+    assert isinstance(config, OnnxRuntimeConfig)  # SPEC's config class: the registry hands it this one
     if config.device != "cuda":
         return ()
     if not config.tensorrt:
@@ -262,7 +263,8 @@ def provider_options(
     return options
 
 
-def unavailable_reason(config: OnnxRuntimeConfig) -> str | None:
+def unavailable_reason(config: BackendConfig) -> str | None:
+    assert isinstance(config, OnnxRuntimeConfig)  # SPEC's config class: the registry hands it this one
     try:
         import onnxruntime as ort
     except ImportError:

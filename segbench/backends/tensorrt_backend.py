@@ -67,7 +67,7 @@ class TensorRTConfig(GraphBackendConfig):
         return value
 
 
-def unavailable_reason(config: TensorRTConfig) -> str | None:
+def unavailable_reason(config: BackendConfig) -> str | None:
     try:
         import_tensorrt()  # also refuses majors other than 10 and 11
     except TensorRTUnavailable as exc:
@@ -225,7 +225,7 @@ class TensorRTRunner(Runner):
         engine_bytes = self._engine_path.read_bytes()
         self._engine_mb = len(engine_bytes) / 2**20
         self._device = torch.device("cuda")
-        self._stream = torch.cuda.Stream(self._device)
+        self._stream: torch.cuda.Stream | None = torch.cuda.Stream(self._device)
         self._staging = HostStaging(pinned=True)
         self._engine = TensorRTEngine(
             trt,
@@ -239,16 +239,18 @@ class TensorRTRunner(Runner):
         self._load_s = time.perf_counter() - start - (self._build_s or 0.0)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with torch.cuda.stream(self._stream):
+        engine, stream = self._engine, self._stream
+        assert engine is not None and stream is not None, "tensorrt: infer on an inactive runner"
+        with torch.cuda.stream(stream):
             inputs = self._staging.to_device(feeds, self._device)
             try:
-                outputs = self._engine.infer(inputs, stream=self._stream)
+                outputs = engine.infer(inputs, stream=stream)
             except ValueError as exc:  # e.g. a shape outside the optimization profile
                 raise BackendError(str(exc)) from exc
             host = self._staging.to_host(outputs)
         # The copies are asynchronous: wait for them (and so for the end event) before reading.
-        self._stream.synchronize()
-        compute = self._engine.last_compute_ms
+        stream.synchronize()
+        compute = engine.last_compute_ms
         self.last_stages_ms = None if compute is None else {"compute": compute}
         # The staging buffers are reused by the next call: hand out copies.
         return {name: tensor.numpy().copy() for name, tensor in host.items()}

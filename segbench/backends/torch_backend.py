@@ -79,7 +79,7 @@ def _out_of_memory(exc: BaseException | None) -> bool:
     return False
 
 
-def unavailable_reason(config: TorchConfig) -> str | None:
+def unavailable_reason(config: BackendConfig) -> str | None:
     if config.device == "cuda" and not torch.cuda.is_available():
         return "no CUDA device visible to torch"
     return None
@@ -99,11 +99,13 @@ class TorchRunner(Runner):
 
     def activate(self) -> None:
         # The harness keeps the CPU model for the numerics baseline; a device copy leaves it untouched.
-        self._module = copy.deepcopy(self.model).to(self.device) if self.on_cuda else self.model
+        module = copy.deepcopy(self.model).to(self.device) if self.on_cuda else self.model
         self._memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
-        self._module = self._module.to(memory_format=self._memory_format).eval()
+        module = module.to(memory_format=self._memory_format).eval()
+        # What infer calls: the module, or its torch.compile wrapper.
+        self._module: Callable[..., Any] = module
         if self.config.compile is not None:
-            self._module = torch.compile(self._module, mode=self.config.compile)
+            self._module = torch.compile(module, mode=self.config.compile)
         cuda = self.on_cuda
         self._pinned = self.config.pinned_memory if self.config.pinned_memory is not None else cuda
         self._cudnn_benchmark = (

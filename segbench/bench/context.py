@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from segbench.backends import GRAPH, BackendConfig, Runner
+from segbench.backends.base import GraphBackendConfig
 from segbench.backends.onnxruntime_backend import OnnxRuntimeConfig
 from segbench.backends.torch_backend import TorchConfig
 from segbench.bench.inputs import build_imported, mismatch
@@ -101,6 +102,13 @@ class ModelState:
     weights_sha256: str | None = None
     stats: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
 
+    @property
+    def built(self) -> SegmentationModel:
+        """The built network, for the steps that run only once it was built (``error`` is None)."""
+        if self.model is None:
+            raise StageFailed(self.error or f"{self.entry.name}: the model was not built")
+        return self.model
+
     def subject(self, backend: BackendConfig, precision: str) -> Subject:
         return Subject(
             model=self.entry.name,
@@ -138,14 +146,15 @@ def build_model_state(ctx: RunContext, entry: ModelEntry) -> ModelState:
         options["num_classes"] = ctx.config.dataset_num_classes()
     state = ModelState(entry, entry.declared_task, options)
     try:
+        model: SegmentationModel
         if entry.onnx is not None:
-            state.model = onnx_model(ctx.config, entry)
+            model = state.model = onnx_model(ctx.config, entry)
         elif entry.module is not None:
-            state.model = build_imported(ctx.config, entry)
+            model = state.model = build_imported(ctx.config, entry)
         else:
-            state.model = build_model(entry.name, entry.weights, options, seed=ctx.config.seed)
-            state.options = state.model.options
-        state.task = state.model.task  # a multi-task model (Mask2Former) serves the one asked for
+            model = state.model = build_model(entry.name, entry.weights, options, seed=ctx.config.seed)
+            state.options = model.options
+        state.task = model.task  # a multi-task model (Mask2Former) serves the one asked for
     except Exception as exc:
         state.error = ctx.log.failure(f"{entry.name}: building the model", exc)
     return state
@@ -168,7 +177,11 @@ def once(cache: dict, key: Any, compute: Callable[[], Any], log: RunLog, where: 
 
 
 def export_graph(
-    ctx: RunContext, state: ModelState, backend: BackendConfig, size: tuple[int, int] | None, precision: str
+    ctx: RunContext,
+    state: ModelState,
+    backend: GraphBackendConfig,
+    size: tuple[int, int] | None,
+    precision: str,
 ) -> OnnxExport:
     """The model's verified ONNX graph for this backend's opset/exporter at ``precision`` (and size, for
     per-size models), looked up once per run."""
@@ -179,9 +192,10 @@ def export_graph(
     def export() -> OnnxExport:
         suffix = f", {size[0]}x{size[1]}" if size else ""
         ctx.sink.status(f"{state.entry.name}: {precision} ONNX graph (opset {request.opset}{suffix})")
+        model = state.built
         if state.weights_sha256 is None:
-            state.weights_sha256 = state_dict_digest(state.model.state_dict())
-        return ctx.exporter(state.model, state.entry.name, request, state.weights_sha256)
+            state.weights_sha256 = state_dict_digest(model.state_dict())
+        return ctx.exporter(model, state.entry.name, request, state.weights_sha256)
 
     where = f"{state.entry.name}: exporting the {precision} ONNX graph"
     return once(state.graphs, request, export, ctx.log, where)
@@ -192,6 +206,7 @@ def user_graph(ctx: RunContext, state: ModelState, unit: Unit) -> dict[str, Any]
     that fails it is refused (every cell says why) unless the entry has ``allow_mismatch: true``, when it
     runs with the failure recorded and shown. An engine is taken as is (only TensorRT can read it)."""
     path = unit.backend.artifact
+    assert path is not None, "user_graph is for an entry with an artifact:"
 
     def check() -> dict[str, Any]:
         record: dict[str, Any] = {"path": str(path), "user_artifact": True, "parity": None}
@@ -200,7 +215,7 @@ def user_graph(ctx: RunContext, state: ModelState, unit: Unit) -> dict[str, Any]
         ctx.sink.status(f"{state.entry.name}: parity of {path.name}")
         first = unit.served[0] if unit.served else Cell(256, 256, 1)  # a folder dataset's check
         tolerance = PARITY_TOLERANCES.get(unit.precision, PARITY_TOLERANCES["fp16"])
-        found = check_parity(state.model, path, [(1, first.height, first.width)], tolerance=tolerance)
+        found = check_parity(state.built, path, [(1, first.height, first.width)], tolerance=tolerance)
         record["parity"] = [asdict(report) for report in found]
         problems = [p for p in (mismatch(ctx.config, state.entry, unit.backend),
                                 parity_failure(found, unit.precision)) if p]  # fmt: skip
@@ -235,7 +250,7 @@ class RunnerPool:
             and unit.spec.consumes == GRAPH
             and unit.backend.artifact is None
         )
-        self.per_size = self.exports and (state.per_size or not model.dynamic_spatial)
+        self.per_size = model is not None and self.exports and (state.per_size or not model.dynamic_spatial)
         self._entries: dict[tuple[int, int] | None, tuple[Runner, dict] | str] = {}
         # The raw batches of a failed reduced-precision check, left for the diagnosis stage.
         self.failed_check_outputs: list[dict[str, Any]] = []
@@ -244,7 +259,8 @@ class RunnerPool:
         """The runner for ``size`` and what opening it cost (``cold_start``) and ran (``artifact``)."""
         if self.state.error is not None:
             raise StageFailed(self.state.error)
-        key = tuple(size) if self.per_size else None
+        height, width = size
+        key = (height, width) if self.per_size else None
         where = f"{self.unit.where}: opening the runner"
         try:
             return once(self._entries, key, lambda: self._open(key), self.ctx.log, where)
@@ -269,10 +285,11 @@ class RunnerPool:
             record = user_graph(self.ctx, state, unit)
             path = unit.backend.artifact
         elif unit.spec.consumes == GRAPH:
+            assert isinstance(unit.backend, GraphBackendConfig)  # BackendSpec checks a graph backend's config
             precision = unit.spec.graph_precision(unit.backend, unit.precision)
             export = export_graph(self.ctx, state, unit.backend, size, precision)
             path, export_s, record = export.path, export.export_s, export.to_dict()
-        runner = unit.spec.make_runner(state.model, unit.backend, unit.precision, path, shapes)
+        runner = unit.spec.make_runner(state.built, unit.backend, unit.precision, path, shapes)
         start = time.perf_counter()
         runner.__enter__()
         return runner, {

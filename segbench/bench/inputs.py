@@ -63,6 +63,7 @@ def mismatch(config: BenchmarkConfig, entry: ModelEntry, backend: BackendConfig)
 
 def build_imported(config: BenchmarkConfig, entry: ModelEntry) -> ImportedModel:
     """A ``module:`` entry's network behind its declared preprocessing."""
+    assert entry.module is not None, f"{entry.name} is not a module: entry"
     preprocess = (entry.preprocess or PreprocessConfig()).model_dump()
     num_classes = entry.num_classes or config.dataset_num_classes()
     return build_imported_model(entry.module, entry.options, num_classes, preprocess, entry.weights,

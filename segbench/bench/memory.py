@@ -16,6 +16,7 @@ import os
 import re
 import threading
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psutil
@@ -75,7 +76,7 @@ class PeakHostMemory:
             self.peak_mb = max(self.peak_mb or 0.0, self._process.memory_info().rss / 2**20)
 
 
-def _import_nvml() -> object | None:
+def _import_nvml() -> ModuleType | None:
     try:
         return importlib.import_module("pynvml")
     except (ImportError, OSError):

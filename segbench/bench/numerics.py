@@ -34,6 +34,7 @@ class EvaluationSet:
         Image ``i`` is the same whatever the count, so a larger set extends the smaller one."""
         numerics = config.numerics
         dataset = numerics.dataset
+        samples: SemanticFolder | CocoDataset | ShapesDataset
         if isinstance(dataset, FolderDatasetConfig):
             samples = SemanticFolder(dataset.images, dataset.masks, ignore_index=dataset.ignore_index)
             first = min(len(samples), dataset.limit or len(samples))

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-CPU_PRECISIONS = ("fp32",)
+CPU_PRECISIONS: tuple[str, ...] = ("fp32",)
 CUDA_PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 _DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

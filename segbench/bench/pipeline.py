@@ -62,8 +62,12 @@ def _steps(units: Sequence[Unit], remote: bool, gated: bool) -> list[Step]:
         return [(unit, UNTIMED_STAGES, None) for unit in units if unit.check or unit.find_max_batch]
     if not gated:
         return [(unit, UNIT_STAGES, _opens(units, i)) for i, unit in enumerate(units)]
-    untimed = [(unit, (_build_exports, *UNTIMED_STAGES), None) for unit in units if unit.repeat == 0]
-    timed = [(unit, (time_cells,), _opens(units, i)) for i, unit in enumerate(units) if unit.cells]
+    untimed: list[Step] = [
+        (unit, (_build_exports, *UNTIMED_STAGES), None) for unit in units if unit.repeat == 0
+    ]
+    timed: list[Step] = [
+        (unit, (time_cells,), _opens(units, i)) for i, unit in enumerate(units) if unit.cells
+    ]
     return untimed + timed
 
 
@@ -92,7 +96,7 @@ def plan_run(
     timing: bool = True,
     resume: bool = False,
     only: Cell | None = None,
-) -> Plan:
+) -> tuple[Plan, FinishedWork]:
     """The plan of a run into ``out_dir`` (what a resumed run has left; ``only``: that cell alone),
     checking its inputs first."""
     if not timing and not config.numerics.enabled:

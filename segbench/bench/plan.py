@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from segbench.backends import BACKENDS, GRAPH, BackendConfig, BackendSpec
+from segbench.backends.base import Precision
 from segbench.bench.resume import FinishedWork
 from segbench.config import BenchmarkConfig, ModelEntry, ShapesDatasetConfig
 from segbench.errors import ConfigError
@@ -36,7 +37,7 @@ class Unit:
     entry: ModelEntry
     backend: BackendConfig
     spec: BackendSpec
-    precision: str
+    precision: Precision
     repeat: int
     cells: tuple[Cell, ...]
     check: bool  # the numerics check still has to run (first pass, not done before a resume)
@@ -143,13 +144,11 @@ def build_plan(
     resumed or isolated cell runs the engine an inline run builds."""
     done = done or FinishedWork()
     reasons: dict[int, str | None] = {}
-    skipped = []
+    skipped: list[dict[str, str]] = []
     for backend in config.backends:
-        reasons[id(backend)] = BACKENDS[backend.name].unavailable(backend)
-        if reasons[id(backend)] is not None:
-            skipped.append(
-                {"backend": backend.name, "device": backend.device, "reason": reasons[id(backend)]}
-            )
+        reason = reasons[id(backend)] = BACKENDS[backend.name].unavailable(backend)
+        if reason is not None:
+            skipped.append({"backend": backend.name, "device": backend.device, "reason": reason})
     check_cells = numerics_cells(config)
     passes = max(repeats(config, entry, timing) for entry in config.models)
     units = []

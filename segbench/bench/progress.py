@@ -44,11 +44,11 @@ class ConsoleProgress:
             self._progress = None
 
     def status(self, text: str) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, description=escape(text))
 
     def advance(self) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.advance(self._task)
 
     def note(self, text: str) -> None:
@@ -58,9 +58,10 @@ class ConsoleProgress:
         subject, measured = record.subject, record.measurement
         where = f"{subject.model} {subject.backend}/{subject.device}/{subject.precision}"
         size = f"{record.height}x{record.width} b{record.batch_size}"
+        latency = measured.latency_ms
         outcome = (
-            f"p50 {measured.latency_ms['p50']:.2f} ms, {measured.throughput_ips:.1f} img/s"
-            if measured.ok
+            f"p50 {latency['p50']:.2f} ms, {measured.throughput_ips:.1f} img/s"
+            if measured.ok and latency is not None
             else f"[red]{measured.status}[/] {escape(measured.error or '')}"
         )
         self.console.print(f"  {escape(where)} {size}: {outcome}")

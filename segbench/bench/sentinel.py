@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 
@@ -84,7 +84,7 @@ class Sentinel:
         return SentinelReading(self.device, self.workload, label, time.time(), samples, repeat, self.host)
 
 
-def sentinel_devices(devices: set[str]) -> list[str]:
+def sentinel_devices(devices: Collection[str]) -> list[str]:
     """The devices a run's sentinel reads: the CPU always (every cell's pre- and postprocessing runs there),
     and a CUDA device when the run times one and torch sees it."""
     return ["cpu", *(["cuda"] if "cuda" in devices and torch.cuda.is_available() else [])]

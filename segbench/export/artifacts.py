@@ -81,8 +81,8 @@ def _version(distribution: str) -> str | None:
 def _code_digest(*objects: Any) -> str:
     """Digest of the source files that define ``objects``: editing a model or the exporter invalidates
     the cache even when segbench's version number stays the same."""
-    files = sorted({inspect.getsourcefile(obj) for obj in objects})
-    return cache_key({Path(f).name: file_digest(f) for f in files if f})
+    files = sorted({path for obj in objects if (path := inspect.getsourcefile(obj))})
+    return cache_key({Path(f).name: file_digest(f) for f in files})
 
 
 def export_key(

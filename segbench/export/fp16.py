@@ -291,8 +291,8 @@ def convert_to_fp16(
     _name_nodes(model.graph)
     source_nodes = {node.name for node in model.graph.node}
     block_ops = sorted({*float16.DEFAULT_OP_BLOCK_LIST, *keep_ops})
-    block_nodes = {*keep_nodes, *box_arithmetic_nodes(model.graph)}
-    block_nodes = sorted(block_nodes | _fp32_sources(model.graph, block_ops, block_nodes))
+    blocked = {*keep_nodes, *box_arithmetic_nodes(model.graph)}
+    block_nodes = sorted(blocked | _fp32_sources(model.graph, block_ops, blocked))
     casts_before = sum(node.op_type == "Cast" for node in model.graph.node)
     with warnings.catch_warnings():
         # It warns for every initializer value it clamps to fp16's range; the report counts what matters.

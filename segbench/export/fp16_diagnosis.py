@@ -419,7 +419,7 @@ def diagnose_precision(
                 low_dtype=_dtype_name(low_types[low_output]),
                 upstream_rel_err=max((float(m["max_rel_err"]) for m in upstream), default=0.0),
                 upstream_nonfinite=any(int(m["nonfinite"]) > 0 for m in upstream),
-                **metrics[node.name],  # type: ignore[arg-type]
+                **metrics[node.name],  # type: ignore[arg-type]  # the int count and the float errors
             )
         )
 

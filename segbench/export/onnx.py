@@ -8,6 +8,7 @@ shape into a Reshape or Slice is caught here rather than in a benchmark result (
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -208,25 +209,22 @@ def export_onnx(
                 output_dims = [
                     dims if len(s) == 4 and s[2:] == (height, width) else batch_dims for s in traced_shapes
                 ]
-                if exporter == "dynamo":
-                    dynamic = {i: torch.export.Dim(name, min=1 if i == 0 else 8) for i, name in dims.items()}
-                    specific = {
-                        "dynamo": True,
-                        "dynamic_shapes": {"images": dynamic} if dynamic else None,
-                        "verbose": False,
-                    }
-                else:
-                    axes = {input_name: dims, **dict(zip(output_names, output_dims, strict=True))}
-                    specific = {"dynamo": False, "dynamic_axes": {k: v for k, v in axes.items() if v}}
-                torch.onnx.export(
+                export = functools.partial(
+                    torch.onnx.export,
                     model,
                     (example,),
                     str(tmp),
                     input_names=[input_name],
                     output_names=output_names,
                     opset_version=opset,
-                    **specific,
                 )
+                if exporter == "dynamo":
+                    dynamic = {i: torch.export.Dim(name, min=1 if i == 0 else 8) for i, name in dims.items()}
+                    shapes = {"images": dynamic} if dynamic else None
+                    export(dynamo=True, dynamic_shapes=shapes, verbose=False)
+                else:
+                    axes = {input_name: dims, **dict(zip(output_names, output_dims, strict=True))}
+                    export(dynamo=False, dynamic_axes={k: v for k, v in axes.items() if v})
             graph = onnx.load(str(tmp))  # with its external data, if the exporter wrote any
         if simplify:
             graph = simplify_onnx(graph)

@@ -154,11 +154,11 @@ def check_parity(
             reports.append(_failed(shape, f"output shapes differ from PyTorch's: {', '.join(wrong)}"))
             continue
         if model.task == "instance":
-            by_name = [dict(zip(names, outputs, strict=True)) for outputs in (expected, actual)]
-            agreement, worst = detection_agreement(*by_name, **DETECTION_MATCH)
+            want, got = (dict(zip(names, outputs, strict=True)) for outputs in (expected, actual))
+            reproduced, worst = detection_agreement(want, got, **DETECTION_MATCH)
             bound = tolerance.detection_agreement
-            check = ParityCheck("detections reproduced", agreement, bound, ">=", agreement >= bound, True)
-            reports.append(_report(shape, [check], worst, 0.0, detections=agreement))
+            check = ParityCheck("detections reproduced", reproduced, bound, ">=", reproduced >= bound, True)
+            reports.append(_report(shape, [check], worst, 0.0, detections=reproduced))
             continue
         checks = []
         max_abs = max_rel = 0.0

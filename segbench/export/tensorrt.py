@@ -144,7 +144,7 @@ def _shape4(value: Sequence[int], what: str) -> Shape:
     shape = tuple(int(d) for d in value)
     if len(shape) != 4 or any(d < 1 for d in shape):
         raise ValueError(f"{what} must be 4 positive ints (NCHW), got {tuple(value)}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -199,7 +199,7 @@ def profile_from_shapes(input_name: str, shapes: Sequence[Sequence[int]]) -> Opt
     for cell in cells[1:]:
         if math.prod(cell) >= math.prod(heaviest):
             heaviest = cell
-    return OptimizationProfile(input_name, lowest, heaviest, highest)  # type: ignore[arg-type]
+    return OptimizationProfile(input_name, lowest, heaviest, highest)
 
 
 # -- cache key ----------------------------------------------------------------------------------------

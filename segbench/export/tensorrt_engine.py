@@ -63,7 +63,7 @@ def _make_output_allocator(trt: ModuleType, device: torch.device) -> Any:
     ``notify_shape`` with its final shape; the buffer grows when needed and is reused otherwise.
     """
 
-    class TorchOutputAllocator(trt.IOutputAllocator):  # type: ignore[name-defined, misc]
+    class TorchOutputAllocator(trt.IOutputAllocator):  # type: ignore[name-defined]  # a runtime base class
         def __init__(self) -> None:
             trt.IOutputAllocator.__init__(self)  # the bindings need the base initialised explicitly
             self.buffers: dict[str, torch.Tensor] = {}

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -98,16 +99,17 @@ def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     return nodes
 
 
-def _constant_values(graph: onnx.GraphProto) -> dict[str, object]:
+def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     for node in graph.node:
-        if node.op_type == "Constant" and _attribute(node, "value") is not None:
-            values[node.output[0]] = numpy_helper.to_array(_attribute(node, "value"))
+        value = _attribute(node, "value") if node.op_type == "Constant" else None
+        if isinstance(value, onnx.TensorProto):  # a Constant's tensor (other Constants carry none)
+            values[node.output[0]] = numpy_helper.to_array(value)
     return values
 
 
 def _check_node(
-    node: onnx.NodeProto, constants: dict[str, object], ranks: dict[str, int], report: ReadinessReport
+    node: onnx.NodeProto, constants: dict[str, np.ndarray], ranks: dict[str, int], report: ReadinessReport
 ):
     where = node.name or f"{node.op_type}:{node.output[0] if node.output else '?'}"
     if node.domain not in ("", "ai.onnx"):

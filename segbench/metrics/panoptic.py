@@ -298,7 +298,7 @@ def pq_compute(
         for gt, pred in itertools.zip_longest(ground_truth, predictions, fillvalue=missing):
             if gt is missing or pred is missing:
                 raise ValueError("ground_truth and predictions have different numbers of images")
-            yield gt, pred  # type: ignore[misc]
+            yield gt, pred  # type: ignore[misc]  # neither is the fill value: both are images
 
     return _pq_from_pairs(paired(), categories)
 

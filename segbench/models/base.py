@@ -26,20 +26,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class SegmentationModel(nn.Module):
     """Base class: subclasses define ``forward`` and may override ``postprocess``."""
 
-    task: ClassVar[str] = "semantic"
-    input_names: ClassVar[tuple[str, ...]] = ("images",)
-    output_names: ClassVar[tuple[str, ...]] = ("logits",)
+    # Class defaults that a model may set per instance (an ONNX file's names, a multi-task model's task).
+    task: str = "semantic"
+    input_names: tuple[str, ...] = ("images",)
+    output_names: tuple[str, ...] = ("logits",)
     # Spatial sizes the network needs; forward pads to a multiple of this and crops back.
-    size_divisor: ClassVar[int] = 1
+    size_divisor: int = 1
     # Whether one exported graph serves every input size. Networks whose traced graph keeps feature-map
     # sizes as constants (e.g. Python-list spatial shapes in Mask2Former) export one graph per size.
-    dynamic_spatial: ClassVar[bool] = True
+    dynamic_spatial: bool = True
     # Instance/panoptic outputs: class label + this offset = the dataset's category id (the shapes
     # categories are class index + 1; torchvision-style detectors already predict category ids).
     category_offset: ClassVar[int] = 0
     # The ONNX exporter that handles this network: the dynamo exporter by default; detectors whose
     # NMS has a data-dependent size need the TorchScript exporter (torchvision's ONNX symbolics).
     preferred_exporter: ClassVar[str] = "dynamo"
+    # Set by whoever builds the model (the registry, module: and onnx: models): what the export cache
+    # keys its graph on, with the weights it was built with.
+    options: dict[str, Any]
+    weights: str
 
     def __init__(self, num_classes: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
         super().__init__()

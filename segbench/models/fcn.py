@@ -43,6 +43,13 @@ def _upsample(channels: int, stride: int) -> nn.ConvTranspose2d:
     return layer
 
 
+def _zero_init(conv: nn.Conv2d) -> None:
+    """Zero init: the skip starts as a no-op, so training begins from the coarser net's output."""
+    nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
 def _scaled(channels: int, width: float) -> int:
     return max(8, round(channels * width))
 
@@ -85,14 +92,11 @@ class FCN(SegmentationModel):
         if stride <= 16:
             self.score_pool4 = nn.Conv2d(pool4_channels, num_classes, 1)
             self.upscore2 = _upsample(num_classes, 2)
-            # Zero init: the skip starts as a no-op, so training begins from the coarser net's output.
-            nn.init.zeros_(self.score_pool4.weight)
-            nn.init.zeros_(self.score_pool4.bias)
+            _zero_init(self.score_pool4)
         if stride == 8:
             self.score_pool3 = nn.Conv2d(pool3_channels, num_classes, 1)
             self.upscore_pool4 = _upsample(num_classes, 2)
-            nn.init.zeros_(self.score_pool3.weight)
-            nn.init.zeros_(self.score_pool3.bias)
+            _zero_init(self.score_pool3)
         self.upscore_final = _upsample(num_classes, stride)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ def import_factory(path: str) -> Callable[..., nn.Module]:
         module = importlib.import_module(module_name)
     except Exception as exc:  # an import error inside the user's package is theirs to see, in one line
         raise ConfigError(f"module: cannot import {module_name}: {type(exc).__name__}: {exc}") from None
-    factory = module
+    factory: object = module
     for part in attribute.split("."):
         factory = getattr(factory, part, None)
         if factory is None:

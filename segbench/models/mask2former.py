@@ -38,6 +38,9 @@ from segbench.models.base import SegmentationModel
 TASKS = ("panoptic", "instance", "semantic")
 BACKBONES = ("swin-t", "resnet50", "resnet18", "resnet-tiny")
 _STAGES = ["stage1", "stage2", "stage3", "stage4"]
+# transformers' configs take keyword arguments beyond their dataclass fields (out_features, num_labels,
+# use_timm_backbone, ...) in __post_init__, but their typed __init__ lists the fields only: hence the
+# "type: ignore[call-arg]  # extra kwargs" on the calls below.
 
 
 @contextmanager
@@ -55,23 +58,23 @@ def _quiet_transformers() -> Iterator[None]:
 def backbone_config(name: str) -> SwinConfig | ResNetConfig:
     """transformers backbone configs matching the published Mask2Former variants (and a light ResNet-18)."""
     if name == "swin-t":
-        return SwinConfig(
+        return SwinConfig(  # type: ignore[call-arg]  # extra kwargs
             embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, out_features=_STAGES
         )
     if name == "resnet50":
-        return ResNetConfig(
+        return ResNetConfig(  # type: ignore[call-arg]  # extra kwargs
             depths=[3, 4, 6, 3],
             hidden_sizes=[256, 512, 1024, 2048],
             layer_type="bottleneck",
             out_features=_STAGES,
         )
     if name == "resnet18":
-        return ResNetConfig(
+        return ResNetConfig(  # type: ignore[call-arg]  # extra kwargs
             depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512], layer_type="basic", out_features=_STAGES
         )
     if name == "resnet-tiny":
         # segbench's own light backbone for checkpoints trained on a CPU: one basic block per stage.
-        return ResNetConfig(
+        return ResNetConfig(  # type: ignore[call-arg]  # extra kwargs
             depths=[1, 1, 1, 1], hidden_sizes=[32, 64, 128, 256], embedding_size=32, layer_type="basic",
             out_features=_STAGES,
         )  # fmt: skip
@@ -87,12 +90,14 @@ class Mask2Former(SegmentationModel):
     def __init__(
         self, config: Mask2FormerConfig, task: str = "panoptic", stuff_classes: tuple[int, ...] = ()
     ) -> None:
-        super().__init__(config.num_labels)
+        num_labels = config.num_labels
+        assert num_labels is not None, "transformers gives every config its labels (id2label)"
+        super().__init__(num_labels)
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-        bad = [c for c in stuff_classes if not 0 <= c < config.num_labels]
+        bad = [c for c in stuff_classes if not 0 <= c < num_labels]
         if bad:
-            raise ValueError(f"stuff class {bad[0]} is outside [0, {config.num_labels})")
+            raise ValueError(f"stuff class {bad[0]} is outside [0, {num_labels})")
         with _quiet_transformers():
             network = Mask2FormerForUniversalSegmentation(config)
         # Register transformers' own submodules under their own names so checkpoints load unchanged;
@@ -119,7 +124,8 @@ class Mask2Former(SegmentationModel):
             class_queries_logits=torch.from_numpy(np.ascontiguousarray(outputs["class_logits"])),
             masks_queries_logits=torch.from_numpy(np.ascontiguousarray(outputs["mask_logits"])),
         )
-        sizes = [tuple(image_size)] * raw.class_queries_logits.shape[0]
+        height, width = image_size
+        sizes = [(height, width)] * raw.class_queries_logits.shape[0]
         if self.task == "semantic":
             maps = self._processor.post_process_semantic_segmentation(raw, target_sizes=sizes)
             return [m.numpy().astype(np.int64) for m in maps]
@@ -199,7 +205,7 @@ def mask2former(
             f"hidden_dim must be a positive multiple of 32 (GroupNorm uses 32 groups), got {hidden_dim}"
         )
     with _quiet_transformers():
-        config = Mask2FormerConfig(
+        built = Mask2FormerConfig(  # type: ignore[call-arg]  # extra kwargs
             backbone_config=backbone_config(backbone),
             num_labels=num_classes,
             num_queries=num_queries,
@@ -213,4 +219,4 @@ def mask2former(
             use_timm_backbone=False,
             use_pretrained_backbone=False,
         )
-    return Mask2Former(config, task=task, stuff_classes=tuple(stuff_classes))
+    return Mask2Former(built, task=task, stuff_classes=tuple(stuff_classes))

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -105,10 +105,10 @@ class MaskRCNN(SegmentationModel):
     height by less than a factor sqrt(2), i.e. for every height >= 68 pixels.
     """
 
-    task: ClassVar[str] = "instance"
-    input_names: ClassVar[tuple[str, ...]] = ("images",)
-    output_names: ClassVar[tuple[str, ...]] = ("boxes", "scores", "labels", "masks", "num_detections")
-    size_divisor: ClassVar[int] = 32
+    task = "instance"
+    input_names = ("images",)
+    output_names = ("boxes", "scores", "labels", "masks", "num_detections")
+    size_divisor = 32
     # The dynamo exporter fails on the data-dependent NMS; torchvision's TorchScript symbolics export it.
     preferred_exporter = "torchscript"
 
@@ -255,6 +255,7 @@ class MaskRCNN(SegmentationModel):
                 aligned=False,
             )
             pooled = out if pooled is None else torch.where(level == k, out, pooled)
+        assert pooled is not None, "the RoI pooler has no feature map"
         return pooled
 
     def _detections(

@@ -109,7 +109,7 @@ class SegNet(SegmentationModel):
     def _unpool(self, x: torch.Tensor, switch: torch.Tensor) -> torch.Tensor:
         if self.unpool == "argmax":
             return unpool_by_argmax(x, switch)
-        return F.max_unpool2d(x, switch, 2, 2)
+        return F.max_unpool2d(x, switch, (2, 2), (2, 2))
 
 
 def segnet(num_classes: int = 21, width: float = 1.0, unpool: str = "indices") -> SegNet:

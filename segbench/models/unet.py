@@ -31,6 +31,7 @@ class Up(nn.Module):
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int, bilinear: bool) -> None:
         super().__init__()
+        self.up: nn.Upsample | nn.ConvTranspose2d
         if bilinear:
             self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
             up_channels = in_channels

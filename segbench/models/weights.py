@@ -27,7 +27,8 @@ CHECKPOINT_DIR = "checkpoints"
 
 def trained_checkpoint_path(model_name: str) -> Path:
     """Path of the packaged checkpoint for ``model_name`` (which may not exist)."""
-    return Path(str(resources.files("segbench.models").joinpath(CHECKPOINT_DIR, f"{model_name}.safetensors")))
+    checkpoint = resources.files("segbench.models") / CHECKPOINT_DIR / f"{model_name}.safetensors"
+    return Path(str(checkpoint))
 
 
 def checkpoint_metadata(path: Path) -> dict[str, Any]:
@@ -71,6 +72,7 @@ def state_dict_shapes(path: str | Path) -> dict[str, torch.Size]:
 def _read_state_dict(path: Path, mmap: bool) -> Mapping[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
+    state: object  # what the file holds, checked below to be a state dict of tensors
     if path.suffix == ".safetensors":
         try:
             state = load_file(str(path))

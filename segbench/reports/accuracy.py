@@ -131,7 +131,8 @@ def _verdict_and_note(
     row: pd.Series,
 ) -> tuple[str, str]:
     low, high = interval
-    fell = change is not None and limit is not None and limit < 0 and change < limit
+    # The points it fell by, when it fell past the limit the check allows.
+    fell_by = -change if change is not None and limit is not None and limit < 0 and change < limit else None
     shown = view.interval(low, high)
     around = f" (interval {shown})" if shown else ""
     past = "" if limit is None else view.band_edge(limit)
@@ -142,15 +143,15 @@ def _verdict_and_note(
             note += f" (the metric rose {rose} points: a confident shift up fails the check too)"
         return REGRESSION, note
     what = "its deviation from PyTorch fell" if row["role"] != "baseline" else "fell"
-    if fell and (high is None or high < limit):
-        fall = view.delta(-change, signed=False)
+    if fell_by is not None and (high is None or high < limit):
+        fall = view.delta(fell_by, signed=False)
         return REGRESSION, f"{what} {fall} points against the baseline run{around}, past {past}"
     if after == INCONCLUSIVE:
         needed = number(row["images_needed"])
         more = f" ({view.needed(needed)})" if needed is not None else ""
         return INCONCLUSIVE, f"too few images to tell against PyTorch in this run{more}"
-    if fell:
-        fall = view.delta(-change, signed=False)
+    if fell_by is not None:
+        fall = view.delta(fell_by, signed=False)
         return INCONCLUSIVE, f"{what} {fall} points{around}, past {past}, but not surely"
     if after == FAIL:
         return STILL_FAILING, "failed in the baseline run too"

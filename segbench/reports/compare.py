@@ -237,7 +237,8 @@ def memory_changes(
             continue
         relative = _relative(after, before)
         changes[column] = {"baseline": before, "current": after, "change": relative}
-        if relative is not None and relative > settings.threshold and after - before > floor:
+        grown = after - before if after is not None and before is not None else None
+        if relative is not None and grown is not None and relative > settings.threshold and grown > floor:
             regressed.append(column)
     return changes, regressed
 
@@ -344,7 +345,8 @@ def _machine(env: dict[str, Any]) -> str:
 def _row_machine(row: dict[str, Any], run: RunData, envs: dict[str, dict[str, Any]]) -> str:
     # A row whose fingerprint the run does not list (a resumed session's) ran on the run's machine.
     fingerprint = (row.get("env") or {}).get("fingerprint")
-    return _machine(envs.get(fingerprint) or run.env)
+    found = envs.get(fingerprint) if fingerprint is not None else None
+    return _machine(found or run.env)
 
 
 def _machines(run: RunData) -> dict[str, tuple[list, list]]:
@@ -367,7 +369,7 @@ def _compare_by_machine(baseline: RunData, current: RunData, settings: CompareSe
         cells = [cells_frame(rows).assign(**{machine: name}) for name, (rows, _) in groups.items() if rows]
         frames.append(pd.concat(cells, ignore_index=True) if cells else cells_frame([]).assign(machine=""))
     key = (*CELL_KEY, machine)
-    cells, added, missing = _compare_cells(*frames, settings, key=key)
+    cells, added, missing = _compare_cells(frames[0], frames[1], settings, key=key)
     checks, new_checks, missing_checks = [], [], []
     for name in dict.fromkeys([*old, *new]):
         before, after = old.get(name, ([], []))[1], new.get(name, ([], []))[1]

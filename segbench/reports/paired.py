@@ -180,10 +180,10 @@ def _pair_disturbed(levels: dict[tuple[str, int], float], repeat: int, bound: fl
     """How far pair ``repeat``'s two side levels are from each other and from the A/B's typical level (the
     median of every side-pass's), when past ``bound``; else None. A reading between two passes brackets
     both, so a burst it caught cannot be pinned on one of them: both pairs it touches are left out."""
-    pair = [levels.get((BASE, repeat)), levels.get((HEAD, repeat))]
-    if None in pair or not levels:
+    base_level, head_level = levels.get((BASE, repeat)), levels.get((HEAD, repeat))
+    if base_level is None or head_level is None or not levels:
         return None
-    moved = spread([*pair, statistics.median(levels.values())])
+    moved = spread([base_level, head_level, statistics.median(levels.values())])
     return moved if moved > bound else None
 
 

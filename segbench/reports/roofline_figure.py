@@ -47,7 +47,7 @@ def _legend_handles(points: Sequence[RooflinePoint], configs: list[str], models:
 def roofline_figure(cells: pd.DataFrame, env: Mapping[str, Any], caption: str) -> Figure | None:
     """The figure, or None for a run without achieved FLOP/s (one written before they were recorded)."""
     points = roofline_points(cells)
-    placed = [p for p in points if p.x is not None and p.y is not None]
+    placed = [(p, p.x, p.y) for p in points if p.x is not None and p.y is not None]
     if not placed:
         return None
     peaks = peak_lines(env)
@@ -63,11 +63,11 @@ def roofline_figure(cells: pd.DataFrame, env: Mapping[str, Any], caption: str) -
     ax.set_yscale("log")
     xs = [p.x for p in points if p.x is not None]
     ax.set_xlim(*_limits(xs))
-    ax.set_ylim(*_limits([*(p.y for p in placed), *(value for _, value in peaks)]))
-    for p in placed:
+    ax.set_ylim(*_limits([*(y for _, _, y in placed), *(value for _, value in peaks)]))
+    for p, x, y in placed:
         ax.plot(
-            [p.x],
-            [p.y],
+            [x],
+            [y],
             color=f"C{configs.index(p.config) % 10}",
             marker=_MARKERS[models.index(p.model) % len(_MARKERS)],
             markersize=5,
@@ -75,7 +75,7 @@ def roofline_figure(cells: pd.DataFrame, env: Mapping[str, Any], caption: str) -
             alpha=0.85,
             gid="cell",
         )
-        ax.annotate(f"b{p.batch}", xy=(p.x, p.y), xytext=(4, 2), textcoords="offset points", fontsize=5,
+        ax.annotate(f"b{p.batch}", xy=(x, y), xytext=(4, 2), textcoords="offset points", fontsize=5,
                     color="0.35")  # fmt: skip
     for i, (name, value) in enumerate(peaks):
         style = _PEAK_STYLES[i % len(_PEAK_STYLES)]

@@ -215,7 +215,7 @@ def _check_row(record: dict[str, Any]) -> dict[str, Any]:
 
 def _columns(kind: str) -> list[str]:
     # The column order of an empty table, so an empty run still gives files with a header.
-    sample = {name: 0 for name in REQUIRED_RESULT_FIELDS | REQUIRED_NUMERICS_FIELDS}
+    sample: dict[str, object] = {name: 0 for name in REQUIRED_RESULT_FIELDS | REQUIRED_NUMERICS_FIELDS}
     sample.update(backend_options={}, model_options={})
     return list((_cell_row if kind == "cells" else _check_row)(sample))
 

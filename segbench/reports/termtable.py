@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich import box
-from rich.console import Console, ConsoleOptions, RenderResult
+from rich.console import Console, ConsoleOptions, JustifyMethod, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -46,7 +46,7 @@ class Col:
     header: str
     kind: str = KEY
     drop: int = 0
-    justify: str = "left"
+    justify: JustifyMethod = "left"
 
     @property
     def optional(self) -> bool:
@@ -170,7 +170,7 @@ class FitTable:
             column = self.columns[index]
             table.add_column(
                 column.header,
-                justify=column.justify,  # type: ignore[arg-type]
+                justify=column.justify,
                 overflow="fold",
                 width=None if widths is None else widths[position],
             )

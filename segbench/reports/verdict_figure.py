@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 
 from segbench.reports import view
 from segbench.reports.figures import CAPTION_IN, CELL_PAD_IN, decorate, literal, new_figure, text_width_in
@@ -107,7 +108,7 @@ def numerics_figure(checks: pd.DataFrame, caption: str) -> Figure | None:
         cellColours=colours,
         colColours=["#dddddd"] * len(_TABLE_COLUMNS),
         colWidths=[w / table_w for w in widths],
-        bbox=(0, 0, 1, 1),
+        bbox=Bbox.from_bounds(0, 0, 1, 1),
         cellLoc="left",
     )
     drawn.auto_set_font_size(False)

@@ -237,7 +237,7 @@ class CheckRecord:
         error: str | None = None,
     ) -> CheckRecord:
         """A record from a verdict's fields (``MetricVerdict.to_dict()``, ``tensor_row``, ...)."""
-        common = {key: found.get(key) for key in _CHECK_FIELDS}
+        common: dict[str, Any] = {key: found.get(key) for key in _CHECK_FIELDS}  # values as read
         details = {key: value for key, value in found.items() if key not in _CHECK_FIELDS}
         return cls(subject=subject, role=role, level=level, error=error, details=details, **common)
 
@@ -269,13 +269,14 @@ class CheckRecord:
     def from_dict(cls, row: dict[str, Any]) -> CheckRecord:
         known = {"model", "task", "backend", "backend_options", "device", "precision", "role", "level",
                  "error", *_CHECK_FIELDS}  # fmt: skip
+        common: dict[str, Any] = {key: row.get(key) for key in _CHECK_FIELDS}
         return cls(
             subject=Subject.from_dict(row),
             role=row.get("role", CANDIDATE),
             level=row.get("level", TASK),
             error=row.get("error"),
             details={key: value for key, value in row.items() if key not in known},
-            **{key: row.get(key) for key in _CHECK_FIELDS},
+            **common,
         )
 
     @property

@@ -116,7 +116,7 @@ def _load_plugins() -> None:
         importlib.import_module(name)
 
 
-def unit_task(payload: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+def unit_task(payload: dict[str, Any]) -> Iterator[tuple[str, Any] | tuple[str, CellRecord, str]]:
     """One unit on a worker: ``("node", info)``, ``("subject", Subject)``, then ``("cell", CellRecord,
     log text)`` per cell. Runs the inline executor's code on the node's own model and runners."""
     from segbench.backends import BACKENDS
@@ -135,6 +135,7 @@ def unit_task(payload: dict[str, Any]) -> Iterator[tuple[str, Any]]:
     git_sha = node["env"].get("git_sha")
     provenance = Provenance(node["fingerprint"], payload["config_hash"], git_sha, node["host"])
     with tempfile.TemporaryDirectory(prefix="segbench-ray-") as tmp, RunLog(Path(tmp)) as log:
+        # A status-only sink: the records go back to the driver, which writes them.
         ctx = RunContext(config, Path(tmp), _StatusOnly(), log, True, provenance,  # type: ignore[arg-type]
                          exporter=payload["exporter"])  # fmt: skip
         ctx.peak_tflops = measure_peaks({backend.device})[0]  # this node's own peak

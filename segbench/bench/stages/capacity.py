@@ -76,7 +76,8 @@ def search(
     def fits(batch: int) -> str | None:
         try:
             images = scene_images(batch, height, width, seed=ctx.config.seed)
-            state.model.postprocess(runner.infer(state.model.preprocess(images)), (height, width))
+            model = state.built
+            model.postprocess(runner.infer(model.preprocess(images)), (height, width))
             error = None
         except Exception as exc:  # running out is the expected end of the search: no traceback
             error = describe_error(exc)

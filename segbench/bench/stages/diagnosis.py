@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from segbench.backends.base import GraphBackendConfig
 from segbench.bench.context import ModelState, RunContext, RunnerPool, export_graph
 from segbench.bench.plan import Unit
 from segbench.export.fp16_diagnosis import diagnose_precision
@@ -19,7 +20,8 @@ def diagnose(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool) -
     if not raw:
         return
     feeds: dict[str, np.ndarray] = raw[0]["feeds"]
-    images = feeds[state.model.input_names[0]]
+    input_name = state.built.input_names[0]
+    images = feeds[input_name]
     _, opened = pool.get(images.shape[2:])
     artifact = opened.get("artifact") or {}
     if artifact.get("precision") != "fp16" or artifact.get("user_artifact"):
@@ -30,10 +32,9 @@ def diagnose(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool) -
     row: dict[str, Any] = {"metric": "fp16 diagnosis", "value": None, "baseline": None, "delta": None,
                            "tolerance": None, "passed": None}  # fmt: skip
     try:
+        assert isinstance(unit.backend, GraphBackendConfig)  # only segbench's own graphs get here
         fp32 = export_graph(ctx, state, unit.backend, size, "fp32")
-        found = diagnose_precision(
-            fp32.path, artifact["path"], {state.model.input_names[0]: images[:1]}, top=5
-        )
+        found = diagnose_precision(fp32.path, artifact["path"], {input_name: images[:1]}, top=5)
     except Exception as exc:  # a diagnosis is a help: its failure must not hide the verdicts
         error = ctx.log.failure(f"{unit.where}: fp16 diagnosis", exc)
         ctx.sink.check(CheckRecord.of(subject, row, level=DIAGNOSIS, error=error))

@@ -44,7 +44,7 @@ def evaluate(
         nonlocal budget
         feeds = model.preprocess(images)
         outputs = runner_for(images.shape[1:3]).infer(feeds)
-        if budget > 0:
+        if budget > 0 and raw_outputs is not None:
             raw_outputs.append({"feeds": feeds, "outputs": outputs})
             budget -= len(images)
         return model.postprocess(outputs, images.shape[1:3])
@@ -76,20 +76,23 @@ class NoMetrics:
 def baseline_runner(state: ModelState) -> Runner:
     """The reference every backend is checked against: PyTorch fp32 on the CPU, or for an ONNX file
     (no torch network) onnxruntime fp32 on the CPU running the file."""
-    if isinstance(state.model, OnnxGraphModel):
-        return OnnxRuntimeRunner(state.model, OnnxRuntimeConfig(), "fp32", state.model.path)
-    return TorchRunner(state.model, TorchConfig(), "fp32")
+    model = state.built
+    if isinstance(model, OnnxGraphModel):
+        return OnnxRuntimeRunner(model, OnnxRuntimeConfig(), "fp32", model.path)
+    return TorchRunner(model, TorchConfig(), "fp32")
 
 
 def baseline(ctx: RunContext, state: ModelState, step: int) -> Evaluation:
     """The PyTorch fp32 CPU baseline on the first ``steps[step]`` images, evaluated chunk by chunk once
     per model; the first chunk's metrics are written as the model's baseline rows."""
-    steps = ctx.evaluation_set.steps
+    evaluation_set = ctx.evaluation_set
+    assert evaluation_set is not None, "the numerics stages run with numerics enabled, an evaluation set"
+    steps = evaluation_set.steps
     while len(state.baseline_chunks) <= step:
         index = len(state.baseline_chunks)
         ctx.sink.status(f"{state.entry.name}: fp32 baseline on the CPU, {steps[index]} images")
         with baseline_runner(state) as runner:
-            found = evaluate(ctx, state.model, lambda size: runner, ctx.evaluation_set.chunk(index),
+            found = evaluate(ctx, state.built, lambda size: runner, evaluation_set.chunk(index),
                              state.baseline_outputs if not index else None)  # fmt: skip
         state.baseline_chunks.append(found)
         if index == 0 and state.entry.name not in ctx.done.baselines:
@@ -112,11 +115,13 @@ def task_verdicts(
     ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool, raw: list
 ) -> list[MetricVerdict]:
     """The task verdicts, the evaluation set grown while one is inconclusive (see ``grown_verdicts``)."""
-    numerics, steps = ctx.config.numerics, ctx.evaluation_set.steps
+    evaluation_set = ctx.evaluation_set
+    assert evaluation_set is not None, "the numerics stages run with numerics enabled, an evaluation set"
+    numerics, steps = ctx.config.numerics, evaluation_set.steps
 
     def evaluate_step(step: int) -> Evaluation:
-        samples = ctx.evaluation_set.chunk(step)
-        return evaluate(ctx, state.model, lambda size: pool.get(size)[0], samples, None if step else raw)
+        samples = evaluation_set.chunk(step)
+        return evaluate(ctx, state.built, lambda size: pool.get(size)[0], samples, None if step else raw)
 
     def judged(found: Evaluation, base: Evaluation) -> list[MetricVerdict]:
         return judge(found, base, numerics.tolerances(unit.precision), numerics.floor(unit.precision),

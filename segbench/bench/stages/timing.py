@@ -68,7 +68,7 @@ def measure(
         batch = images.get(cell.batch, cell.height, cell.width)
         runner.reset_peak_device_memory()
         with PeakHostMemory() as memory, PeakDeviceMemory(nvml_device(runner)) as device:
-            measured = measure_cell(state.model, runner, batch, plan)
+            measured = measure_cell(state.built, runner, batch, plan)
     except Exception as exc:
         return Measurement.failed(ctx.log.failure(f"{state.entry.name} {runner.config.name} {cell}", exc))
     return Measurement(
@@ -137,5 +137,6 @@ def flops_time_of(measurement: Measurement) -> tuple[str, dict[str, float]]:
 
 def time_cells(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool) -> None:
     """The stage itself: the unit's cells through the run's executor, each record written as it comes."""
+    assert ctx.executor is not None, "the pipeline sets the run's executor before any stage"
     for record in ctx.executor.run_cells(state, unit, pool):
         ctx.sink.cell(record)
