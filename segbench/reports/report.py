@@ -51,7 +51,7 @@ def parquet_ready(frame: pd.DataFrame) -> pd.DataFrame:
     an empty ``kept_fp32`` in an fp16 graph's export info, cannot be written to Parquet; rows whose keys
     differ would widen the struct with nulls. Text keeps every row as it was written."""
     frame = frame.copy()
-    for column in frame.select_dtypes(include="object").columns:
+    for column in frame.columns:
         if any(isinstance(value, dict) for value in frame[column]):
             frame[column] = [
                 json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict) else value

@@ -40,6 +40,7 @@ def search(tmp_path, backend: dict, max_batch_limit: int = 64) -> dict:
     return row
 
 
+@pytest.mark.slow
 def test_the_search_stops_at_the_runners_batch_limit_and_says_why(tmp_path, fake):
     row = search(tmp_path, {"name": "fake", "batch_limit": 5})
     assert (row["max_batch"], row["limit"], row["limit_reached"], row["fails_at"]) == (5, 5, True, None)
@@ -48,12 +49,14 @@ def test_the_search_stops_at_the_runners_batch_limit_and_says_why(tmp_path, fake
     assert fake == [3, 3, 5]
 
 
+@pytest.mark.slow
 def test_the_sweeps_limit_wins_when_it_is_lower(tmp_path, fake):
     row = search(tmp_path, {"name": "fake", "batch_limit": 100}, max_batch_limit=6)
     assert (row["max_batch"], row["limit"], row["stopped_by"]) == (6, 6, "max_batch_limit")
     assert fake == [3, 3, 6]
 
 
+@pytest.mark.slow
 def test_a_failing_batch_ends_the_search_and_every_try_is_released(tmp_path, fake):
     row = search(tmp_path, {"name": "fake", "fail_batches": [12, 24]}, max_batch_limit=16)
     assert (row["max_batch"], row["fails_at"], row["limit_reached"]) == (11, 12, False)
@@ -62,6 +65,7 @@ def test_a_failing_batch_ends_the_search_and_every_try_is_released(tmp_path, fak
     assert fake == [3, 3, 6, 12, 9, 10, 11]
 
 
+@pytest.mark.slow
 def test_a_runner_limit_below_the_sweeps_batches_starts_the_search_there(tmp_path, fake):
     row = search(tmp_path, {"name": "fake", "batch_limit": 2})
     assert (row["max_batch"], row["limit"], row["limit_reached"]) == (2, 2, True)

@@ -37,6 +37,7 @@ def check_config(dataset: dict) -> object:
     })  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_coco_dataset_on_disk_scores_as_the_scenes_in_memory(tmp_path, m2f):
     root = write_shapes_dataset(tmp_path / "coco", ShapesDataset(4, 64, 64, seed=0, split="val"))
     on_disk = {"kind": "coco", "images": str(root / "images"), "panoptic": str(root / "panoptic.json"),

@@ -32,6 +32,7 @@ def write(tmp_path, model: dict, backends=({"name": "torch"}, {"name": "onnxrunt
     return str(path)
 
 
+@pytest.mark.slow
 def test_a_module_entry_is_exported_timed_and_checked(tmp_path):
     model = {"module": NETS + ":tiny", "options": {"divisor": 8, "as_dict": True},
              "num_classes": 6, "preprocess": {"size_divisor": 8, "channel_order": "bgr"}}  # fmt: skip
@@ -73,6 +74,7 @@ def test_a_bad_module_entry_is_one_line_and_exit_2(tmp_path, capsys, model, mess
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_graph_that_bakes_its_size_is_exported_per_size(tmp_path, capsys):
     model = {"module": NETS + ":baked", "num_classes": 6}
     backends = [{"name": "onnxruntime", "exporter": "torchscript"}]

@@ -136,6 +136,7 @@ def test_no_fraction_without_a_peak():
     assert record.achieved_tflops == pytest.approx(0.2) and record.peak_fraction is None
 
 
+@pytest.mark.slow
 def test_a_run_records_its_peaks_and_every_ok_cell_its_share(tmp_path, monkeypatch):
     monkeypatch.setattr(peak, "_measured", lambda device, precision, threads: 0.25)
     with fake_backend.registered():

@@ -95,6 +95,7 @@ def test_the_fake_backend_passes_the_numerics_check(tmp_path, fake):
     assert {c.role for c in summary.checks} == {"baseline", "candidate"}
 
 
+@pytest.mark.slow
 def test_a_failed_export_fails_every_cell_and_check_once(tmp_path, fake):
     calls = []
 
@@ -131,6 +132,7 @@ def test_a_crash_in_an_isolated_child_fails_that_cell_alone(tmp_path, fake, monk
     assert summary.exit_code == 1
 
 
+@pytest.mark.slow
 def test_resume_after_a_torn_record_reruns_only_that_cell(tmp_path, fake):
     config = make_config({"name": "fake"})
     run_benchmark(config, tmp_path)

@@ -160,6 +160,7 @@ def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
     assert failed["latency_ms"] is None and failed["throughput_ips"] is None
 
 
+@pytest.mark.slow
 def test_a_failed_export_fails_only_that_backend(tmp_path, monkeypatch):
     class Unexportable(FailsAtWidth48):
         def forward(self, images):
@@ -197,6 +198,7 @@ def test_existing_results_are_never_overwritten(tmp_path, capsys):
     assert (out / RESULTS_FILE).read_text() == '{"kept": true}\n'
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour on a machine without a GPU")
 def test_gpu_entries_are_skipped_without_a_gpu(tmp_path):
     config = {
@@ -213,6 +215,7 @@ def test_gpu_entries_are_skipped_without_a_gpu(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_numerics_on_a_dataset_folder(tmp_path):
     from segbench.data import ShapesDataset, write_shapes_dataset
 
@@ -436,6 +439,7 @@ class OutOfMemoryPast5(FailsAtWidth48):
         return self.conv(images)
 
 
+@pytest.mark.slow
 def test_largest_batch_search_is_recorded(tmp_path, monkeypatch):
     monkeypatch.setitem(registry.MODELS, "oom5", ModelSpec("oom5", "semantic", OutOfMemoryPast5, "test"))
     config = {
@@ -483,6 +487,7 @@ def test_repeats_measure_the_grid_in_passes_and_reports_pool_them(tmp_path):
     assert (tmp_path / "out" / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_a_run_writes_its_report_unless_told_not_to(tmp_path):
     config = {**TINY, "models": TINY["models"][1:], "backends": TINY["backends"][:1]}
     config.update(sweep={"input_sizes": ["32x32"], "batch_sizes": [1]}, numerics={"enabled": False})

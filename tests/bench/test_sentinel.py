@@ -46,6 +46,7 @@ def test_a_reading_times_the_fixed_workload():
     assert sentinel_devices({"cpu"}) == ["cpu"]
 
 
+@pytest.mark.slow
 def test_a_run_reads_the_sentinel_before_each_pass_and_after_the_last(tmp_path):
     config = make_config(repeats=3)
     run_benchmark(config, tmp_path)
@@ -58,6 +59,7 @@ def test_a_run_reads_the_sentinel_before_each_pass_and_after_the_last(tmp_path):
     assert all(a["time"] < b["time"] for a, b in itertools.pairwise(rows))
 
 
+@pytest.mark.slow
 def test_a_gated_run_checks_first_then_times_a_pass_per_gate(tmp_path):
     config = make_config(repeats=2, numerics=True)
     seen = []
@@ -73,6 +75,7 @@ def test_a_gated_run_checks_first_then_times_a_pass_per_gate(tmp_path):
     assert read_jsonl(tmp_path / SENTINEL_FILE) == []  # the gate's holder reads the sentinel
 
 
+@pytest.mark.slow
 def test_an_isolated_child_takes_its_parents_peak_instead_of_measuring_again(tmp_path, monkeypatch):
     import json
 

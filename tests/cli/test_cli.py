@@ -115,6 +115,7 @@ def shipped_checkpoint(name: str) -> bool:
 WITHOUT_CHECKPOINT = {name for name in MODELS if not shipped_checkpoint(name)}
 
 
+@pytest.mark.slow
 def test_models_json_lists_every_model_with_its_checkpoint(capsys):
     assert main(["models", "--json", "--size", "256x256"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -66,6 +66,7 @@ def test_weights_digest_sees_one_changed_value(unet):
     assert state_dict_digest(state) != before
 
 
+@pytest.mark.slow
 def test_second_export_reuses_the_cached_graph(unet, tmp_path):
     first = cached_export(unet, "unet", ExportRequest(exporter="torchscript"), tmp_path)
     assert not first.cached and first.path.is_file() and first.cache_key in str(first.path)

@@ -83,6 +83,7 @@ def test_semantic_and_instance_postprocess(model):
     model.task = "panoptic"
 
 
+@pytest.mark.slow
 def test_one_graph_per_size_passes_parity(model, tmp_path):
     export = export_and_verify(
         model, tmp_path / "m2f.onnx", opset=17, exporter="torchscript", static_size=(64, 96)
@@ -91,6 +92,7 @@ def test_one_graph_per_size_passes_parity(model, tmp_path):
     assert all(r.passed and r.max_abs_err < 1e-4 for r in export.parity)
 
 
+@pytest.mark.slow
 def test_dynamic_size_graph_is_wrong_elsewhere_which_is_why_sizes_are_static(model, tmp_path):
     # The reason for dynamic_spatial = False: the legacy exporter's "dynamic" graph bakes the traced
     # feature-map sizes in, and is silently wrong at any other size.

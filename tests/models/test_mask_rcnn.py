@@ -185,6 +185,7 @@ def test_onnx_graph_uses_standard_ops_with_static_detection_dims(onnx_session):
     assert len(dims["num_detections"]) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", sorted(ONNX_SHAPES))
 def test_onnx_matches_torch_at_traced_and_other_sizes(model, runs, onnx_session, shape):
     batch, height, width = ONNX_SHAPES[shape]
