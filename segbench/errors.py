@@ -25,3 +25,18 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message ("" when it has none): enough for a one-line report."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else ""
+
+
+def out_of_memory(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or what it was raised from or during, is torch's CUDA out-of-memory error: a
+    failing CUDA-graph capture body is often masked by the error that ending the capture raises. The
+    chain is followed 8 links deep."""
+    import torch  # here, not at the top: the errors every module imports need no torch
+
+    for _ in range(8):
+        if exc is None:
+            return False
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -13,6 +13,7 @@ from pydantic import model_validator
 
 from segbench.backends.base import BackendConfig, Runner
 from segbench.backends.spec import MODULE, BackendSpec
+from segbench.errors import out_of_memory
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 # torch.compile modes that capture CUDA graphs themselves (max-autotune includes reduce-overhead's graphs).
@@ -66,17 +67,6 @@ class GraphCaptureFailed(RuntimeError):
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def _out_of_memory(exc: BaseException | None) -> bool:
-    """Whether ``exc`` or what it was raised from or during is torch's out-of-memory error (a failing
-    capture body is often masked by the error ending the capture raises)."""
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
 
 
 def unavailable_reason(config: BackendConfig) -> str | None:
@@ -228,7 +218,7 @@ class TorchRunner(Runner):
             with torch.cuda.stream(side), torch.cuda.graph(graph):
                 static_output = self._module(static_input)
         except Exception as exc:
-            if _out_of_memory(exc):
+            if out_of_memory(exc):
                 raise
             del graph  # its private memory pool with it
             with contextlib.suppress(Exception):

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from segbench.errors import first_line
+from segbench.errors import first_line, out_of_memory
 from segbench.export.tensorrt import polygraphy_trt
 
 # TensorRT's allocator contract asks for at least the requested alignment; 256 bytes covers every
@@ -135,17 +135,6 @@ def deserialize_engine(trt: ModuleType, engine_bytes: bytes) -> tuple[Any, Any]:
             "TensorRT could not deserialize the engine (built by another version or GPU?)"
         ) from None
     return runtime, engine
-
-
-def _out_of_memory(exc: BaseException | None) -> bool:
-    """Whether ``exc`` or what it was raised from or during is torch's out-of-memory error."""
-    for _ in range(8):
-        if exc is None:
-            return False
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 @dataclass
@@ -403,7 +392,7 @@ class TensorRTEngine:
             try:
                 graph = self._capture(stream)
             except Exception as exc:
-                if _out_of_memory(exc):
+                if out_of_memory(exc):
                     raise
                 if self._on_cuda:  # let the failed capture's work finish before running eager
                     with contextlib.suppress(Exception):
