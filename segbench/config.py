@@ -268,7 +268,7 @@ class IsolationConfig(_Strict):
 class ExecutorConfig(_Strict):
     """``executor: {kind: ..., ...}``: the executor and, for ``ray``, where and with what each unit runs."""
 
-    kind: str = "inline"  # a name in segbench.bench.executors.EXECUTORS
+    kind: str = "local"  # a name in segbench.bench.executors.EXECUTORS (inline, subprocess: local)
     # ray: the cluster ("auto": the one this machine belongs to; "ray://host:10001"; None: a local one).
     address: str | None = None
     num_gpus: float = Field(default=1, gt=0, le=1)  # per CUDA unit: 1, or a fraction to share a GPU
@@ -289,9 +289,10 @@ class BenchmarkConfig(_Strict):
     timing: TimingConfig = Field(default_factory=TimingConfig)
     numerics: NumericsConfig = Field(default_factory=NumericsConfig)
     isolation: IsolationConfig = Field(default_factory=IsolationConfig)
-    # How timing cells are executed (segbench.bench.executors): "inline" in this process, "subprocess"
-    # one child per cell, "ray" one task per unit on a cluster; a name or an ExecutorConfig mapping.
-    # None: "subprocess" when isolation.subprocess is set, else "inline".
+    # Where the device stages run (segbench.bench.executors): "local" in this process (each timing cell in
+    # a child process with isolation.subprocess), "ray" one task per unit on a cluster; a name or an
+    # ExecutorConfig mapping. None: local. "inline" and "subprocess" still read as local without and with
+    # isolation.
     executor: str | ExecutorConfig | None = None
 
     @field_validator("executor", mode="before")
@@ -354,13 +355,18 @@ class BenchmarkConfig(_Strict):
                 if entry.onnx is not None:
                     onnx_model(self, entry)  # a readable graph segbench can feed, or one line why not
                     continue
-                options = dict(entry.options)
-                if entry.weights == RANDOM and "num_classes" not in options:
-                    options["num_classes"] = self.dataset_num_classes()
-                validate_model(entry.name, options, entry.weights)
+                validate_model(entry.name, self.model_options(entry), entry.weights)
             except SegbenchError as exc:
                 raise ValueError(str(exc)) from None
         return self
+
+    def model_options(self, entry: ModelEntry) -> dict[str, Any]:
+        """The options a registered model is built with: with random weights and no ``num_classes`` of
+        its own, the evaluation dataset's class count (so its outputs can be scored)."""
+        options = dict(entry.options)
+        if entry.module is None and entry.weights == RANDOM and "num_classes" not in options:
+            options["num_classes"] = self.dataset_num_classes()
+        return options
 
     def dataset_num_classes(self) -> int:
         dataset = self.numerics.dataset

@@ -21,10 +21,20 @@ class WeightsError(SegbenchError):
     """Model weights cannot be read or do not fit the model."""
 
 
+class RunFileError(SegbenchError):
+    """A run directory's file is missing where it must be, unreadable or not what segbench writes."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message ("" when it has none): enough for a one-line report."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else ""
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: first line of the message``: enough to read in a table; the log keeps the traceback."""
+    first = first_line(exc)
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def out_of_memory(exc: BaseException | None) -> bool:

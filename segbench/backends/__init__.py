@@ -2,7 +2,7 @@
 ``register_backend`` line below. A plugin calls ``register_backend`` when ``$SEGBENCH_PLUGINS`` imports
 it, before any config is validated: the YAML schema is built from the registry at validation time."""
 
-from segbench.backends import onnxruntime_backend, tensorrt_backend, torch_backend
+from segbench.backends import onnxruntime_backend, tensorrt, torch_backend
 from segbench.backends.base import BackendConfig, BackendError, Runner
 from segbench.backends.spec import GRAPH, MODULE, BackendSpec
 from segbench.errors import ConfigError
@@ -23,7 +23,7 @@ def get_backend(name: str) -> BackendSpec:
 
 register_backend(torch_backend.SPEC)
 register_backend(onnxruntime_backend.SPEC)
-register_backend(tensorrt_backend.SPEC)
+register_backend(tensorrt.SPEC)
 
 __all__ = ["BACKENDS", "GRAPH", "MODULE", "BackendConfig", "BackendError", "BackendSpec", "Runner",
            "get_backend", "register_backend"]  # fmt: skip

@@ -184,7 +184,7 @@ def plan_notes(
         off = ", ".join(split)
         profile = f"an engine per shape, no explicit profile (the graph splits: {off} stay off TensorRT)"
     elif served:
-        from segbench.export.tensorrt import profile_from_shapes
+        from segbench.backends.tensorrt.profile import profile_from_shapes
 
         shape = profile_from_shapes("images", served)
         profile = f"one explicit profile, {_shape_text(shape.min)} to {_shape_text(shape.max)}"
@@ -225,8 +225,9 @@ def provider_options(
     given in the YAML win over the derived ones. A graph the provider splits (``partitioned_by``, see
     :func:`partition_ops`) gets no explicit profile: the later subgraphs' dynamic inputs would have none,
     which onnxruntime refuses; the provider then builds an engine per new shape."""
+    from segbench.backends.tensorrt.engine_cache import onnx_digest
+    from segbench.backends.tensorrt.profile import profile_from_shapes
     from segbench.export.cache import cache_root
-    from segbench.export.tensorrt import onnx_digest, profile_from_shapes
 
     options: list[dict[str, str]] = []
     for provider in requested_providers(config):

@@ -8,7 +8,7 @@ asks the spec and never inspects a runner class.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +20,21 @@ MODULE = "module"  # the PyTorch module itself
 GRAPH = "graph"  # an ONNX graph segbench exports (or a file the YAML names with ``artifact:``)
 
 
+def graph_precision_for(precision: str, lowered_by_flags: Collection[str] = ()) -> str:
+    """The one precision rule: the precision of the ONNX graph a backend runs ``precision`` from.
+
+    The graph carries the precision (an fp16 graph for fp16, so segbench's fp32 keep-list inside it
+    holds), except for a precision the runtime makes itself from the fp32 graph with a switch of its own
+    (``lowered_by_flags``: TensorRT 10's BF16 builder flag). Every backend's ``graph_precision``, the
+    TensorRT engine build (strongly typed or not, which flag) and ``segbench export`` ask this; what a
+    graph *file* computes in is :func:`segbench.models.onnx_graph.graph_precision`.
+    """
+    return "fp32" if precision in lowered_by_flags else precision
+
+
 def same_precision(config: BackendConfig, precision: str) -> str:
-    """The graph carries the precision asked for (an fp16 graph for fp16)."""
-    return precision
+    """The graph carries the precision asked for (an fp16 graph for fp16): nothing lowered by flags."""
+    return graph_precision_for(precision)
 
 
 def always_available(config: BackendConfig) -> str | None:

@@ -13,7 +13,7 @@ from pydantic import model_validator
 
 from segbench.backends.base import BackendConfig, Runner
 from segbench.backends.spec import MODULE, BackendSpec
-from segbench.errors import out_of_memory
+from segbench.errors import describe_error, out_of_memory
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 # torch.compile modes that capture CUDA graphs themselves (max-autotune includes reduce-overhead's graphs).
@@ -62,11 +62,6 @@ def _nothing() -> None:
 class GraphCaptureFailed(RuntimeError):
     """The forward could not be captured as a CUDA graph (e.g. it synchronises on data, as ``nonzero``
     does); the runner falls back to eager."""
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def unavailable_reason(config: BackendConfig) -> str | None:
@@ -224,7 +219,7 @@ class TorchRunner(Runner):
             with contextlib.suppress(Exception):
                 torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()
-            raise GraphCaptureFailed(_one_line(exc)) from exc
+            raise GraphCaptureFailed(describe_error(exc)) from exc
         return graph, static_input, static_output
 
     def _autocast(self) -> Any:

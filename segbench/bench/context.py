@@ -8,10 +8,10 @@ runner is closed on every path out of a unit (a failed cell, a failed check, an 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from segbench.backends import GRAPH, BackendConfig, Runner
 from segbench.backends.base import GraphBackendConfig
@@ -34,7 +34,7 @@ from segbench.models.base import SegmentationModel
 from segbench.models.imported import ImportedModel, imported_stats
 from segbench.models.onnx_graph import OnnxGraphModel
 from segbench.models.registry import build_model, model_stats
-from segbench.results.records import CellRecord, Provenance, Subject
+from segbench.results.records import Provenance, Subject
 
 # Exports a model's graph: (model, model name, request, weights digest) -> the verified graph.
 Exporter = Callable[[SegmentationModel, str, ExportRequest, str], OnnxExport]
@@ -46,16 +46,9 @@ def cache_export(model: SegmentationModel, name: str, request: ExportRequest, we
     return cached_export(model, name, request, weights_sha256=weights, require_parity=False)
 
 
-class CellExecutor(Protocol):
-    """What the timing stage asks of the run's executor (``segbench.bench.executors`` build on this
-    module, so the context names the protocol, not their class)."""
-
-    def run_cells(self, state: ModelState, unit: Unit, pool: RunnerPool) -> Iterator[CellRecord]: ...
-
-
-@dataclass
+@dataclass(frozen=True)
 class RunContext:
-    """What every stage reads and where every stage writes."""
+    """What every stage reads and where every stage writes; fixed for the run once built."""
 
     config: BenchmarkConfig
     out_dir: Path
@@ -66,7 +59,6 @@ class RunContext:
     evaluation_set: EvaluationSet | None = None
     done: FinishedWork = field(default_factory=FinishedWork)
     exporter: Exporter = cache_export
-    executor: CellExecutor | None = None  # runs the timing cells (segbench.bench.executors)
     # The machine's measured matmul peak, {device: {precision: TFLOP/s}} (env.json ``peak_tflops``).
     peak_tflops: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -141,9 +133,7 @@ class ModelState:
 
 def build_model_state(ctx: RunContext, entry: ModelEntry) -> ModelState:
     """Build the model; a failure is kept (every cell of the model reports it), not raised."""
-    options = dict(entry.options)
-    if entry.module is None and entry.weights == "random" and "num_classes" not in options:
-        options["num_classes"] = ctx.config.dataset_num_classes()
+    options = ctx.config.model_options(entry)
     state = ModelState(entry, entry.declared_task, options)
     try:
         model: SegmentationModel

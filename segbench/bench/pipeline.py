@@ -1,7 +1,9 @@
-"""``segbench run`` and ``segbench check``: plan the grid, then run it unit by unit through the stages.
+"""``segbench run`` and ``segbench check``: plan the grid, then run it through the stages.
 
     config -> plan (units of model x backend x precision x pass, their cells)
-           -> context (model, baseline, runners on an ExitStack) -> stages -> records (JSONL) -> reports
+           -> executor: device stages (timing, batch search) where the device is -> records
+           -> pipeline: driver stages (numerics, diagnosis) of each unit the executor hands back -> records
+           -> sink (JSONL) -> reports
 
 Every record is written the moment it exists. A failing cell (export error, session error, out of
 memory, a crashed child) is recorded with its one-line error, its traceback goes to ``segbench.log``,
@@ -14,18 +16,12 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, suppress
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from segbench.bench.context import (
-    ModelState,
-    RunContext,
-    RunnerPool,
-    StageFailed,
-    build_model_state,
-    cache_export,
-)
-from segbench.bench.executors import EXECUTORS, executor_name
+from segbench.bench.context import ModelState, RunContext, RunnerPool, StageFailed, cache_export
+from segbench.bench.executors import Passes, UnitDone, executor_name, make_executor
 from segbench.bench.inputs import check_imported_models, check_user_artifacts
 from segbench.bench.numerics import EvaluationSet
 from segbench.bench.peak import PEAKS_ENV, measure_peaks
@@ -34,10 +30,9 @@ from segbench.bench.resume import FinishedWork
 from segbench.bench.runlog import RunLog
 from segbench.bench.sentinel import Sentinel, sentinel_devices
 from segbench.bench.sink import Listener, RecordSink, RunSummary
-from segbench.bench.stages.capacity import find_max_batch
 from segbench.bench.stages.diagnosis import diagnose
-from segbench.bench.stages.numerics import check, prepare_baseline
-from segbench.bench.stages.timing import time_cells
+from segbench.bench.stages.numerics import check
+from segbench.bench.workspace import Workspace
 from segbench.config import BenchmarkConfig
 from segbench.env import collect_env
 from segbench.errors import ConfigError
@@ -45,44 +40,73 @@ from segbench.results.jsonl import write_json
 from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE, SCHEMA_VERSION
 from segbench.results.records import Provenance, now
 
-# What a unit goes through, in order. Each stage reads the context and writes records to its sink;
-# capacity and numerics act in the first timing pass only (the plan says which units those are).
+# What a unit goes through on the driver, once the executor has run its device stages (timing, the
+# batch search) and handed it back; both act in the first timing pass only (the plan says which units).
 Stage = Callable[[RunContext, ModelState, Unit, RunnerPool], None]
-UNIT_STAGES: tuple[Stage, ...] = (time_cells, find_max_batch, check, diagnose)
-# The stages that time nothing the comparison of two runs reads (a gated run does them before any pass).
-UNTIMED_STAGES = tuple(stage for stage in UNIT_STAGES if stage is not time_cells)
-Step = tuple[Unit, tuple[Stage, ...], int | None]
-
-
-def _steps(units: Sequence[Unit], remote: bool, gated: bool) -> list[Step]:
-    """The units in order with the stages each runs, and the pass a step opens (None inside a pass).
-    Remote: the cells were timed elsewhere, a unit with nothing else to do is left out. Gated: first the
-    untimed stages of every unit that has them, then the passes, timing only."""
-    if remote:
-        return [(unit, UNTIMED_STAGES, None) for unit in units if unit.check or unit.find_max_batch]
-    if not gated:
-        return [(unit, UNIT_STAGES, _opens(units, i)) for i, unit in enumerate(units)]
-    untimed: list[Step] = [
-        (unit, (_build_exports, *UNTIMED_STAGES), None) for unit in units if unit.repeat == 0
-    ]
-    timed: list[Step] = [
-        (unit, (time_cells,), _opens(units, i)) for i, unit in enumerate(units) if unit.cells
-    ]
-    return untimed + timed
+DRIVER_STAGES: tuple[Stage, ...] = (check, diagnose)
 
 
 def _build_exports(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool) -> None:
     """Open the unit's runners once, so its graphs are exported (or found in the cache) now; a failure is
     remembered in the model state and reported by the cells that need it."""
-    for size in dict.fromkeys(cell.size for cell in unit.cells):
+    for size in dict.fromkeys(cell.size for cell in unit.served):
         with suppress(StageFailed):
             pool.get(size)
 
 
-def _opens(units: Sequence[Unit], index: int) -> int | None:
-    """The pass the unit at ``index`` opens, if it is its pass's first."""
-    repeat = units[index].repeat
-    return repeat if index == 0 or units[index - 1].repeat != repeat else None
+@dataclass
+class _Phase:
+    """Units handed to the executor at once, what a pass opening does, and whether each unit's graphs are
+    built on the driver before its driver stages (a gated run builds them all before any timing)."""
+
+    units: list[Unit]
+    passes: Passes
+    build_exports: bool = False
+
+    def driver_stages(self, unit: Unit) -> tuple[Stage, ...]:
+        first: tuple[Stage, ...] = (_build_exports,) if self.build_exports else ()
+        return (*first, *DRIVER_STAGES) if unit.check else first
+
+
+class _NoPasses:
+    def opening(self, repeat: int) -> None:
+        pass
+
+    def closed(self) -> None:
+        pass
+
+
+@dataclass
+class _SentinelPasses:
+    """Reads the noise sentinels before each pass and after the last; with a gate (``segbench ab``'s side
+    worker), waits for ``gate(pass)`` before a pass instead (the ab driver reads the sentinel)."""
+
+    sink: RecordSink
+    sentinels: list[Sentinel]
+    gate: Callable[[int | None], None] | None = None
+    last: int = 0
+
+    def opening(self, repeat: int) -> None:
+        self.last = repeat
+        for sentinel in self.sentinels:
+            self.sink.reading(sentinel.read(f"before pass {repeat + 1}", repeat))
+        if self.gate is not None:
+            self.gate(repeat)
+
+    def closed(self) -> None:
+        for sentinel in self.sentinels:
+            self.sink.reading(sentinel.read(f"after pass {self.last + 1}", None))
+
+
+def _phases(units: Sequence[Unit], passes: _SentinelPasses, gated: bool) -> list[_Phase]:
+    """Ungated: every unit in plan order, its driver stages after its device stages. Gated: first what
+    times nothing the comparison reads (exports, batch search, numerics) for every unit that has it, then
+    the timing passes alone, each behind the gate."""
+    if not gated:
+        return [_Phase(list(units), passes)]
+    untimed = [replace(unit, cells=()) for unit in units if unit.repeat == 0]
+    timed = [replace(unit, check=False, find_max_batch=False) for unit in units if unit.cells]
+    return [_Phase(untimed, _NoPasses(), build_exports=True), _Phase(timed, passes)]
 
 
 def _sentinels(plan: Plan) -> list[Sentinel]:
@@ -157,12 +181,14 @@ def run_benchmark(
         # Read the evaluation data before writing anything: a bad dataset path is bad input (exit 2).
         evaluation_set = EvaluationSet.from_config(config)
         evaluation_set.chunk(0)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    env = _environment(config, plan, done)
-    write_json(out_dir / ENV_FILE, env)
-    # Every row carries it: comparisons across machines or versions can tell and say so.
-    provenance = Provenance(env.get("fingerprint"), env.get("config_hash"), env.get("git_sha"))
     with ExitStack() as stack:
+        executor = stack.enter_context(make_executor(config))
+        executor.open(plan.units)  # e.g. an unreachable cluster: bad input, before anything is written
+        out_dir.mkdir(parents=True, exist_ok=True)
+        env = _environment(config, plan, done)
+        write_json(out_dir / ENV_FILE, env)
+        # Every row carries it: comparisons across machines or versions can tell and say so.
+        provenance = Provenance(env.get("fingerprint"), env.get("config_hash"), env.get("git_sha"))
         log = stack.enter_context(RunLog(out_dir))
         sink = stack.enter_context(
             RecordSink(out_dir, timing, searches_batches(config, timing), list(listeners))
@@ -174,39 +200,24 @@ def run_benchmark(
         for listener in listeners:
             listener.begin(plan.total)
             stack.callback(listener.end)
+        # A resumed run keeps its first session's peaks.
         ctx = RunContext(config, out_dir, sink, log, timing, provenance, evaluation_set, done,
-                         exporter or cache_export)  # fmt: skip
-        ctx.peak_tflops = env.get("peak_tflops") or {}  # a resumed run keeps its first session's peaks
-        executor = ctx.executor = EXECUTORS[executor_name(config)](ctx)
-        stack.callback(executor.close)
-        # A concurrent executor (ray) times every unit's cells side by side first; the driver writes each
-        # record as it arrives, then runs the remaining stages (capacity, numerics) here, one baseline.
-        remote = timing and executor.concurrent
-        if remote:
-            for _, record in executor.run_units(plan.units):
-                sink.cell(record)
-        # The noise sentinel is read here, around the passes timed here (a concurrent executor's cells are
-        # timed elsewhere); with a gate, whoever holds the gate reads it (segbench ab's driver).
-        sentinels = [] if remote or not timing or gate is not None else _sentinels(plan)
-        states: dict[int, ModelState] = {}  # per model entry: a model may be listed twice (two weights)
-        for unit, stages, opens_pass in _steps(plan.units, remote, gated=gate is not None):
-            if opens_pass is not None:
-                for sentinel in sentinels:
-                    sink.reading(sentinel.read(f"before pass {opens_pass + 1}", opens_pass))
-                if gate is not None:
-                    gate(opens_pass)
-            if id(unit.entry) not in states:
-                state = states[id(unit.entry)] = build_model_state(ctx, unit.entry)
-                if state.model is not None and evaluation_set is not None:
-                    prepare_baseline(ctx, state)
-            state = states[id(unit.entry)]
-            with RunnerPool(ctx, state, unit) as pool:  # every runner closed, whatever a stage does
-                for stage in stages:
-                    stage(ctx, state, unit, pool)
-            if not timing:
-                sink.advance()
-        for sentinel in sentinels:  # there are sentinels only when some unit has cells
-            sink.reading(sentinel.read(f"after pass {plan.units[-1].repeat + 1}", None))
+                         exporter or cache_export, env.get("peak_tflops") or {})  # fmt: skip
+        workspace = Workspace(ctx)
+        # With a gate, whoever holds the gate reads the sentinel (segbench ab's driver).
+        sentinels = _sentinels(plan) if timing and gate is None else []
+        for phase in _phases(plan.units, _SentinelPasses(sink, sentinels, gate), gated=gate is not None):
+            for event in executor.run(ctx, phase.units, workspace, phase.passes):
+                if not isinstance(event, UnitDone):
+                    sink.record(event)
+                    continue
+                stages = phase.driver_stages(event.unit)
+                if stages:
+                    with workspace.open(event.unit) as (state, pool):  # the executor's, if still open
+                        for stage in stages:
+                            stage(ctx, state, event.unit, pool)
+                if not timing:
+                    sink.advance()
         if gate is not None:
             gate(None)
         return sink.summary

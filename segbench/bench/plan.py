@@ -168,7 +168,9 @@ def build_plan(
                     check = check and not done.checked(entry, backend, precision)
                     if not cells and not check:
                         continue  # finished before a resume
-                    find = repeat == 0 and timing and config.sweep_for(entry, backend).find_max_batch
+                    # An isolated child (``only``) times its cell alone: the parent searches batches.
+                    find = repeat == 0 and timing and only is None
+                    find = find and config.sweep_for(entry, backend).find_max_batch
                     served = tuple(dict.fromkeys([*in_pass, *check_cells]))
                     reason = reasons[id(backend)] or graph_reason(entry, backend, precision)
                     shapes = [(c.batch, 3, c.height, c.width) for c in served]

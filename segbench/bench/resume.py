@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segbench.errors import ConfigError
+from segbench.errors import ConfigError, RunFileError
 from segbench.results.jsonl import read_jsonl, truncate_torn_tail
-from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE
+from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE, read_env
 from segbench.results.records import BASELINE, CellRecord, CheckRecord
 from segbench.sweep import Cell
 
@@ -37,11 +37,12 @@ class FinishedWork:
 
     @classmethod
     def load(cls, out_dir: Path, current_hash: str) -> FinishedWork:
-        env_path = out_dir / ENV_FILE
         try:
-            env = json.loads(env_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise ConfigError(f"cannot resume: {env_path} is missing or unreadable") from None
+            env = read_env(out_dir)
+        except RunFileError as exc:
+            raise ConfigError(f"cannot resume: {exc}") from None
+        if env is None:
+            raise ConfigError(f"cannot resume: {out_dir / ENV_FILE} is missing")
         if env.get("config_hash") != current_hash:
             raise ConfigError(
                 f"cannot resume {out_dir}: the config changed since that run (config hash "

@@ -10,14 +10,8 @@ import logging
 import traceback
 from pathlib import Path
 
-from segbench.errors import first_line
+from segbench.errors import describe_error
 from segbench.results.layout import LOG_FILE
-
-
-def describe_error(exc: BaseException) -> str:
-    """``Type: first line of the message``: enough to read in a table; the log keeps the traceback."""
-    first = first_line(exc)
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 class RunLog:

@@ -20,8 +20,9 @@ from segbench.results.verdicts import FAIL, INCONCLUSIVE, counts
 
 @dataclass
 class RunSummary:
-    """Every record a run wrote in this session, and the backends it skipped."""
+    """Every record a run wrote in this session, the backends it skipped, and where it wrote them."""
 
+    out_dir: Path
     cells: list[CellRecord] = field(default_factory=list)
     checks: list[CheckRecord] = field(default_factory=list)
     capacity: list[CapacityRecord] = field(default_factory=list)
@@ -71,7 +72,7 @@ class RecordSink:
     """Writes records to a run directory's files and tells the listeners."""
 
     def __init__(self, out_dir: Path, timing: bool, capacity: bool, listeners: list[Listener]) -> None:
-        self.summary = RunSummary()
+        self.summary = RunSummary(out_dir)
         self.listeners = listeners
         self._stack = ExitStack()
         self._results = self._stack.enter_context(JsonlWriter(out_dir / RESULTS_FILE)) if timing else None
@@ -99,6 +100,13 @@ class RecordSink:
             raise RuntimeError("no sweep of this run searches batch sizes")
         self._capacity.write(record.to_dict())
         self.summary.capacity.append(record)
+
+    def record(self, record: CellRecord | CapacityRecord) -> None:
+        """A device stage's record, as an executor yields it."""
+        if isinstance(record, CapacityRecord):
+            self.capacity(record)
+        else:
+            self.cell(record)
 
     def reading(self, reading: SentinelReading) -> None:
         """A noise-sentinel reading (no listener needs it: compare reads the file)."""

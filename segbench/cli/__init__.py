@@ -6,7 +6,6 @@ and exits with code 2; ``run`` exits 1 when a cell or a numerics check failed, 0
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import tempfile
@@ -29,8 +28,11 @@ from segbench.cli.commands import (
     cmd_run,
     cmd_trtcheck,
 )
-from segbench.cli.parser import EXIT_BAD_INPUT, build_parser, names
+from segbench.cli.parser import EXIT_BAD_INPUT, build_parser
 from segbench.errors import ConfigError, SegbenchError
+from segbench.plugins import PLUGINS_ENV, load_plugins
+
+__all__ = ["PLUGINS_ENV", "main"]  # PLUGINS_ENV: the name tests and plugin authors import
 
 COMMANDS = {
     "bench": cmd_bench,
@@ -48,21 +50,6 @@ COMMANDS = {
     "trtcheck": cmd_trtcheck,
     "export": cmd_export,
 }
-
-
-PLUGINS_ENV = "SEGBENCH_PLUGINS"
-
-
-def load_plugins() -> None:
-    """Import the modules named in ``$SEGBENCH_PLUGINS`` (comma-separated): they register extra models
-    (a ``MODELS`` entry) or backends (a ``register_backend`` call) without editing segbench, in every
-    process a run starts, per-cell child processes included. This runs before any config is validated,
-    so a plugin's backend is part of the YAML schema."""
-    for name in names(os.environ.get(PLUGINS_ENV, "")):
-        try:
-            importlib.import_module(name)
-        except Exception as exc:
-            raise ConfigError(f"${PLUGINS_ENV}: cannot import {name}: {type(exc).__name__}: {exc}") from None
 
 
 def output_directory(path: Path) -> None:

@@ -1,7 +1,8 @@
 """What each ``segbench`` command does: parse its arguments into a call, make the call, print the result.
 
-The work itself lives below (``segbench.bench.pipeline``, ``segbench.export.bundle``, ``segbench.reports``);
-exit codes: 0 ok, 1 a failed cell, check or comparison, 2 bad input, 3 a check still inconclusive.
+The work itself lives below, in the use cases (``segbench.bench.run``, ``segbench.bench.export_bundle``)
+and ``segbench.reports``; exit codes: 0 ok, 1 a failed cell, check or comparison, 2 bad input, 3 a check
+still inconclusive.
 """
 
 from __future__ import annotations
@@ -10,108 +11,77 @@ import argparse
 import json
 import os
 import sys
-from contextlib import ExitStack
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from segbench.errors import ConfigError
 
+if TYPE_CHECKING:  # the commands import their use cases when they run: a fast --help
+    from segbench.bench.run import RunRequest
+
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from segbench.bench.plan import Cell, filter_config
-    from segbench.config import load_config
+    from segbench.bench.run import RunRequest
+    from segbench.sweep import Cell
 
-    config = load_config(args.config)
-    filter_config(config, args.models, args.backends)
-    _choose_executor(config, args.executor, args.address)
-    if args.resume and args.out is None:
-        raise ConfigError("--resume needs --out: the directory of the run to finish")
+    only = Cell(*args.only_cell) if args.only_cell else None
+    request = RunRequest(args.config, args.models or (), args.backends or (), args.executor, args.address,
+                         args.out, resume=args.resume, only=only)  # fmt: skip
     if args.dry_run:
-        return _print_plan(config, args, console, timing=True)
-    out_dir = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    with ExitStack() as stack:
-        _connect_cluster(config, stack)
-        only = Cell(*args.only_cell) if args.only_cell else None
-        summary = _run(config, out_dir, console, timing=True, resume=args.resume, only=only)
-    if not args.no_report:
-        _write_report_after_run(out_dir, console)
-    return summary.exit_code
+        return _print_plan(request, args.estimate_from, console)
+    return _run(request, console, report=not args.no_report)
 
 
-def _choose_executor(config: Any, name: str | None, address: str | None) -> None:
-    """``--executor`` / ``--address`` over the YAML's ``executor:`` (its other settings are kept)."""
-    from segbench.bench.executors import executor_name, executor_settings
-
-    if name is None and address is None:
-        return
-    settings = executor_settings(config)
-    config.executor = settings.model_copy(update={"kind": name or settings.kind})
-    if address is not None:
-        if config.executor.kind != "ray":
-            raise ConfigError("--address needs --executor ray (or executor: ray in the YAML)")
-        config.executor = config.executor.model_copy(update={"address": address})
-    executor_name(config)  # an unknown name is bad input now
-
-
-def _connect_cluster(config: Any, stack: ExitStack) -> None:
-    """With the ray executor: join the cluster before anything is written, so an unreachable one is one
-    error line (exit 2) and no half-made run directory."""
-    from segbench.bench.executors import executor_name, executor_settings
-
-    if executor_name(config) == "ray":
-        from segbench.bench.executors.ray_executor import connect, disconnect
-
-        if connect(executor_settings(config)):
-            stack.callback(disconnect)
-
-
-def _print_plan(config: Any, args: argparse.Namespace, console: Console, timing: bool) -> int:
+def _print_plan(request: RunRequest, estimate_from: Path | None, console: Console) -> int:
     """``--dry-run``: what the run would do, unit by unit, and how long its timing loops take; nothing is
     built or written."""
-    from segbench.bench.pipeline import plan_run
     from segbench.bench.plan import estimate_seconds, measured_latencies
+    from segbench.bench.run import plan
 
-    plan, _ = plan_run(config, args.out, timing, getattr(args, "resume", False))
-    for line in plan.lines():
+    planned = plan(request)
+    config, total = planned.config, planned.plan.total
+    units, skipped_units = planned.plan.units, planned.plan.skipped_units
+    for line in planned.plan.lines():
         console.print(escape(line), highlight=False)
-    skipped = sum(len(unit.cells) for unit in plan.skipped_units) if timing else len(plan.skipped_units)
+    timing = request.timing
+    skipped = sum(len(unit.cells) for unit in skipped_units) if timing else len(skipped_units)
     what = "cells" if timing else "checks"
-    console.print(f"{len(plan.units)} units, {plan.total} {what} ({skipped} more {what} skipped here)",
+    console.print(f"{len(units)} units, {total} {what} ({skipped} more {what} skipped here)",
                   highlight=False)  # fmt: skip
     if timing:
-        earlier = measured_latencies(args.estimate_from) if args.estimate_from else None
-        floor, estimate, measured = estimate_seconds(plan.units, config, earlier)
+        earlier = measured_latencies(estimate_from) if estimate_from else None
+        floor, estimate, measured = estimate_seconds(units, config, earlier)
         line = f"timing loops here: at least {floor:.0f} s (the warm-up and measurement durations)"
         if earlier is not None:
-            source = args.estimate_from
-            line += f", about {estimate:.0f} s with {source}'s latencies for {measured} of {plan.total}"
-        if plan.skipped_units:
-            every, _, _ = estimate_seconds((*plan.units, *plan.skipped_units), config)
+            line += f", about {estimate:.0f} s with {estimate_from}'s latencies for {measured} of {total}"
+        if skipped_units:
+            every, _, _ = estimate_seconds((*units, *skipped_units), config)
             line += f"; with every backend available, at least {every:.0f} s"
         console.print(f"{line}; exports, engine builds and numerics checks come on top", highlight=False)
     return 0
 
 
-def _run(config: Any, out_dir: Path, console: Console, timing: bool, resume: bool = False,
-         only: Any = None) -> Any:  # fmt: skip
-    """Run the pipeline with the console's progress, then print its tables and the outcome line."""
-    from segbench.bench.pipeline import run_benchmark
+def _run(request: RunRequest, console: Console, report: bool) -> int:
+    """Run the request with the console's progress, print its tables and the outcome line, then write
+    its report; the run's exit code."""
     from segbench.bench.progress import ConsoleProgress
+    from segbench.bench.run import run
     from segbench.reports.tables import numerics_table, outcome_line, results_table
 
-    summary = run_benchmark(config, out_dir, timing, resume, listeners=[ConsoleProgress(console)], only=only)
-    if timing:
+    summary = run(request, listeners=[ConsoleProgress(console)])
+    if request.timing:
         console.print(results_table(summary.results))
     if summary.numerics:
         console.print(numerics_table(summary.numerics))
     # The counts, then each failed cell and each failed or inconclusive check by name (plain text).
-    outcome = outcome_line(summary.results if timing else [], summary.numerics, out_dir)
+    outcome = outcome_line(summary.results if request.timing else [], summary.numerics, summary.out_dir)
     console.print(outcome, markup=False, highlight=False, soft_wrap=True)
-    return summary
+    if report and request.timing:
+        _write_report_after_run(summary.out_dir, console)
+    return summary.exit_code
 
 
 def _write_report_after_run(out_dir: Path, console: Console) -> None:
@@ -239,36 +209,30 @@ def _adhoc_check_config(args: argparse.Namespace) -> Any:
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     """One ONNX file over a sweep on the graph backends; exit codes as ``run``'s."""
     from segbench.bench.onnx_file import bench_config
+    from segbench.bench.run import RunRequest
     from segbench.config import validate_config
 
     data = bench_config(args.onnx, args.sizes, args.batch_sizes, args.backends or ["onnxruntime"],
                         args.precisions or ["fp32"], args.task, args.num_classes)  # fmt: skip
-    config = validate_config(data, source="command line")
-    out_dir = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    summary = _run(config, out_dir, console, timing=True)
-    if not args.no_report:
-        _write_report_after_run(out_dir, console)
-    return summary.exit_code
+    request = RunRequest(validate_config(data, source="command line"), out=args.out)
+    return _run(request, console, report=not args.no_report)
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     """Exit 0 when every verdict passes, 1 when one fails (for CI), 3 when one stays inconclusive at the
     image cap, 2 on bad input."""
-    from segbench.bench.plan import filter_config
-    from segbench.config import load_config
+    from segbench.bench.run import RunRequest
 
     adhoc = (args.model, args.backend, args.device, args.artifact)
     if args.config is not None:
         if any(value is not None for value in adhoc):
             raise ConfigError("--model/--backend/--device/--artifact are for use without a config file")
-        config = load_config(args.config)
-        filter_config(config, args.models, args.backends)
+        request = RunRequest(args.config, args.models or (), args.backends or (), out=args.out, timing=False)
     else:
-        config = _adhoc_check_config(args)
+        request = RunRequest(_adhoc_check_config(args), out=args.out, timing=False)
     if args.dry_run:
-        return _print_plan(config, args, console, timing=False)
-    out_dir = args.out or Path("runs") / f"check-{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    return _run(config, out_dir, console, timing=False).exit_code
+        return _print_plan(request, None, console)
+    return _run(request, console, report=False)
 
 
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
@@ -369,7 +333,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     TensorRT's parser, or when the engine build fails; 2 on bad input or when TensorRT or a GPU is
     missing for a build.
     """
-    from segbench.export.bundle import BundleRequest, export_bundle
+    from segbench.bench.export_bundle import BundleRequest, export_bundle
     from segbench.export.tensorrt_readiness import TENSORRT_VERSION
     from segbench.reports.tables import parity_table, readiness_table
 

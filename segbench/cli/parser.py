@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument(
         "--executor", metavar="NAME",
-        help="the executor of the timing cells (inline, subprocess, ray); overrides executor: in the YAML",
+        help="where the timing and batch search run (local, ray); overrides executor: in the YAML",
     )  # fmt: skip
     run.add_argument(
         "--address", metavar="ADDR",

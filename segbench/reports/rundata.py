@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from segbench.errors import SegbenchError
+from segbench.errors import RunFileError, SegbenchError
 from segbench.reports.tables import backend_label
 from segbench.results.jsonl import read_jsonl
 from segbench.results.latency import latency_stats
-from segbench.results.layout import ENV_FILE, NUMERICS_FILE, RESULTS_FILE, SCHEMA_VERSION, SENTINEL_FILE
+from segbench.results.layout import NUMERICS_FILE, RESULTS_FILE, SCHEMA_VERSION, SENTINEL_FILE, read_env
 from segbench.results.records import CellRecord
 from segbench.results.verdicts import band_of, images_of, interval_of, verdict_of
 
@@ -292,19 +292,14 @@ def load_run(directory: Path) -> RunData:
     directory = Path(directory)
     if not directory.is_dir():
         raise RunDataError(f"{directory}: no such run directory")
-    env_path = directory / ENV_FILE
     results_path = directory / RESULTS_FILE
     numerics_path = directory / NUMERICS_FILE
     if not results_path.exists() and not numerics_path.exists():
         raise RunDataError(f"{directory}: neither {RESULTS_FILE} nor {NUMERICS_FILE} is there: not a run")
-    env: dict[str, Any] = {}
-    if env_path.exists():
-        try:
-            env = json.loads(env_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RunDataError(f"{env_path} is unreadable: {exc}") from None
-        if not isinstance(env, dict):
-            raise RunDataError(f"{env_path} is not a JSON object: not a segbench env file")
+    try:
+        env = read_env(directory) or {}
+    except RunFileError as exc:
+        raise RunDataError(str(exc)) from None
     schema = env.get("schema", 1)
     if schema != SCHEMA_VERSION:
         raise RunDataError(

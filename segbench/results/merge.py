@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segbench.errors import SegbenchError
+from segbench.errors import RunFileError, SegbenchError
 from segbench.results.jsonl import JsonlWriter, read_jsonl, write_json
-from segbench.results.layout import CAPACITY_FILE, ENV_FILE, NUMERICS_FILE, RESULTS_FILE
+from segbench.results.layout import CAPACITY_FILE, ENV_FILE, NUMERICS_FILE, RESULTS_FILE, read_env
 from segbench.results.records import CellRecord, CheckRecord, Provenance
 
 
@@ -36,17 +36,14 @@ class MergeSummary:
 
 
 def _env(run: Path) -> dict[str, Any]:
-    path = run / ENV_FILE
     if not run.is_dir():
         raise MergeError(f"{run}: no such run directory")
-    if not path.is_file():
-        raise MergeError(f"{run}: no {ENV_FILE}: not a segbench run")
     try:
-        env = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MergeError(f"{path} is unreadable: {exc}") from None
-    if not isinstance(env, dict):
-        raise MergeError(f"{path} is not a JSON object: not a segbench env file")
+        env = read_env(run)
+    except RunFileError as exc:
+        raise MergeError(str(exc)) from None
+    if env is None:
+        raise MergeError(f"{run}: no {ENV_FILE}: not a segbench run")
     return env
 
 

@@ -1,7 +1,7 @@
 """The native TensorRT backend's config, availability and precision routing (no GPU or TensorRT needed).
 
 Engine runs need CUDA; they are covered on the CPU through ``TensorRTEngine`` in
-``tests/export/test_tensorrt_engine.py`` with the stand-in ``tensorrt`` module.
+``tests/export/test_tensorrt_engine.py`` with the stand-in runtime (``tests/fakes/fake_tensorrt.py``).
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from pydantic import ValidationError
 
 from segbench.backends import BACKENDS, GRAPH
 from segbench.backends.base import BackendError
-from segbench.backends.tensorrt_backend import (
-    SPEC,
-    HostStaging,
-    TensorRTConfig,
-    TensorRTRunner,
+from segbench.backends.tensorrt import SPEC, TensorRTConfig, TensorRTRunner
+from segbench.backends.tensorrt.engine import TensorRTEngine
+from segbench.backends.tensorrt.install import INSTALL_HINT
+from segbench.backends.tensorrt.precision import (
     check_engine_io,
     check_engine_precision,
     check_graph_precision,
 )
-from segbench.export.tensorrt import INSTALL_HINT, OptimizationProfile, build_serialized_engine
-from segbench.export.tensorrt_engine import TensorRTEngine
+from segbench.backends.tensorrt.profile import OptimizationProfile
+from segbench.backends.tensorrt.staging import HostStaging
 from tests.fakes.fake_tensorrt import install_fake_tensorrt, make_fake_tensorrt
+from tests.fakes.fake_tensorrt_build import fake_engine_bytes
 
 MODEL = types.SimpleNamespace(input_names=("images",), output_names=("logits",))
 
@@ -223,15 +223,16 @@ def test_host_staging_reuses_buffers_and_widens_half_outputs():
     assert staging.to_device(feeds, torch.device("cpu"))["images"].data_ptr() != first.data_ptr()
 
 
-def cpu_runner(monkeypatch, tmp_path, **controls):
-    """A runner around an engine built and run on the CPU with the fake (activate needs CUDA)."""
+def cpu_runner(monkeypatch, tmp_path, **network):
+    """A runner around an engine from the fake build, run on the CPU by the fake runtime (activate needs
+    CUDA)."""
     onnx_file = tmp_path / "model.onnx"
     onnx_file.write_bytes(b"graph")
-    trt = install_fake_tensorrt(monkeypatch, "10.8.0", **controls)
+    trt = install_fake_tensorrt(monkeypatch, "10.8.0")
     profile = OptimizationProfile("images", (1, 3, 8, 8), (4, 3, 16, 16), (8, 3, 16, 16))
     runner = TensorRTRunner(MODEL, TensorRTConfig(cuda_graph=True), "fp32", onnx_file, [(8, 3, 16, 16)])
-    engine_bytes = build_serialized_engine(trt, onnx_file, "fp32", profile)
-    runner._engine = TensorRTEngine(trt, engine_bytes, torch.device("cpu"))
+    engine_bytes = fake_engine_bytes(trt, profile, **network)
+    runner._engine = TensorRTEngine(trt, engine_bytes, torch.device("cpu"), trt.Logger())
     return runner
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from segbench.bench.pipeline import run_benchmark
-from segbench.config import validate_config
 from segbench.results.jsonl import read_jsonl
 from segbench.results.layout import CAPACITY_FILE
 from tests.fakes import fake_backend
+from tests.fakes.configs import tiny_config
 
 
 @pytest.fixture
@@ -20,21 +20,9 @@ def fake():
 
 
 def search(tmp_path, backend: dict, max_batch_limit: int = 64) -> dict:
-    config = validate_config(
-        {
-            "name": "fake",
-            "models": [{"name": "unet", "options": {"base_channels": 4}}],
-            "backends": [backend],
-            "sweep": {
-                "input_sizes": ["32x32"],
-                "batch_sizes": [1, 3],
-                "find_max_batch": True,
-                "max_batch_limit": max_batch_limit,
-            },
-            "timing": {"warmup": 0, "iterations": 1},
-            "numerics": {"enabled": False},
-        }
-    )
+    sweep = {"input_sizes": ["32x32"], "batch_sizes": [1, 3], "find_max_batch": True,
+             "max_batch_limit": max_batch_limit}  # fmt: skip
+    config = tiny_config([backend], sweep=sweep, timing={"warmup": 0, "iterations": 1})
     run_benchmark(config, tmp_path)
     (row,) = read_jsonl(tmp_path / CAPACITY_FILE)
     return row

@@ -10,27 +10,17 @@ import pytest
 
 from segbench.bench.pipeline import run_benchmark
 from segbench.cli import PLUGINS_ENV
-from segbench.config import validate_config
 from segbench.export.onnx import ExportError
 from segbench.results.jsonl import read_jsonl
 from segbench.results.layout import LOG_FILE, NUMERICS_FILE, RESULTS_FILE
 from tests.fakes import fake_backend
+from tests.fakes.configs import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_config(backend: dict, numerics: bool = False, **extra) -> object:
-    data = {
-        "name": "fake",
-        "models": [{"name": "unet", "options": {"base_channels": 4}}],
-        "backends": [backend],
-        "sweep": {"input_sizes": ["32x32"], "batch_sizes": [1, 2, 3]},
-        "timing": {"warmup": 0, "iterations": 2},
-        "numerics": {"enabled": numerics, "batch_size": 2, "max_images": 4,
-                     "dataset": {"kind": "shapes", "num_images": 4, "height": 32, "width": 32}},
-        **extra,
-    }  # fmt: skip
-    return validate_config(data)
+    return tiny_config([backend], numerics, **extra)
 
 
 @pytest.fixture
@@ -93,6 +83,28 @@ def test_the_fake_backend_passes_the_numerics_check(tmp_path, fake):
     assert [verdict for (level, _), verdict in verdicts.items() if level == "tensor"] == ["pass"]
     assert summary.exit_code == 0
     assert {c.role for c in summary.checks} == {"baseline", "candidate"}
+
+
+def test_the_device_and_driver_stages_of_a_unit_share_its_runner(tmp_path, fake):
+    # The local executor hands a unit back with its runners still open: the numerics check and the batch
+    # search use the runner the cells were timed on, opened once.
+    sweep = {"input_sizes": ["32x32"], "batch_sizes": [1, 2], "find_max_batch": True, "max_batch_limit": 4}
+    summary = run_benchmark(make_config({"name": "fake"}, numerics=True, sweep=sweep), tmp_path)
+    assert len(summary.cells) == 2 and [r.max_batch for r in summary.capacity] == [4]
+    assert any(c.role == "candidate" for c in summary.checks)
+    assert fake == ["activate", "deactivate"]
+
+
+def test_a_check_only_run_on_the_ray_executor_never_joins_a_cluster(tmp_path, fake, monkeypatch):
+    from segbench.bench.executors import ray_executor
+
+    def refuse(settings):
+        raise AssertionError("a check-only run has no device work: it must not connect")
+
+    monkeypatch.setattr(ray_executor, "connect", refuse)
+    config = make_config({"name": "fake"}, numerics=True, executor={"kind": "ray"})
+    summary = run_benchmark(config, tmp_path, timing=False)
+    assert summary.exit_code == 0 and any(c.role == "candidate" for c in summary.checks)
 
 
 @pytest.mark.slow

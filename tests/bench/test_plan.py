@@ -81,15 +81,20 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
 
 def test_the_executor_comes_from_the_config(tmp_path, capsys):
     from segbench.bench.executors import executor_name
+    from segbench.bench.executors.base import isolated
 
-    assert executor_name(validate_config(CONFIG)) == "inline"
-    assert executor_name(validate_config({**CONFIG, "isolation": {"subprocess": True}})) == "subprocess"
-    assert executor_name(validate_config({**CONFIG, "executor": "subprocess"})) == "subprocess"
+    # Isolation is the local executor's option; the names from before it was (inline, subprocess) still
+    # read as the local executor without and with it.
+    for extra, isolation in (({}, False), ({"isolation": {"subprocess": True}}, True),
+                             ({"executor": "subprocess"}, True), ({"executor": "inline"}, False),
+                             ({"executor": {"kind": "local"}}, False)):  # fmt: skip
+        config = validate_config({**CONFIG, **extra})
+        assert (executor_name(config), isolated(config)) == ("local", isolation), extra
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump({**CONFIG, "executor": "cluster"}))
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
-    valid = "inline, subprocess, ray"
+    valid = "local, ray"
     assert err == f"segbench: error: executor: unknown executor 'cluster'; valid executors: {valid}"
 
 

@@ -24,9 +24,9 @@ ray = pytest.importorskip(
 from segbench.bench.pipeline import run_benchmark  # noqa: E402
 from segbench.cli import PLUGINS_ENV, main  # noqa: E402
 from segbench.results.jsonl import read_jsonl  # noqa: E402
-from segbench.results.layout import ENV_FILE, LOG_FILE, NUMERICS_FILE, RESULTS_FILE  # noqa: E402
-from tests.bench.test_pipeline import make_config  # noqa: E402
+from segbench.results.layout import CAPACITY_FILE, ENV_FILE, LOG_FILE, NUMERICS_FILE, RESULTS_FILE  # noqa: E402
 from tests.fakes import fake_backend  # noqa: E402
+from tests.fakes.configs import tiny_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = "tests.fakes.fake_backend_plugin"
@@ -68,9 +68,10 @@ def verdicts(rows: list[dict]) -> dict:
 
 def test_ray_gives_the_same_cells_and_verdicts_as_inline(tmp_path, cluster, fake):
     backends = [{"name": "fake"}, {"name": "fake", "fail_batches": [2]}]
-    inline = run_benchmark(make_config({}, numerics=True, backends=backends), tmp_path / "inline")
-    config = make_config({}, numerics=True, backends=backends, executor={"kind": "ray"})
-    on_ray = run_benchmark(config, tmp_path / "ray")
+    sweep = {"input_sizes": ["32x32"], "batch_sizes": [1, 2, 3], "find_max_batch": True, "max_batch_limit": 8}
+    config = tiny_config(backends, numerics=True, sweep=sweep)
+    inline = run_benchmark(config, tmp_path / "inline")
+    on_ray = run_benchmark(config.model_copy(update={"executor": "ray"}), tmp_path / "ray")
     rows_inline = read_jsonl(tmp_path / "inline" / RESULTS_FILE)
     rows_ray = read_jsonl(tmp_path / "ray" / RESULTS_FILE)
     assert cells(rows_ray) == cells(rows_inline) and sum(cells(rows_ray).values()) == 6
@@ -84,11 +85,20 @@ def test_ray_gives_the_same_cells_and_verdicts_as_inline(tmp_path, cluster, fake
     env = json.loads((tmp_path / "ray" / ENV_FILE).read_text())
     assert [n["fingerprint"] for n in env["nodes"]] == [rows_ray[0]["env"]["fingerprint"]]
     assert "fake failure at batch 2" in (tmp_path / "ray" / LOG_FILE).read_text()  # the worker's traceback
+    # The batch search is a hardware measurement: it runs on the worker that times the cells, and its
+    # rows carry that worker's host and fingerprint (the driver's own rows name no host).
+    capacity_ray = read_jsonl(tmp_path / "ray" / CAPACITY_FILE)
+    capacity_inline = read_jsonl(tmp_path / "inline" / CAPACITY_FILE)
+    assert [r["max_batch"] for r in capacity_ray] == [r["max_batch"] for r in capacity_inline] == [8, 8]
+    assert {(r["env"]["host"], r["env"]["fingerprint"]) for r in capacity_ray} == {
+        (os.uname().nodename, env["nodes"][0]["fingerprint"])
+    }
+    assert {r["env"].get("host") for r in capacity_inline} == {None}
 
 
 def test_a_worker_killed_mid_cell_fails_its_unit_only(tmp_path, cluster, fake):
     backends = [{"name": "fake", "crash_batches": [2]}, {"name": "fake"}]
-    config = make_config({}, backends=backends, executor={"kind": "ray", "retries": 1})
+    config = tiny_config(backends, executor={"kind": "ray", "retries": 1})
     summary = run_benchmark(config, tmp_path)
     rows = read_jsonl(tmp_path / RESULTS_FILE)
     by_unit = {}
@@ -149,7 +159,7 @@ def test_an_unreachable_cluster_is_one_line_and_exit_2(tmp_path, cluster, capsys
 
 
 def test_a_ray_run_merged_with_another_machine_reports_as_one(tmp_path, cluster, fake):
-    config = make_config({"name": "fake"}, numerics=True, executor={"kind": "ray"})
+    config = tiny_config(numerics=True, executor={"kind": "ray"})
     run_benchmark(config, tmp_path / "a")
     other = tmp_path / "b"  # the same config on "another machine": its fingerprint and host rewritten
     other.mkdir()
@@ -174,7 +184,7 @@ def test_the_executor_setting_as_a_name_or_a_mapping(tmp_path, capsys):
     from segbench.errors import ConfigError
 
     base = {"models": [{"name": "unet"}], "backends": [{"name": "torch"}]}
-    assert executor_name(validate_config({**base, "isolation": {"subprocess": True}})) == "subprocess"
+    assert executor_name(validate_config({**base, "executor": "ray"})) == "ray"
     settings = executor_settings(validate_config({**base, "executor": {"kind": "ray", "num_gpus": 0.5}}))
     assert (settings.kind, settings.num_gpus, settings.retries) == ("ray", 0.5, 0)
     with pytest.raises(ConfigError, match="executor: bogus: unknown key"):

@@ -9,11 +9,11 @@ import pytest
 
 from segbench.bench.pipeline import run_benchmark
 from segbench.bench.sentinel import Sentinel, sentinel_devices
-from segbench.config import validate_config
 from segbench.results.jsonl import read_jsonl
 from segbench.results.layout import NUMERICS_FILE, RESULTS_FILE, SENTINEL_FILE
 from segbench.results.records import SentinelReading
 from tests.fakes import fake_backend
+from tests.fakes.configs import tiny_config
 
 
 @pytest.fixture(autouse=True)
@@ -23,15 +23,7 @@ def fake():
 
 
 def make_config(repeats: int, numerics: bool = False) -> object:
-    return validate_config({
-        "name": "fake",
-        "models": [{"name": "unet", "options": {"base_channels": 4}}],
-        "backends": [{"name": "fake"}],
-        "sweep": {"input_sizes": ["32x32"], "batch_sizes": [1, 2, 3]},
-        "timing": {"warmup": 0, "iterations": 2, "repeats": repeats},
-        "numerics": {"enabled": numerics, "batch_size": 2, "max_images": 4,
-                     "dataset": {"kind": "shapes", "num_images": 4, "height": 32, "width": 32}},
-    })  # fmt: skip
+    return tiny_config(numerics=numerics, timing={"warmup": 0, "iterations": 2, "repeats": repeats})
 
 
 def test_a_reading_times_the_fixed_workload():

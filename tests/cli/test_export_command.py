@@ -144,26 +144,26 @@ def test_unknown_model_and_per_size_model(capsys, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("version", ["10.8.0", "11.1.0"])
-def test_trt_export_builds_through_polygraphy(capsys, tmp_path, monkeypatch, version, umask_022):
-    """The --trt path through Polygraphy against the stand-in TensorRT module: never a verified engine,
-    but the wiring of precision (the fp16 graph, strongly typed, on 10 and 11), profile and engine cache."""
-    from segbench.export import tensorrt as trt_export
-    from tests.fakes.fake_tensorrt import calls_named, install_fake_tensorrt
+def test_trt_export_builds_the_engine_from_the_graph_at_its_precision(capsys, tmp_path, monkeypatch, version,
+                                                                      umask_022):  # fmt: skip
+    """The --trt path with segbench's build seam replaced (tests/fakes/fake_tensorrt_build.py): never a
+    verified engine, but the wiring of precision (the fp16 graph for an fp16 engine, on 10 and 11), profile
+    and engine cache."""
+    from segbench.models.onnx_graph import graph_precision, load_graph
+    from tests.fakes.fake_tensorrt_build import install_fake_build
 
-    trt = install_fake_tensorrt(monkeypatch, version)
-    monkeypatch.setattr(trt_export, "gpu_identity", lambda: ("NVIDIA H100 80GB HBM3", (9, 0)))
+    _, fake = install_fake_build(monkeypatch, version)
     code, out, _ = export(capsys, tmp_path, "--trt", "--fp16", "--sizes", "64x64", "--batch-sizes", "1,2")
     assert code == 0 and "built in" in out
     out_dir = tmp_path / "out"
     assert (out_dir / "unet-fp16.onnx").is_file() and (out_dir / "unet-fp16.engine").is_file()
     assert stat.S_IMODE((out_dir / "unet-fp16.engine").stat().st_mode) == 0o644
-    profiles = calls_named(trt, "set_shape")
-    assert [call[-3:] for call in profiles] == [((1, 3, 64, 64), (2, 3, 64, 64), (2, 3, 64, 64))]
-    assert calls_named(trt, "set_flag") == []  # no FP16 flag: the graph carries the precision
-    assert calls_named(trt, "create_network") == [
-        (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED),)
-    ]
+    (call,) = fake.calls
+    assert call["precision"] == "fp16" and graph_precision(load_graph(call["onnx_path"])) == "fp16"
+    profile = call["profile"]
+    assert (profile.min, profile.opt, profile.max) == ((1, 3, 64, 64), (2, 3, 64, 64), (2, 3, 64, 64))
     manifest = json.loads((tmp_path / "out" / "unet-fp16.json").read_text())
     assert manifest["engine"]["built"] is True and manifest["engine"]["trt_version"] == version
     code, out, _ = export(capsys, tmp_path, "--trt", "--fp16", "--sizes", "64x64", "--batch-sizes", "1,2")
     assert code == 0 and "engine on NVIDIA H100 80GB HBM3, reused from the cache" in out
+    assert len(fake.calls) == 1

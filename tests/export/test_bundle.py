@@ -1,4 +1,4 @@
-"""The export use case (``segbench.export.bundle``) without the command line: typed request in, typed
+"""The export use case (``segbench.bench.export_bundle``) without the command line: typed request in, typed
 outcome out, progress through the status callback and nothing printed."""
 
 import json
@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from segbench.bench.export_bundle import BundleRequest, export_bundle, file_stem, profile_shapes
 from segbench.errors import ConfigError
-from segbench.export.bundle import BundleRequest, export_bundle, file_stem, profile_shapes
 
 TINY_UNET = {"model": "unet", "weights": "random", "options": {"base_channels": 4, "num_classes": 3}}
 
@@ -54,7 +54,7 @@ def test_profile_shapes_and_file_names():
 def test_bundle_does_not_import_the_reports_layer():
     # It returns data; printing it (reports' tables) is the command line's job.
     code = (
-        "import sys, segbench.export.bundle\n"
+        "import sys, segbench.bench.export_bundle\n"
         "print([m for m in sys.modules if m.startswith('segbench.reports')])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

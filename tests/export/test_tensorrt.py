@@ -1,8 +1,10 @@
-"""TensorRT engine builder (through Polygraphy) and cache, without TensorRT or a GPU.
+"""TensorRT engine builds (segbench's side of Polygraphy's loaders) and the engine cache, without TensorRT
+or a GPU.
 
-Polygraphy's loader objects are inspected where TensorRT is not needed (Polygraphy imports it lazily);
-builds run Polygraphy's loaders against the stand-in ``tensorrt`` module. Nothing here ran on a real
-TensorRT installation.
+Polygraphy's loader objects are inspected where TensorRT is not needed (Polygraphy imports it lazily); the
+engine cache runs with the build seam replaced (``tests/fakes/fake_tensorrt_build.py``). That the seam
+drives Polygraphy's loaders correctly is ``test_tensorrt_polygraphy.py``'s one test. Nothing here ran on a
+real TensorRT installation.
 """
 
 from __future__ import annotations
@@ -14,37 +16,34 @@ import types
 import pytest
 import torch
 from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath, Profile
+from polygraphy.exception import PolygraphyException
 
-from segbench.export import tensorrt as trt_export
-from segbench.export.tensorrt import (
+from segbench.backends.spec import graph_precision_for
+from segbench.backends.tensorrt.build import (
+    EngineBuildError,
+    build_serialized_engine,
+    call_loader,
+    create_config,
+    network_loader,
+    network_profiles,
+    polygraphy_profile,
+)
+from segbench.backends.tensorrt.engine_cache import engine_cache_key, load_or_build_engine, timing_cache_file
+from segbench.backends.tensorrt.install import (
     INSTALL_HINT,
     POLYGRAPHY_HINT,
-    EngineBuildError,
-    OptimizationProfile,
     TensorRTUnavailable,
-    build_serialized_engine,
-    create_config,
-    engine_cache_key,
-    graph_precision_for,
     import_tensorrt,
-    load_or_build_engine,
-    lowers_precision_by_flags,
-    network_loader,
-    polygraphy_profile,
-    profile_from_shapes,
     tensorrt_version,
-    timing_cache_file,
 )
-from tests.fakes.fake_tensorrt import TIMING_HEADER, calls_named, install_fake_tensorrt, make_fake_tensorrt
+from segbench.backends.tensorrt.precision import engine_graph_precision, lowers_precision_by_flags
+from segbench.backends.tensorrt.profile import OptimizationProfile, profile_from_shapes
+from tests.fakes.fake_tensorrt import install_fake_tensorrt, make_fake_tensorrt
+from tests.fakes.fake_tensorrt_build import GPU, install_fake_build
 
-GPU = ("NVIDIA H100 80GB HBM3", (9, 0))
 PROFILE = OptimizationProfile("images", (1, 3, 8, 8), (2, 3, 16, 16), (4, 3, 32, 32))
-
-
-def install(monkeypatch, version="10.8.0", **controls):
-    trt = install_fake_tensorrt(monkeypatch, version, **controls)
-    monkeypatch.setattr(trt_export, "gpu_identity", lambda: GPU)
-    return trt
+OTHER_INPUT = OptimizationProfile("pixels", PROFILE.min, PROFILE.opt, PROFILE.max)
+FOUR_CHANNELS = OptimizationProfile("images", (1, 4, 8, 8), (1, 4, 8, 8), (1, 4, 8, 8))
 
 
 # -- optimization profile --------------------------------------------------------------------------
@@ -137,9 +136,9 @@ def test_import_without_tensorrt_gives_the_install_line(monkeypatch):
 
 
 def test_import_returns_the_module_and_refuses_other_majors(monkeypatch):
-    trt = install(monkeypatch, "11.1.0")
+    trt = install_fake_tensorrt(monkeypatch, "11.1.0")
     assert import_tensorrt() is trt
-    install(monkeypatch, "9.3.0")
+    install_fake_tensorrt(monkeypatch, "9.3.0")
     with pytest.raises(TensorRTUnavailable, match=r"TensorRT 9\.3\.0 is not supported.*10 or 11"):
         import_tensorrt()
 
@@ -155,7 +154,7 @@ def test_type_stubs_alone_are_not_tensorrt(monkeypatch):
 
 
 def test_import_without_polygraphy_gives_the_install_line(monkeypatch):
-    install(monkeypatch)
+    install_fake_tensorrt(monkeypatch)
     monkeypatch.setitem(sys.modules, "polygraphy.backend", None)
     with pytest.raises(TensorRTUnavailable) as info:
         import_tensorrt()
@@ -169,8 +168,14 @@ def test_tensorrt_version_parsing():
         tensorrt_version(types.SimpleNamespace(__version__="dev"))
 
 
+def test_the_one_precision_rule():
+    # The graph carries the precision, except one the runtime lowers from the fp32 graph by a flag.
+    assert [graph_precision_for(p) for p in ("fp32", "fp16", "bf16")] == ["fp32", "fp16", "bf16"]
+    assert graph_precision_for("bf16", {"bf16"}) == "fp32" and graph_precision_for("fp16", {"bf16"}) == "fp16"
+
+
 @pytest.mark.parametrize("version", ["10.8.0", "11.1.0"])
-def test_one_precision_rule_for_both_majors(version):
+def test_tensorrts_side_of_the_rule_on_both_majors(version):
     trt = make_fake_tensorrt(version)
     major = tensorrt_version(trt)[0]
     # The graph carries fp32 and fp16 on both majors (strongly typed, the fp16 keep-list obeyed); only
@@ -181,7 +186,7 @@ def test_one_precision_rule_for_both_majors(version):
         major == 10,
     ]
     expected = {"fp32": "fp32", "fp16": "fp16", "bf16": "fp32" if major == 10 else "bf16"}
-    assert {p: graph_precision_for(p, trt) for p in expected} == expected
+    assert {p: engine_graph_precision(p, trt) for p in expected} == expected
 
 
 # -- Polygraphy's loader objects (no TensorRT needed to make them) ------------------------------------
@@ -226,7 +231,7 @@ def test_create_config_arguments(version, precision, bf16, tmp_path):
     assert config.memory_pool_limits == {trt.MemoryPoolType.WORKSPACE: 512 << 20}
     assert config.builder_optimization_level == 5
     assert config.timing_cache_path is None  # no file yet: nothing to load
-    cache.write_bytes(TIMING_HEADER)
+    cache.write_bytes(b"timings")
     config = create_config(trt, precision, profiles, tf32=True, timing_cache_path=cache)
     assert config.tf32 is True and config.timing_cache_path == str(cache)
     assert config.memory_pool_limits is None and config.builder_optimization_level is None
@@ -237,94 +242,45 @@ def test_create_config_refuses_unknown_precisions():
         create_config(make_fake_tensorrt(), "int8", [])
 
 
-# -- builds through Polygraphy against the stand-in module ----------------------------------------------
+# -- segbench's parts of the build (the stand-in builder runs in test_tensorrt_polygraphy.py only) -------
 
 
-def built_spec(engine_bytes: bytes) -> dict:
-    return json.loads(engine_bytes)
+def network(*inputs):
+    """A parsed network as Polygraphy hands it over: only its inputs are read."""
+    tensors = [types.SimpleNamespace(name=name, shape=shape) for name, shape in inputs]
+    return types.SimpleNamespace(num_inputs=len(tensors), get_input=tensors.__getitem__)
 
 
-@pytest.mark.parametrize("version", ["10.8.0", "11.1.0"])
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_fp32_and_fp16_are_strongly_typed_without_precision_flags(monkeypatch, onnx_file, version, precision):
-    trt = install(monkeypatch, version)
-    spec = built_spec(build_serialized_engine(trt, onnx_file, precision, PROFILE))
-    strongly = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    assert calls_named(trt, "create_network") == [(strongly,)]
-    assert calls_named(trt, "parse_from_file") == [(str(onnx_file),)]
-    assert calls_named(trt, "set_shape") == [("images", PROFILE.min, PROFILE.opt, PROFILE.max)]
-    assert calls_named(trt, "set_flag") == []
-    # TensorRT enables TF32 by default; Polygraphy's CreateConfig(tf32=False) clears it.
-    assert calls_named(trt, "clear_flag") == [(trt.BuilderFlag.TF32,)]
-    assert spec["strongly_typed"] is True and spec["flags"] == []
-
-
-def test_tf32_only_when_asked_for(monkeypatch, onnx_file):
-    trt = install(monkeypatch)
-    spec = built_spec(build_serialized_engine(trt, onnx_file, "fp32", PROFILE, tf32=True))
-    assert spec["flags"] == ["TF32"] and calls_named(trt, "clear_flag") == []
-
-
-def test_bf16_on_10_is_the_bf16_flag_on_a_weakly_typed_network(monkeypatch, onnx_file):
-    trt = install(monkeypatch, "10.8.0")
-    spec = built_spec(build_serialized_engine(trt, onnx_file, "bf16", PROFILE))
-    assert calls_named(trt, "create_network") == [(0,)]
-    assert spec["flags"] == ["BF16"] and spec["strongly_typed"] is False
-
-
-def test_workspace_and_optimization_level(monkeypatch, onnx_file):
-    trt = install(monkeypatch)
-    build_serialized_engine(trt, onnx_file, "fp32", PROFILE, workspace_mb=512, builder_optimization_level=5)
-    assert calls_named(trt, "set_memory_pool_limit") == [(trt.MemoryPoolType.WORKSPACE, 512 << 20)]
-    assert calls_named(trt, "builder_optimization_level") == [(5,)]
-    trt = install(monkeypatch)
-    build_serialized_engine(trt, onnx_file, "fp32", PROFILE)
-    assert calls_named(trt, "set_memory_pool_limit") == []
-    assert calls_named(trt, "builder_optimization_level") == []
-
-
-def test_static_network_gets_its_own_shapes(monkeypatch, onnx_file):
-    trt = install(monkeypatch, input_shape=(1, 3, 16, 16))
-    spec = built_spec(build_serialized_engine(trt, onnx_file, "fp32", PROFILE))
-    assert spec["profile"] == {"images": [[1, 3, 16, 16]] * 3}
+def test_a_dynamic_input_gets_the_profile_and_a_static_network_its_own_shapes():
+    (profile,) = network_profiles(network(("images", (-1, 3, -1, -1))), PROFILE)
+    assert list(profile) == ["images"] and profile["images"].max == PROFILE.max
+    (static,) = network_profiles(network(("images", (1, 3, 16, 16))), PROFILE)
+    assert (static["images"].min, static["images"].max) == ((1, 3, 16, 16), (1, 3, 16, 16))
 
 
 @pytest.mark.parametrize(
-    ("profile", "controls", "message"),
+    ("inputs", "profile", "message"),
     [
-        (
-            OptimizationProfile("pixels", PROFILE.min, PROFILE.opt, PROFILE.max),
-            {},
-            "network's dynamic inputs",
-        ),
-        (PROFILE, {"extra_input": ("scale", (-1,))}, "images, scale"),
-        (
-            OptimizationProfile("images", (1, 4, 8, 8), (1, 4, 8, 8), (1, 4, 8, 8)),
-            {},
-            "static dim 3 at axis 1",
-        ),
+        ([("images", (-1, 3, -1, -1))], OTHER_INPUT, "network's dynamic inputs"),
+        ([("images", (-1, 3, -1, -1)), ("scale", (-1,))], PROFILE, "images, scale"),
+        ([("images", (-1, 3, -1, -1))], FOUR_CHANNELS, "static dim 3 at axis 1"),
     ],
 )
-def test_profile_that_does_not_cover_the_network_is_refused(
-    monkeypatch, onnx_file, profile, controls, message
-):
+def test_profile_that_does_not_cover_the_network_is_refused(inputs, profile, message):
     # Polygraphy would fill an uncovered input with a default shape; segbench refuses before building.
-    trt = install(monkeypatch, **controls)
     with pytest.raises(EngineBuildError, match=message):
-        build_serialized_engine(trt, onnx_file, "fp32", profile)
-    assert calls_named(trt, "build_serialized_network") == []
+        network_profiles(network(*inputs), profile)
 
 
-def test_parser_and_build_failures_are_engine_build_errors(monkeypatch, onnx_file, tmp_path):
-    trt = install(monkeypatch, parse_errors=["No importer registered for op: Unique"])
-    with pytest.raises(EngineBuildError, match=r"ONNX parser rejected .*Could not parse ONNX correctly"):
-        build_serialized_engine(trt, onnx_file, "fp32", PROFILE)
-    trt = install(monkeypatch)
-    with pytest.raises(EngineBuildError, match="ONNX parser rejected"):
-        build_serialized_engine(trt, tmp_path / "missing.onnx", "fp32", PROFILE)
-    trt = install(monkeypatch, build_fails=True)
-    with pytest.raises(EngineBuildError, match="failed to build an engine"):
-        build_serialized_engine(trt, onnx_file, "fp32", PROFILE)
+def test_polygraphy_failures_are_engine_build_errors():
+    def failing():
+        raise PolygraphyException("Could not parse ONNX correctly\nmore")
+
+    with pytest.raises(
+        EngineBuildError, match=r"^parser rejected x: Could not parse ONNX correctly \(TensorRT"
+    ):
+        call_loader(failing, "parser rejected x")
+    assert call_loader(lambda: "built", "never") == "built"
 
 
 def test_unknown_precision_is_refused(onnx_file):
@@ -332,55 +288,47 @@ def test_unknown_precision_is_refused(onnx_file):
         build_serialized_engine(make_fake_tensorrt(), onnx_file, "int8", PROFILE)
 
 
-def test_timing_cache_is_read_and_merged_back(monkeypatch, onnx_file, tmp_path):
-    cache = tmp_path / "timing.cache"
-    trt = install(monkeypatch)
-    build_serialized_engine(trt, onnx_file, "fp32", PROFILE, timing_cache_path=cache)
-    assert calls_named(trt, "set_timing_cache") == [(False,)]  # a cache from another build is refused
-    first = cache.read_bytes()
-    assert first == TIMING_HEADER + b"timings of build 1\n"
-
-    trt = install(monkeypatch)
-    build_serialized_engine(trt, onnx_file, "fp16", PROFILE, timing_cache_path=cache)
-    assert calls_named(trt, "create_timing_cache")[0] == (first,)  # the earlier timings were loaded
-    assert cache.read_bytes() == first + b"timings of build 2\n"
-
-
-# -- engine cache -----------------------------------------------------------------------------------
+# -- engine cache (the build seam replaced) ------------------------------------------------------------
 
 
 def test_engine_is_built_once_and_reused(monkeypatch, onnx_file, tmp_path):
-    trt = install(monkeypatch)
+    _, fake = install_fake_build(monkeypatch)
     cache_dir = tmp_path / "engines"
-    first = load_or_build_engine(onnx_file, "fp16", PROFILE, cache_dir=cache_dir)
+    first = load_or_build_engine(onnx_file, "fp16", PROFILE, cache_dir=cache_dir, workspace_mb=512)
     assert first.built and first.build_s >= 0 and first.path == cache_dir / f"{first.key}.engine"
     assert first.path.is_file() and first.gpu_name == GPU[0] and first.trt_version == "10.8.0"
     sidecar = json.loads((cache_dir / f"{first.key}.json").read_text())
     assert sidecar["precision"] == "fp16" and sidecar["gpu_name"] == GPU[0] and sidecar["tf32"] is False
     assert sidecar["compute_capability"] == [9, 0] and sidecar["profile"] == PROFILE.to_dict()
     assert sidecar["polygraphy"]  # Polygraphy's config defaults shape the engine too
-    # The timing cache is per full release: Polygraphy refuses one from another patch release.
-    assert (cache_dir / "timing-trt10.8.0-nvidia-h100-80gb-hbm3-sm90.cache").is_file()
+    # What reached the build: the options, and one timing cache per full release (Polygraphy refuses one
+    # from another patch release) and GPU model.
+    (call,) = fake.calls
+    assert call["onnx_path"] == onnx_file and call["precision"] == "fp16" and call["profile"] == PROFILE
+    assert (
+        call["workspace_mb"] == 512 and call["tf32"] is False and call["builder_optimization_level"] is None
+    )
+    assert call["timing_cache_path"] == cache_dir / "timing-trt10.8.0-nvidia-h100-80gb-hbm3-sm90.cache"
     assert (
         timing_cache_file(cache_dir, "10.8.1", GPU[0], (9, 0)).name
         == "timing-trt10.8.1-nvidia-h100-80gb-hbm3-sm90.cache"
     )
 
-    again = load_or_build_engine(onnx_file, "fp16", PROFILE, cache_dir=cache_dir)
+    again = load_or_build_engine(onnx_file, "fp16", PROFILE, cache_dir=cache_dir, workspace_mb=512)
     assert not again.built and again.path == first.path and again.build_s == 0.0
-    assert len(calls_named(trt, "build_serialized_network")) == 1
+    assert len(fake.calls) == 1
 
     fp32 = load_or_build_engine(onnx_file, "fp32", PROFILE, cache_dir=cache_dir)
     tf32 = load_or_build_engine(onnx_file, "fp32", PROFILE, cache_dir=cache_dir, tf32=True)
     assert fp32.built and tf32.built and len({first.key, fp32.key, tf32.key}) == 3
-    assert json.loads(tf32.path.read_bytes())["flags"] == ["TF32"]
+    assert json.loads(tf32.path.read_bytes())["built"] == {"precision": "fp32", "tf32": True}
     names = sorted(p.name for p in cache_dir.iterdir())
     assert not [n for n in names if n.startswith(".")]  # no temporary files left behind
     assert len([n for n in names if n.endswith(".engine")]) == 3
 
 
 def test_changed_graph_or_external_data_rebuilds(monkeypatch, onnx_file, tmp_path):
-    install(monkeypatch)
+    install_fake_build(monkeypatch)
     keys = {load_or_build_engine(onnx_file, "fp32", PROFILE, cache_dir=tmp_path / "c").key}
     data = onnx_file.parent / (onnx_file.name + ".data")
     data.write_bytes(b"weights v1")
@@ -393,7 +341,7 @@ def test_changed_graph_or_external_data_rebuilds(monkeypatch, onnx_file, tmp_pat
 
 
 def test_failed_build_leaves_no_engine(monkeypatch, onnx_file, tmp_path):
-    install(monkeypatch, build_fails=True)
+    install_fake_build(monkeypatch, fails="TensorRT failed to build an engine")
     cache_dir = tmp_path / "engines"
     with pytest.raises(EngineBuildError):
         load_or_build_engine(onnx_file, "fp32", PROFILE, cache_dir=cache_dir)
@@ -402,7 +350,7 @@ def test_failed_build_leaves_no_engine(monkeypatch, onnx_file, tmp_path):
 
 
 def test_default_cache_dir_is_under_the_segbench_cache(monkeypatch, onnx_file, tmp_path):
-    install(monkeypatch)
+    install_fake_build(monkeypatch)
     monkeypatch.setenv("SEGBENCH_CACHE_DIR", str(tmp_path / "root"))
     artifact = load_or_build_engine(onnx_file, "fp32", PROFILE)
     assert artifact.path.parent == tmp_path / "root" / "tensorrt"
@@ -413,3 +361,16 @@ def test_engine_cache_needs_a_cuda_gpu(monkeypatch, onnx_file, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(TensorRTUnavailable, match="needs a CUDA GPU"):
         load_or_build_engine(onnx_file, "fp32", PROFILE, cache_dir=tmp_path)
+
+
+def test_the_fake_build_has_the_seams_signature():
+    # Tests replace the seam with the fake; a change to the real signature must show up here.
+    import inspect
+
+    from segbench.backends.tensorrt import build
+    from tests.fakes.fake_tensorrt_build import FakeBuild
+
+    def shape(function, skip=0):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()][skip:]
+
+    assert shape(FakeBuild.__call__, skip=1) == shape(build.build_serialized_engine)  # skip: self

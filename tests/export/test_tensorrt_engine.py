@@ -1,6 +1,6 @@
 """TensorRT runtime (``TensorRTEngine``), against the stand-in ``tensorrt`` module on the CPU.
 
-Engines are built and deserialized through Polygraphy against the fake; nothing here ran on a real
+Engines come from the build seam's fake and load in the runtime fake; nothing here ran on a real
 TensorRT installation, and the CUDA-only paths (streams, events, graph capture) not at all.
 """
 
@@ -12,18 +12,19 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-from segbench.export.tensorrt import OptimizationProfile, build_serialized_engine
-from segbench.export.tensorrt_engine import TensorRTEngine
+from segbench.backends.tensorrt.engine import TensorRTEngine
+from segbench.backends.tensorrt.profile import OptimizationProfile
 from tests.fakes.fake_tensorrt import calls_named, install_fake_tensorrt
+from tests.fakes.fake_tensorrt_build import fake_engine_bytes
 
 PROFILE = OptimizationProfile("images", (1, 3, 8, 8), (2, 3, 16, 16), (4, 3, 32, 32))
 
 
-def engine_for(monkeypatch, onnx_file, version="10.8.0", **controls):
-    trt = install_fake_tensorrt(monkeypatch, version, **controls)
-    engine_bytes = build_serialized_engine(trt, onnx_file, "fp32", PROFILE)
-    trt.calls.clear()
-    return trt, TensorRTEngine(trt, engine_bytes, torch.device("cpu"))
+def engine_for(monkeypatch, onnx_file, version="10.8.0", **network):
+    trt = install_fake_tensorrt(monkeypatch, version)
+    return trt, TensorRTEngine(
+        trt, fake_engine_bytes(trt, PROFILE, **network), torch.device("cpu"), trt.Logger()
+    )
 
 
 def test_static_outputs_are_computed_and_buffers_reused(monkeypatch, onnx_file):
@@ -92,22 +93,19 @@ def test_trt11_engine_reports_device_memory_from_v2(monkeypatch, onnx_file):
 
 
 def test_unloadable_engine_raises(monkeypatch, onnx_file):
-    trt = install_fake_tensorrt(monkeypatch, "10.8.0")
-    engine_bytes = build_serialized_engine(trt, onnx_file, "fp32", PROFILE)
+    engine_bytes = fake_engine_bytes(install_fake_tensorrt(monkeypatch, "10.8.0"), PROFILE)
     other = install_fake_tensorrt(monkeypatch, "10.9.0")
     with pytest.raises(RuntimeError, match="could not deserialize"):
-        TensorRTEngine(other, engine_bytes, torch.device("cpu"))
+        TensorRTEngine(other, engine_bytes, torch.device("cpu"), other.Logger())
     with pytest.raises(RuntimeError, match="could not deserialize"):
-        TensorRTEngine(other, b"not an engine", torch.device("cpu"))
-    assert calls_named(other, "deserialize_cuda_engine")  # through Polygraphy's EngineFromBytes
+        TensorRTEngine(other, b"not an engine", torch.device("cpu"), other.Logger())
+    assert len(calls_named(other, "deserialize_cuda_engine")) == 2
 
 
 def test_cuda_graph_and_events_stay_off_on_the_cpu(monkeypatch, onnx_file):
     trt = install_fake_tensorrt(monkeypatch, "10.8.0")
-    engine_bytes = build_serialized_engine(trt, onnx_file, "fp32", PROFILE)
-    engine = TensorRTEngine(
-        trt, engine_bytes, torch.device("cpu"), use_cuda_graph=True, record_compute_ms=True
-    )
+    engine = TensorRTEngine(trt, fake_engine_bytes(trt, PROFILE), torch.device("cpu"), trt.Logger(),
+                            use_cuda_graph=True, record_compute_ms=True)  # fmt: skip
     assert not engine.cuda_graph_active and engine.cuda_graph_fallback is None
     x = torch.randn(1, 3, 8, 8)
     torch.testing.assert_close(engine.infer({"images": x})["logits"], 2 * x)

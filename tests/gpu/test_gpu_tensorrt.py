@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from segbench.backends.tensorrt_backend import TensorRTConfig, TensorRTRunner
-from segbench.export.tensorrt import (
-    OptimizationProfile,
-    TensorRTUnavailable,
-    import_tensorrt,
-    load_or_build_engine,
-)
-from segbench.export.tensorrt_engine import TensorRTEngine
+from segbench.backends.tensorrt import TensorRTConfig, TensorRTRunner
+from segbench.backends.tensorrt.build import trt_logger
+from segbench.backends.tensorrt.engine import TensorRTEngine
+from segbench.backends.tensorrt.engine_cache import load_or_build_engine
+from segbench.backends.tensorrt.install import TensorRTUnavailable, import_tensorrt
+from segbench.backends.tensorrt.profile import OptimizationProfile
 from segbench.models.onnx_graph import OnnxGraphModel
 from tests.gpu.tiny_graph import FP32_TOLERANCE, TF32_TOLERANCE, relative_error, tiny_reference
 
@@ -41,8 +39,8 @@ def images(batch: int, size: int, seed: int) -> np.ndarray:
 def test_an_engine_captures_replays_new_data_and_recaptures_a_new_shape(trt, tiny, tmp_path, tf32):
     path, weights = tiny
     artifact = load_or_build_engine(path, "fp32", PROFILE, cache_dir=tmp_path / "engines", tf32=tf32)
-    engine = TensorRTEngine(trt, artifact.path.read_bytes(), torch.device("cuda"), record_compute_ms=True,
-                            use_cuda_graph=True)  # fmt: skip
+    engine = TensorRTEngine(trt, artifact.path.read_bytes(), torch.device("cuda"), trt_logger(),
+                            record_compute_ms=True, use_cuda_graph=True)  # fmt: skip
     stream = torch.cuda.Stream()
     errors = []
     for x in (images(4, 64, 1), images(4, 64, 2), images(2, 32, 3)):  # capture, replay, recapture
@@ -61,7 +59,8 @@ def test_without_a_stream_the_engine_still_captures_and_the_current_stream_reads
     runs on its own side stream instead, ordered with the current one."""
     path, weights = tiny
     artifact = load_or_build_engine(path, "fp32", PROFILE, cache_dir=tmp_path / "engines")
-    engine = TensorRTEngine(trt, artifact.path.read_bytes(), torch.device("cuda"), use_cuda_graph=True)
+    engine = TensorRTEngine(trt, artifact.path.read_bytes(), torch.device("cuda"), trt_logger(),
+                            use_cuda_graph=True)  # fmt: skip
     for seed in (4, 5):
         x = images(4, 64, seed)
         out = engine.infer({"images": torch.from_numpy(x).cuda()})["logits"].cpu().numpy()  # current stream

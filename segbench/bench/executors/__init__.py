@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from segbench.bench.executors.base import Executor, executor_settings
-from segbench.bench.executors.inline import InlineExecutor
+from segbench.bench.executors.base import (
+    DeviceEvent,
+    Executor,
+    Passes,
+    UnitDone,
+    executor_settings,
+    registry_name,
+)
+from segbench.bench.executors.local import LocalExecutor
 from segbench.bench.executors.ray_executor import RayExecutor
-from segbench.bench.executors.subprocess import SubprocessExecutor
 from segbench.config import BenchmarkConfig
 from segbench.errors import ConfigError
 
-EXECUTORS: dict[str, type[Executor]] = {
-    executor.name: executor for executor in (InlineExecutor, SubprocessExecutor, RayExecutor)
-}
+EXECUTORS: dict[str, type[Executor]] = {executor.name: executor for executor in (LocalExecutor, RayExecutor)}
 
 
 def executor_name(config: BenchmarkConfig) -> str:
-    """The executor a config asks for, checked against the registry."""
-    name = executor_settings(config).kind
+    """The registry name of the executor a config asks for (``inline`` and ``subprocess``, the names
+    from before isolation became the local executor's option, are ``local``); unknown is bad input."""
+    settings = executor_settings(config)
+    name = registry_name(settings)
     if name not in EXECUTORS:
-        raise ConfigError(f"executor: unknown executor {name!r}; valid executors: {', '.join(EXECUTORS)}")
+        valid = ", ".join(EXECUTORS)
+        raise ConfigError(f"executor: unknown executor {settings.kind!r}; valid executors: {valid}")
     return name
 
 
-__all__ = ["EXECUTORS", "Executor", "executor_name", "executor_settings"]
+def make_executor(config: BenchmarkConfig) -> Executor:
+    return EXECUTORS[executor_name(config)](config)
+
+
+__all__ = ["EXECUTORS", "DeviceEvent", "Executor", "Passes", "UnitDone", "executor_name", "executor_settings",
+           "make_executor"]  # fmt: skip

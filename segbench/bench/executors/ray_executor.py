@@ -2,10 +2,13 @@
 
 Each task runs on a worker of some node: it builds the model, exports (or finds) the graph through the
 export cache (``cache_dir``, a path every node sees, else each node's own cache), opens the runners and
-times the unit's cells with the inline executor's code. It yields each cell's record as it ends (a Ray
-streaming generator), stamped with its node's environment fingerprint and host name; the driver alone
-writes records through the sink. A worker that dies fails the unit's unfinished cells with the reason
-(``crashed``), after ``retries`` re-dispatches of those cells; the other units go on.
+runs the unit's device stages with the local executor's code: its cells, then its largest-batch search,
+both measured on that node. It yields each record as it exists (a Ray streaming generator), stamped with
+its node's environment fingerprint and host name; the driver alone writes records through the sink. A
+worker that dies fails the unit's unfinished cells with the reason (``crashed``), after ``retries``
+re-dispatches of the unfinished work; the other units go on. Once every task has ended, each unit is
+handed back to the pipeline, whose driver stages (numerics) then run on the driver, not side by side
+with the timing of a cluster that may share its machine.
 
 Ray is imported when a run asks for this executor, never on import: segbench without Ray is unchanged.
 """
@@ -13,8 +16,6 @@ Ray is imported when a run asks for this executor, never on import: segbench wit
 from __future__ import annotations
 
 import functools
-import importlib
-import json
 import os
 import socket
 import tempfile
@@ -25,17 +26,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from segbench.bench.context import ModelState, RunContext, RunnerPool, build_model_state
-from segbench.bench.executors.base import Executor, executor_settings
-from segbench.bench.executors.inline import InlineExecutor
+from segbench.bench.executors.base import DeviceEvent, Executor, Passes, UnitDone
+from segbench.bench.executors.local import device_records
 from segbench.bench.plan import Cell, Unit
-from segbench.bench.runlog import RunLog, describe_error
+from segbench.bench.runlog import RunLog
+from segbench.bench.workspace import Workspace
 from segbench.config import ExecutorConfig, validate_config
-from segbench.errors import ConfigError, first_line
+from segbench.errors import ConfigError, describe_error, first_line
+from segbench.plugins import PLUGINS_ENV, load_plugins
 from segbench.results.jsonl import write_json
-from segbench.results.layout import ENV_FILE, LOG_FILE
-from segbench.results.records import CellRecord, Measurement, Provenance, Subject
+from segbench.results.layout import ENV_FILE, LOG_FILE, read_env
+from segbench.results.records import CapacityRecord, CellRecord, Measurement, Provenance, Subject
 
-PLUGINS_ENV = "SEGBENCH_PLUGINS"  # as segbench.cli's: the workers import the same plugins
 CACHE_ENV = "SEGBENCH_CACHE_DIR"  # segbench.export.cache reads it at each lookup
 PROBE_TIMEOUT_S = 5.0
 
@@ -111,14 +113,10 @@ def _node() -> dict[str, Any]:
     return {"host": socket.gethostname(), "fingerprint": env.get("fingerprint"), "env": env}
 
 
-def _load_plugins() -> None:
-    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
-        importlib.import_module(name)
-
-
-def unit_task(payload: dict[str, Any]) -> Iterator[tuple[str, Any] | tuple[str, CellRecord, str]]:
-    """One unit on a worker: ``("node", info)``, ``("subject", Subject)``, then ``("cell", CellRecord,
-    log text)`` per cell. Runs the inline executor's code on the node's own model and runners."""
+def unit_task(payload: dict[str, Any]) -> Iterator[tuple[str, Any] | tuple[str, Any, str]]:
+    """One unit on a worker: ``("node", info)``, ``("subject", Subject)``, then ``("record", record, log
+    text)`` per cell and per batch-search size. Runs the local executor's device stages on the node's own
+    model and runners."""
     from segbench.backends import BACKENDS
     from segbench.bench.peak import measure_peaks
 
@@ -126,26 +124,26 @@ def unit_task(payload: dict[str, Any]) -> Iterator[tuple[str, Any] | tuple[str, 
     yield "node", node
     if payload["cache_dir"]:
         os.environ[CACHE_ENV] = payload["cache_dir"]
-    _load_plugins()
+    load_plugins()
     config = validate_config(payload["config"], source="the driver's config")
     entry, backend = config.models[payload["model"]], config.backends[payload["backend"]]
-    cells = tuple(Cell(*cell) for cell in payload["cells"])
+    cells, served = (tuple(Cell(*cell) for cell in payload[key]) for key in ("cells", "served"))
     unit = Unit(entry, backend, BACKENDS[backend.name], payload["precision"], payload["repeat"], cells,
-                False, False, tuple(Cell(*cell) for cell in payload["served"]))  # fmt: skip
+                False, payload["find_max_batch"], served)  # fmt: skip
     git_sha = node["env"].get("git_sha")
     provenance = Provenance(node["fingerprint"], payload["config_hash"], git_sha, node["host"])
     with tempfile.TemporaryDirectory(prefix="segbench-ray-") as tmp, RunLog(Path(tmp)) as log:
         # A status-only sink: the records go back to the driver, which writes them.
+        peaks = measure_peaks({backend.device})[0]  # this node's own peak
         ctx = RunContext(config, Path(tmp), _StatusOnly(), log, True, provenance,  # type: ignore[arg-type]
-                         exporter=payload["exporter"])  # fmt: skip
-        ctx.peak_tflops = measure_peaks({backend.device})[0]  # this node's own peak
+                         exporter=payload["exporter"], peak_tflops=peaks)  # fmt: skip
         state = build_model_state(ctx, entry)
         yield "subject", state.subject(backend, unit.precision)
         log_path, seen = Path(tmp) / LOG_FILE, 0
         with RunnerPool(ctx, state, unit) as pool:
-            for record in InlineExecutor(ctx).run_cells(state, unit, pool):
+            for record in device_records(ctx, state, unit, pool):
                 text = log_path.read_text(encoding="utf-8") if log_path.exists() else ""
-                yield "cell", record, text[seen:]
+                yield "record", record, text[seen:]
                 seen = len(text)
 
 
@@ -157,6 +155,7 @@ class _Task:
     unit: Unit
     remaining: list[Cell]
     attempt: int = 0
+    searched: bool = False  # a batch-search record came back (a retry does not search again)
     node: dict[str, Any] | None = None
     subject: Subject | None = None
     done: list[Cell] = field(default_factory=list)
@@ -164,29 +163,37 @@ class _Task:
 
 class RayExecutor(Executor):
     name = "ray"
-    concurrent = True
 
-    def __init__(self, ctx: RunContext) -> None:
-        super().__init__(ctx)
-        self.settings = executor_settings(ctx.config)
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
         self._connected = False
         self.nodes: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self.ctx: RunContext | None = None
 
-    def run_cells(self, state: ModelState, unit: Unit, pool: RunnerPool) -> Iterator[CellRecord]:
-        for _, record in self.run_units([unit]):
-            yield record
+    def open(self, units: Sequence[Unit]) -> None:
+        """Join the cluster when some unit has device work (a check-only run needs none)."""
+        if any(unit.cells or unit.find_max_batch for unit in units):
+            self._connected = connect(self.settings) or self._connected
 
-    def run_units(self, units: Sequence[Unit]) -> Iterator[tuple[Unit, CellRecord]]:
-        ray = _ray()
-        self._connected = connect(self.settings) or self._connected
+    def run(
+        self, ctx: RunContext, units: Sequence[Unit], workspace: Workspace, passes: Passes
+    ) -> Iterator[DeviceEvent]:
+        self.ctx = ctx
+        yield from self._stream([unit for unit in units if unit.cells or unit.find_max_batch])
+        for unit in units:  # numerics after all timing: the driver's work never overlaps the cluster's
+            yield UnitDone(unit)
+
+    def _stream(self, units: Sequence[Unit]) -> Iterator[CellRecord | CapacityRecord]:
+        if not units:
+            return
+        ray, ctx = _ray(), self._ctx
         remote = ray.remote(unit_task)
         pending: dict[Any, _Task] = {}
         for unit in units:
-            if unit.cells:
-                task = _Task(unit, list(unit.cells))
-                pending[self._submit(remote, task)] = task
+            task = _Task(unit, list(unit.cells))
+            pending[self._submit(remote, task)] = task
         while pending:
-            self.ctx.sink.status(f"{len(pending)} unit(s) running on the Ray cluster")
+            ctx.sink.status(f"{len(pending)} unit(s) running on the Ray cluster")
             ready, _ = ray.wait(list(pending), num_returns=1)
             for stream in ready:
                 task = pending.pop(stream)
@@ -205,10 +212,15 @@ class RayExecutor(Executor):
                 pending[stream] = task
                 record = self._receive(task, item)
                 if record is not None:
-                    yield task.unit, record
+                    yield record
+
+    @property
+    def _ctx(self) -> RunContext:
+        assert self.ctx is not None, "run() sets the context before any task is sent"
+        return self.ctx
 
     def _submit(self, remote: Any, task: _Task) -> Any:
-        settings, unit, config = self.settings, task.unit, self.ctx.config
+        settings, unit, ctx = self.settings, task.unit, self._ctx
         cuda = unit.backend.device == "cuda"
         # Retries are the driver's (only the unfinished cells go again), so Ray's own are off.
         options: dict[str, Any] = {
@@ -220,30 +232,34 @@ class RayExecutor(Executor):
         if cuda and settings.accelerator_type:
             options["accelerator_type"] = settings.accelerator_type
         payload = {
-            "config": config.model_dump(mode="json"),
-            "model": next(i for i, entry in enumerate(config.models) if entry is unit.entry),
-            "backend": next(i for i, backend in enumerate(config.backends) if backend is unit.backend),
+            "config": ctx.config.model_dump(mode="json"),
+            "model": next(i for i, entry in enumerate(ctx.config.models) if entry is unit.entry),
+            "backend": next(i for i, backend in enumerate(ctx.config.backends) if backend is unit.backend),
             "precision": unit.precision,
             "repeat": unit.repeat,
             "cells": [(c.height, c.width, c.batch) for c in task.remaining],
+            "find_max_batch": unit.find_max_batch and not task.searched,
             "served": [(c.height, c.width, c.batch) for c in unit.served],
-            "config_hash": self.ctx.provenance.config_hash,
-            "exporter": self.ctx.exporter,
+            "config_hash": ctx.provenance.config_hash,
+            "exporter": ctx.exporter,
             "cache_dir": str(settings.cache_dir) if settings.cache_dir else None,
         }
         return remote.options(**options).remote(payload)
 
-    def _receive(self, task: _Task, item: tuple) -> CellRecord | None:
+    def _receive(self, task: _Task, item: tuple) -> CellRecord | CapacityRecord | None:
         kind = item[0]
         if kind == "node":
             task.node = item[1]
             self._note_node(item[1])
         elif kind == "subject":
             task.subject = item[1]
-        elif kind == "cell":
+        elif kind == "record":
             record, text = item[1], item[2]
             if text.strip():  # the worker's failures, with their tracebacks
-                self.ctx.log.block(f"{task.unit.where} on {self._host(task)}: the worker's log", text)
+                self._ctx.log.block(f"{task.unit.where} on {self._host(task)}: the worker's log", text)
+            if isinstance(record, CapacityRecord):
+                task.searched = True
+                return record
             cell = Cell(record.height, record.width, record.batch_size)
             task.remaining.remove(cell)
             task.done.append(cell)
@@ -253,16 +269,24 @@ class RayExecutor(Executor):
     def _failed(self, task: _Task, exc: BaseException) -> _Task | None:
         """Log why the task stopped; the task to re-dispatch (its unfinished cells), if retries are left."""
         where = f"{task.unit.where} on {self._host(task)}"
-        self.ctx.log.block(f"{where}: the Ray task stopped", str(exc))
-        if task.attempt >= self.settings.retries or not task.remaining:
+        self._ctx.log.block(f"{where}: the Ray task stopped", str(exc))
+        search = task.unit.find_max_batch and not task.searched
+        if task.attempt >= self.settings.retries or not (task.remaining or search):
             return None
-        self.ctx.sink.note(f"{where}: {_reason(exc)}; retrying its {len(task.remaining)} cell(s)")
-        return _Task(replace(task.unit, cells=tuple(task.remaining)), list(task.remaining), task.attempt + 1)
+        self._ctx.sink.note(f"{where}: {_reason(exc)}; retrying its {len(task.remaining)} cell(s)"
+                            + (" and its batch search" if search else ""))  # fmt: skip
+        unit = replace(task.unit, cells=tuple(task.remaining), find_max_batch=search)
+        return _Task(unit, list(task.remaining), task.attempt + 1)
 
-    def _ended(self, task: _Task, reason: str, status: str = "failed") -> Iterator[tuple[Unit, CellRecord]]:
-        """A failed record for each cell the task did not time."""
+    def _ended(self, task: _Task, reason: str, status: str = "failed") -> Iterator[CellRecord]:
+        """A failed record for each cell the task did not time (a batch search it did not finish is said
+        in the log: a capacity row states a found batch, and there is none)."""
+        if task.unit.find_max_batch and not task.searched:
+            self._ctx.log.info(f"{task.unit.where} on {self._host(task)}: no batch search: {reason}")
+        if not task.remaining:
+            return
         subject = task.subject or self._subject(task.unit)
-        env = self.ctx.provenance
+        env = self._ctx.provenance
         if task.node is not None:
             node = task.node
             env = Provenance(node["fingerprint"], env.config_hash, node["env"].get("git_sha"), node["host"])
@@ -270,7 +294,7 @@ class RayExecutor(Executor):
             failed = Measurement.failed(reason, status=status)
             record = CellRecord(subject=subject, height=cell.height, width=cell.width, batch_size=cell.batch,
                                 measurement=failed, repeat=task.unit.repeat, env=env)  # fmt: skip
-            yield task.unit, record
+            yield record
         task.remaining.clear()
 
     def _subject(self, unit: Unit) -> Subject:
@@ -278,9 +302,7 @@ class RayExecutor(Executor):
         resolves them without building the model)."""
         from segbench.models.registry import get_spec
 
-        options = dict(unit.entry.options)
-        if unit.entry.weights == "random" and "num_classes" not in options:
-            options["num_classes"] = self.ctx.config.dataset_num_classes()
+        options = self._ctx.config.model_options(unit.entry)
         state = ModelState(unit.entry, get_spec(unit.entry.name).task, options)
         return state.subject(unit.backend, unit.precision)
 
@@ -294,12 +316,9 @@ class RayExecutor(Executor):
         if key in self.nodes:
             return
         self.nodes[key] = node
-        self.ctx.log.info(f"ray node {node['host']}: fingerprint {node['fingerprint']}")
-        path = self.ctx.out_dir / ENV_FILE
-        try:
-            env = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        except (OSError, ValueError):
-            env = {}
+        self._ctx.log.info(f"ray node {node['host']}: fingerprint {node['fingerprint']}")
+        path = self._ctx.out_dir / ENV_FILE
+        env = read_env(self._ctx.out_dir) or {}  # the pipeline wrote it before any record
         listed = {(n.get("host"), n.get("fingerprint")) for n in env.get("nodes", [])}
         if key not in listed:  # a resumed run keeps the nodes of its earlier sessions
             env["nodes"] = [*env.get("nodes", []), {**node["env"], "host": node["host"]}]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from segbench.backends import Runner
 from segbench.bench.context import ModelState, RunContext, RunnerPool, StageFailed
 from segbench.bench.plan import Unit
-from segbench.bench.runlog import describe_error
 from segbench.data.shapes import scene_images
+from segbench.errors import describe_error
 from segbench.results.records import CapacityRecord
 from segbench.sweep import SweepConfig
 
@@ -24,8 +25,11 @@ class SearchOutcome:
     stopped_by: str  # whose limit that is: SWEEP_LIMIT or the runner's reason
 
 
-def find_max_batch(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool) -> None:
-    """At every input size of the sweep, the largest batch that runs: one record per size."""
+def find_max_batch(
+    ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool
+) -> Iterator[CapacityRecord]:
+    """At every input size of the sweep, the largest batch that runs: one record per size, measured
+    where the unit's cells are timed (a device stage) and stamped with that machine's provenance."""
     if not unit.find_max_batch or state.error is not None:
         return
     sweep = ctx.config.sweep_for(unit.entry, unit.backend)
@@ -36,19 +40,17 @@ def find_max_batch(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerP
         except StageFailed:
             continue  # the cells already recorded why
         found = search(ctx, state, runner, height, width, sweep)
-        ctx.sink.capacity(
-            CapacityRecord(
-                subject=state.subject(unit.backend, unit.precision),
-                height=height,
-                width=width,
-                max_batch=found.good,
-                limit=found.limit,
-                limit_reached=found.bad is None,
-                fails_at=found.bad,
-                error=found.error if found.bad is not None else None,
-                env=ctx.provenance,
-                stopped_by=found.stopped_by if found.bad is None else None,
-            )
+        yield CapacityRecord(
+            subject=state.subject(unit.backend, unit.precision),
+            height=height,
+            width=width,
+            max_batch=found.good,
+            limit=found.limit,
+            limit_reached=found.bad is None,
+            fails_at=found.bad,
+            error=found.error if found.bad is not None else None,
+            env=ctx.provenance,
+            stopped_by=found.stopped_by if found.bad is None else None,
         )
 
 

@@ -1,15 +1,16 @@
-"""The timing stage: one cell measured on an open runner, as a record."""
+"""The timing stage, a device stage: each cell of a unit measured on an open runner, as a record."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from segbench.backends import Runner
 from segbench.bench import peak
-from segbench.bench.context import ModelState, RunContext, RunnerPool
+from segbench.bench.context import ModelState, RunContext, RunnerPool, StageFailed
 from segbench.bench.harness import TimingPlan, measure_cell
 from segbench.bench.memory import PeakDeviceMemory, PeakHostMemory, cuda_device_uuid
 from segbench.bench.plan import Cell, Unit
@@ -135,8 +136,15 @@ def flops_time_of(measurement: Measurement) -> tuple[str, dict[str, float]]:
     return "end_to_end", measurement.latency_ms or {}
 
 
-def time_cells(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool) -> None:
-    """The stage itself: the unit's cells through the run's executor, each record written as it comes."""
-    assert ctx.executor is not None, "the pipeline sets the run's executor before any stage"
-    for record in ctx.executor.run_cells(state, unit, pool):
-        ctx.sink.cell(record)
+def time_cells(ctx: RunContext, state: ModelState, unit: Unit, pool: RunnerPool) -> Iterator[CellRecord]:
+    """The stage itself: each of the unit's cells measured here, on the unit's runners (opened once,
+    reused cell after cell), as its record."""
+    images = TimingImages(ctx.config.seed)
+    for cell in unit.cells:
+        ctx.sink.status(f"{unit.where} · {cell}")
+        try:
+            runner, opened = pool.get(cell.size)
+        except StageFailed as exc:
+            yield cell_record(ctx, state, unit, cell, Measurement.failed(str(exc)))
+            continue
+        yield cell_record(ctx, state, unit, cell, measure(ctx, state, runner, cell, images), opened)

@@ -7,8 +7,11 @@ manifest JSON saying what was made and how. It prints nothing: it returns a :cla
 the caller to show, and reports progress through an optional ``status(text)`` callback.
 
 Bad input raises :class:`~segbench.errors.ConfigError`; a missing TensorRT or GPU (with ``trt`` and not
-``check_only``) raises :class:`~segbench.export.tensorrt.TensorRTUnavailable`; both before anything is
-exported or written.
+``check_only``) raises :class:`~segbench.backends.tensorrt.install.TensorRTUnavailable`; both before
+anything is exported or written.
+
+It sits in the bench layer, above both ``export`` (the graph) and ``backends`` (the TensorRT engine), so
+neither imports the other's use case.
 """
 
 from __future__ import annotations
@@ -18,8 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segbench.backends.tensorrt import engine_cache
+from segbench.backends.tensorrt.build import EngineBuildError
+from segbench.backends.tensorrt.engine_cache import EngineArtifact
+from segbench.backends.tensorrt.install import import_tensorrt
+from segbench.backends.tensorrt.precision import engine_graph_precision
+from segbench.backends.tensorrt.profile import OptimizationProfile, profile_from_shapes
 from segbench.errors import ConfigError
-from segbench.export import tensorrt as tensorrt_export
 from segbench.export.artifacts import ExportRequest, cached_export, copy_graph
 from segbench.export.cache import cache_root
 from segbench.export.onnx import ExportError, OnnxExport
@@ -65,9 +73,9 @@ class BundleOutcome:
     export: OnnxExport | None = None
     export_error: str | None = None
     onnx_path: Path | None = None  # the graph's copy in ``out``
-    profile: tensorrt_export.OptimizationProfile | None = None
+    profile: OptimizationProfile | None = None
     readiness: ReadinessReport | None = None
-    engine: tensorrt_export.EngineArtifact | None = None
+    engine: EngineArtifact | None = None
     engine_path: Path | None = None  # the engine's copy in ``out``
     engine_error: str | None = None
     manifest_path: Path | None = None
@@ -110,9 +118,9 @@ def export_bundle(request: BundleRequest, status: Callable[[str], None] | None =
     trt = None
     if request.trt and not request.check_only:
         # Before any work: a missing TensorRT or GPU is a one-line exit 2.
-        trt = tensorrt_export.import_tensorrt()
-        tensorrt_export.gpu_identity()
-        graph_precision = tensorrt_export.graph_precision_for(precision, trt)
+        trt = import_tensorrt()
+        engine_cache.gpu_identity()
+        graph_precision = engine_graph_precision(precision, trt)
     model = build_model(request.model, request.weights, dict(request.options))
     if not model.dynamic_spatial and request.static_size is None:
         raise ConfigError(f"{request.model} is exported per input size: give --static HxW")
@@ -137,7 +145,7 @@ def export_bundle(request: BundleRequest, status: Callable[[str], None] | None =
     stem = file_stem(request, graph_precision)
     onnx_path = outcome.onnx_path = copy_graph(export, request.out / f"{stem}.onnx")
 
-    profile = outcome.profile = tensorrt_export.profile_from_shapes(model.input_names[0], shapes)
+    profile = outcome.profile = profile_from_shapes(model.input_names[0], shapes)
     ranges = {profile.input_name: (profile.min, profile.max)} if request.trt else None
     readiness = outcome.readiness = check_tensorrt_readiness(onnx_path, ranges)
     manifest: dict[str, Any] = {
@@ -152,14 +160,14 @@ def export_bundle(request: BundleRequest, status: Callable[[str], None] | None =
         engine_path = outcome.engine_path = request.out / f"{file_stem(request, precision)}.engine"
         report(f"building the TensorRT {trt.__version__} engine ({precision})")
         try:
-            engine = tensorrt_export.load_or_build_engine(
+            engine = engine_cache.load_or_build_engine(
                 export.path,
                 precision,
                 profile,
                 cache_dir=root / "tensorrt",
                 workspace_mb=request.workspace_mb,
             )
-        except tensorrt_export.EngineBuildError as exc:
+        except EngineBuildError as exc:
             # Recorded, not raised: the graph and the manifest saying why there is no engine are kept.
             outcome.engine_error, outcome.exit_code = str(exc), 1
             manifest["engine"] = {"error": str(exc)}

@@ -1,35 +1,32 @@
 """TensorRT runtime: one deserialized engine run with torch CUDA tensors as its buffers.
 
-The engine is deserialized by Polygraphy's ``EngineFromBytes``; running it stays here, because
-Polygraphy's ``TrtRunner`` lacks what the benchmark needs: it runs on its own stream and synchronises
-after every call, times the whole call on the host (no CUDA events around the kernels alone), has no CUDA
-graphs, and routes every output through its output allocator (a capture needs static output buffers).
-:class:`TensorRTEngine` uses named I/O tensors (``set_input_shape`` / ``set_tensor_address`` /
-``execute_async_v3``) on the caller's torch stream, device buffers from torch's allocator, static output
-buffers where the shape is known and an ``IOutputAllocator`` only for outputs whose shape depends on the
-data (NMS, NonZero), optional CUDA events for GPU compute time and optional CUDA graph capture with
-trtexec's fallback to eager launches when the capture fails.
+Running stays segbench's own, not Polygraphy's ``TrtRunner``, because ``TrtRunner`` lacks what the
+benchmark needs: it runs on its own stream and synchronises after every call, times the whole call on the
+host (no CUDA events around the kernels alone), has no CUDA graphs, and routes every output through its
+output allocator (a capture needs static output buffers). :class:`TensorRTEngine` uses named I/O tensors
+(``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``) on the caller's torch stream, device
+buffers from torch's allocator, static output buffers where the shape is known and an ``IOutputAllocator``
+only for outputs whose shape depends on the data (NMS, NonZero), optional CUDA events for GPU compute time
+and optional CUDA graph capture with trtexec's fallback to eager launches when the capture fails.
 
-Nothing here has run against a real TensorRT installation: the unit tests use the stand-in ``tensorrt``
-module (``tests/fakes/fake_tensorrt.py``) on the CPU, and the CUDA-only paths (streams, events, graph
-capture) have not run at all. ``tensorrt`` itself is never imported here: callers pass the module in.
+Nothing here has run against a real TensorRT installation: the unit tests use a stand-in runtime
+(``tests/fakes/fake_tensorrt.py``) on the CPU, and the CUDA-only paths (streams, events, graph capture)
+have not run at all. ``tensorrt`` itself is never imported here: callers pass the module in, and the
+logger (the builder's, :func:`segbench.backends.tensorrt.build.trt_logger`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import torch
 
 from segbench.errors import first_line, out_of_memory
-from segbench.export.tensorrt import polygraphy_trt
 
 # TensorRT's allocator contract asks for at least the requested alignment; 256 bytes covers every
 # element type and matches cudaMalloc's guarantee.
@@ -103,37 +100,15 @@ def _make_output_allocator(trt: ModuleType, device: torch.device) -> Any:
     return TorchOutputAllocator()
 
 
-def engine_sidecar_precision(engine_path: Path) -> tuple[str, Path] | None:
-    """The precision an engine file was built at, from the JSON segbench writes beside it (the engine
-    cache's ``<key>.json``, ``segbench export``'s manifest ``<name>.json``), with that file; None when
-    there is none or it does not say. An engine cannot be asked: its layers' precisions are listed only
-    for engines built with detailed profiling verbosity."""
-    sidecar = engine_path.with_suffix(".json")
-    try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    engine = data.get("engine")
-    claimed = data.get("precision") or (engine.get("precision") if isinstance(engine, dict) else None)
-    return (str(claimed), sidecar) if claimed else None
-
-
-def deserialize_engine(trt: ModuleType, engine_bytes: bytes) -> tuple[Any, Any]:
-    """``(runtime, engine)`` through Polygraphy's ``EngineFromBytes``, with Polygraphy's TensorRT logger
-    (TensorRT warns when the builder and runtime log to different loggers). The runtime is returned so
-    the caller keeps it alive as long as the engine."""
-    from polygraphy.backend.trt import util as poly_trt_util
-    from polygraphy.exception import PolygraphyException
-
-    runtime = trt.Runtime(poly_trt_util.get_trt_logger())
-    try:
-        engine = polygraphy_trt().EngineFromBytes(engine_bytes, runtime=runtime)()
-    except PolygraphyException:
-        raise RuntimeError(
-            "TensorRT could not deserialize the engine (built by another version or GPU?)"
-        ) from None
+def deserialize_engine(trt: ModuleType, engine_bytes: bytes, logger: Any) -> tuple[Any, Any]:
+    """``(runtime, engine)`` through TensorRT's own runtime; the runtime is returned so the caller keeps it
+    alive as long as the engine. Plugins are registered first: an engine with plugin layers (from the
+    ONNX parser's plugins) does not load without them."""
+    trt.init_libnvinfer_plugins(logger, "")
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(engine_bytes)
+    if engine is None:  # TensorRT logs why and returns None
+        raise RuntimeError("TensorRT could not deserialize the engine (built by another version or GPU?)")
     return runtime, engine
 
 
@@ -158,13 +133,14 @@ class TensorRTEngine:
         trt: ModuleType,
         engine_bytes: bytes,
         device: torch.device,
+        logger: Any,
         *,
         record_compute_ms: bool = False,
         use_cuda_graph: bool = False,
     ) -> None:
         self.trt = trt
         self.device = torch.device(device)
-        self._runtime, self.engine = deserialize_engine(trt, engine_bytes)  # runtime kept alive with it
+        self._runtime, self.engine = deserialize_engine(trt, engine_bytes, logger)  # runtime kept alive
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise RuntimeError("TensorRT could not create an execution context (out of device memory?)")
