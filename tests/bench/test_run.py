@@ -42,7 +42,7 @@ def run_config(tmp_path, config):
 
 
 @pytest.mark.slow
-def test_run_writes_every_cell_and_numerics(tmp_path):
+def test_run_writes_every_cell_and_numerics(tmp_path, shared_export_cache):
     out = tmp_path / "out"
     code = main(["run", str(write_config(tmp_path, TINY)), "--out", str(out)])
     results = read_jsonl(out / RESULTS_FILE)
@@ -343,7 +343,7 @@ def test_mask_rcnn_runs_on_both_backends_with_instance_numerics(tmp_path):
 
 
 @pytest.mark.slow
-def test_pre_exported_artifact_and_fp16_graphs_are_benchmarked_and_checked(tmp_path):
+def test_pre_exported_artifact_and_fp16_graphs_are_benchmarked_and_checked(tmp_path, shared_export_cache):
     from segbench.export.artifacts import ExportRequest, cached_export
     from segbench.models import build_model
 
@@ -376,7 +376,7 @@ def test_pre_exported_artifact_and_fp16_graphs_are_benchmarked_and_checked(tmp_p
 
 
 @pytest.mark.slow
-def test_runners_get_the_shapes_they_will_serve(tmp_path, monkeypatch):
+def test_runners_get_the_shapes_they_will_serve(tmp_path, monkeypatch, shared_export_cache):
     """Engines derive their optimization profile from these: every cell plus the numerics batches."""
     from segbench.backends.onnxruntime_backend import OnnxRuntimeRunner
 

@@ -60,8 +60,9 @@ def check(tmp_path, name, artifact, out, max_images=64):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["unet", "mask_rcnn"])
-def test_check_fails_a_perturbed_graph_and_passes_the_untouched_one(tmp_path, name):
-    graph = cached_export(build_model(name, "trained"), name, ExportRequest(), tmp_path / "cache").path
+def test_check_fails_a_perturbed_graph_and_passes_the_untouched_one(tmp_path, name, shared_export_root):
+    # The shared cache: test_check_threads' children export the same trained graph.
+    graph = cached_export(build_model(name, "trained"), name, ExportRequest(), shared_export_root).path
     code, rows = check(tmp_path, name, graph, "clean")
     assert code == 0 and rows and all(row["verdict"] == "pass" for row in rows)
     assert {row["level"] for row in rows} == {"task", "tensor"}
@@ -85,7 +86,7 @@ def test_check_fails_a_perturbed_graph_and_passes_the_untouched_one(tmp_path, na
 
 
 @pytest.mark.slow
-def test_check_with_a_config_runs_numerics_only(tmp_path):
+def test_check_with_a_config_runs_numerics_only(tmp_path, shared_export_cache):
     config = {
         "name": "tiny",
         "models": [{"name": "unet", "options": {"base_channels": 4}}],
