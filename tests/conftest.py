@@ -18,25 +18,35 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, cpus // workers))
 
 
-@pytest.fixture(autouse=True)
-def export_cache(tmp_path_factory, monkeypatch):
-    """Each test gets its own empty export cache, never the user's ~/.cache/segbench."""
-    root = tmp_path_factory.mktemp("segbench-cache")
-    monkeypatch.setenv(CACHE_ENV, str(root))
-    return root
-
-
 @pytest.fixture(scope="session")
 def shared_export_root(tmp_path_factory):
     return tmp_path_factory.mktemp("segbench-shared-cache")
 
 
+@pytest.fixture(autouse=True)
+def _export_cache_env(request, shared_export_root, tmp_path_factory, monkeypatch):
+    """Never the user's ~/.cache/segbench. By default the session's shared export cache: the cache is
+    content-addressed (model, options, weights digest, exporter, versions), so a hit is the graph the test
+    would have exported, and a test exporting a model another test exported skips the export (seconds to
+    tens of seconds each). Its writes are atomic, so xdist workers and child processes never see a torn
+    entry. A test whose point is exporting or caching itself gets an empty one: it names ``export_cache``,
+    or its module is marked ``fresh_export_cache``."""
+    fresh = request.node.get_closest_marker("fresh_export_cache") is not None
+    root = tmp_path_factory.mktemp("segbench-cache") if fresh else shared_export_root
+    monkeypatch.setenv(CACHE_ENV, str(root))
+    return root
+
+
+@pytest.fixture
+def export_cache(tmp_path_factory, monkeypatch):
+    """An empty export cache of the test's own."""
+    root = tmp_path_factory.mktemp("segbench-cache")
+    monkeypatch.setenv(CACHE_ENV, str(root))
+    return root
+
+
 @pytest.fixture
 def shared_export_cache(shared_export_root, monkeypatch):
-    """An export cache shared by the tests that ask for it (instead of export_cache's empty one): a test
-    that exports the same model as another, and asserts nothing about whether its graph was exported or
-    reused, skips the export (seconds each). The cache is content-addressed (model, options, weights
-    digest, exporter, versions), so a hit is the graph the test would have exported; its writes are
-    atomic, so xdist workers (each with its own root here) never see a torn entry."""
+    """The shared cache, named by a test in a ``fresh_export_cache`` module that does not need its own."""
     monkeypatch.setenv(CACHE_ENV, str(shared_export_root))
     return shared_export_root

@@ -20,6 +20,9 @@ from segbench.backends.onnxruntime_backend import (
 from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.models import build_model
 
+# These tests are about exporting and caching: each starts from an empty export cache.
+pytestmark = pytest.mark.fresh_export_cache
+
 SHAPES = [(1, 3, 256, 256), (4, 3, 256, 256), (1, 3, 512, 512), (4, 3, 512, 512)]
 
 

@@ -12,6 +12,9 @@ from pydantic import ValidationError
 from segbench.backends.torch_backend import TorchConfig, TorchRunner
 from segbench.models.base import SegmentationModel
 
+# These tests are about exporting and caching: each starts from an empty export cache.
+pytestmark = pytest.mark.fresh_export_cache
+
 
 class OneConv(SegmentationModel):
     def __init__(self, num_classes: int = 3):

@@ -7,7 +7,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-import yaml
 from onnx import numpy_helper
 
 from segbench.cli import main
@@ -15,25 +14,20 @@ from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.models import build_model
 from segbench.results.jsonl import read_jsonl
 from segbench.results.layout import NUMERICS_FILE, RESULTS_FILE
+from tests.fakes.configs import tiny_config_data, write_config
+
+# These tests are about exporting and caching: each starts from an empty export cache.
+pytestmark = pytest.mark.fresh_export_cache
 
 OPTIONS = {"base_channels": 4, "num_classes": 6}
 
 
 def config(tmp_path, artifact, **backend) -> str:
-    data = {
-        "name": "artifact",
-        "models": [{"name": "unet", "options": OPTIONS}],
-        "backends": [{"name": "onnxruntime", "artifact": str(artifact), **backend}],
-        "sweep": {"input_sizes": ["32x32"], "batch_sizes": [1]},
-        "timing": {"warmup": 0, "iterations": 2},
-        "numerics": {
-            "batch_size": 2,
-            "dataset": {"kind": "shapes", "num_images": 2, "height": 32, "width": 32},
-        },
-    }
-    path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
+    numerics = {"batch_size": 2, "dataset": {"kind": "shapes", "num_images": 2, "height": 32, "width": 32}}
+    data = tiny_config_data([{"name": "onnxruntime", "artifact": str(artifact), **backend}], numerics,
+                            name="artifact", models=[{"name": "unet", "options": OPTIONS}],
+                            sweep={"input_sizes": ["32x32"], "batch_sizes": [1]})  # fmt: skip
+    return str(write_config(tmp_path, data))
 
 
 def scaled(tmp_path) -> str:

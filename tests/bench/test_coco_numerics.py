@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from segbench.bench.pipeline import run_benchmark
-from segbench.config import validate_config
 from segbench.data import ShapesDataset, write_shapes_dataset
 from segbench.errors import ConfigError
 from segbench.models import registry
 from segbench.models.registry import ModelSpec
 from tests.fakes import fake_backend
+from tests.fakes.configs import tiny_config
 
 
 def tiny_mask2former(num_classes: int = 6):
@@ -29,12 +29,8 @@ def m2f(monkeypatch):
 
 
 def check_config(dataset: dict) -> object:
-    return validate_config({
-        "name": "coco",
-        "models": [{"name": "m2f"}],
-        "backends": [{"name": "fake"}],
-        "numerics": {"batch_size": 2, "max_images": 4, "dataset": dataset},
-    })  # fmt: skip
+    numerics = {"batch_size": 2, "max_images": 4, "dataset": dataset}
+    return tiny_config(numerics=numerics, name="coco", models=[{"name": "m2f"}])
 
 
 @pytest.mark.slow

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-import yaml
 from torch import nn
 
 from segbench.cli import main
 from segbench.results.jsonl import read_jsonl
 from segbench.results.layout import NUMERICS_FILE, RESULTS_FILE
+from tests.fakes.configs import tiny_config_data, write_config
 from tests.fakes.user_nets import tiny
 
 
@@ -45,20 +45,10 @@ def test_segbench_bench_times_a_foreign_graph_on_its_own_names(tmp_path):
 
 
 def config(tmp_path, model: dict, backends: list[dict]) -> str:
-    data = {
-        "name": "onnx",
-        "models": [model],
-        "backends": backends,
-        "sweep": {"input_sizes": ["32x32"], "batch_sizes": [1, 2]},
-        "timing": {"warmup": 0, "iterations": 2},
-        "numerics": {
-            "batch_size": 2,
-            "dataset": {"kind": "shapes", "num_images": 4, "height": 32, "width": 32},
-        },
-    }
-    path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
+    numerics = {"batch_size": 2, "dataset": {"kind": "shapes", "num_images": 4, "height": 32, "width": 32}}
+    data = tiny_config_data(backends, numerics, name="onnx", models=[model],
+                            sweep={"input_sizes": ["32x32"], "batch_sizes": [1, 2]})  # fmt: skip
+    return str(write_config(tmp_path, data))
 
 
 def test_an_onnx_entry_is_checked_against_onnxruntime_on_the_cpu(tmp_path, capsys):

@@ -5,14 +5,18 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from segbench.cli import main
+from segbench.errors import ConfigError
 from segbench.models import registry
 from segbench.models.base import SegmentationModel
 from segbench.models.registry import ModelSpec
 from segbench.results.jsonl import read_jsonl
 from segbench.results.layout import NUMERICS_FILE, RESULTS_FILE
+from tests.fakes.configs import write_config
+
+# These tests are about exporting and caching: each starts from an empty export cache.
+pytestmark = pytest.mark.fresh_export_cache
 
 TINY = {
     "name": "tiny",
@@ -25,12 +29,6 @@ TINY = {
     "timing": {"warmup": 1, "iterations": 2},
     "numerics": {"batch_size": 2, "dataset": {"kind": "shapes", "num_images": 4, "height": 64, "width": 64}},
 }
-
-
-def write_config(tmp_path, config):
-    path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def run_config(tmp_path, config):
@@ -496,3 +494,23 @@ def test_a_run_writes_its_report_unless_told_not_to(tmp_path):
     assert not (out / "report.md").exists() and not (out / "results.csv").exists()
     assert main(["report", str(out)]) == 0
     assert (out / "report.md").exists() and (out / "results.parquet").exists()
+
+
+def test_the_run_use_case_narrows_a_copy_and_says_where_it_wrote(tmp_path):
+    from segbench.bench.run import RunRequest, plan, run
+    from tests.fakes import fake_backend
+    from tests.fakes.configs import tiny_config
+
+    with fake_backend.registered():
+        config = tiny_config([{"name": "fake"}, {"name": "fake_graph"}])
+        request = RunRequest(config, backends=["fake"], out=tmp_path / "run")
+        planned = plan(request)
+        assert {unit.backend.name for unit in planned.plan.units} == {"fake"}
+        assert planned.out_dir == tmp_path / "run" and not planned.out_dir.exists()  # a plan writes nothing
+        summary = run(request)
+    assert summary.out_dir == tmp_path / "run" and len(summary.cells) == 3
+    assert [b.name for b in config.backends] == ["fake", "fake_graph"]  # the caller's config is untouched
+    with pytest.raises(ConfigError, match="--resume needs --out"):
+        run(RunRequest(config, resume=True))
+    with pytest.raises(ConfigError, match="--address needs --executor ray"):
+        plan(RunRequest(config, address="auto"))

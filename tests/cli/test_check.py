@@ -15,6 +15,9 @@ from segbench.models import build_model
 from segbench.results.jsonl import read_jsonl
 from segbench.results.layout import NUMERICS_FILE
 
+# These tests are about exporting and caching: each starts from an empty export cache.
+pytestmark = pytest.mark.fresh_export_cache
+
 
 def convolutions(graph: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.TensorProto]]:
     weights = {init.name: init for init in graph.graph.initializer}

@@ -21,6 +21,9 @@ from segbench.export.onnx import ExportError, check_parity, save_onnx
 from segbench.files import atomic_write_bytes
 from segbench.models import build_model
 
+# These tests are about exporting and caching: each starts from an empty export cache.
+pytestmark = pytest.mark.fresh_export_cache
+
 UNET = {"base_channels": 4, "num_classes": 3}
 
 

@@ -15,6 +15,9 @@ from segbench.metrics.tensors import detection_agreement
 from segbench.models import build_model
 from segbench.models.onnx_graph import graph_precision
 
+# These tests are about exporting and caching: each starts from an empty export cache.
+pytestmark = pytest.mark.fresh_export_cache
+
 
 def value_types(model: onnx.ModelProto) -> dict[str, int]:
     graph = onnx.shape_inference.infer_shapes(model, strict_mode=True).graph

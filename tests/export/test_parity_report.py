@@ -16,6 +16,9 @@ from segbench.export.parity import (
 from segbench.models import build_model
 from segbench.reports.tables import parity_table
 
+# These tests are about exporting and caching: each starts from an empty export cache.
+pytestmark = pytest.mark.fresh_export_cache
+
 UNET = {"base_channels": 4, "num_classes": 3}
 
 

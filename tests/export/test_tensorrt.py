@@ -41,6 +41,9 @@ from segbench.backends.tensorrt.profile import OptimizationProfile, profile_from
 from tests.fakes.fake_tensorrt import install_fake_tensorrt, make_fake_tensorrt
 from tests.fakes.fake_tensorrt_build import GPU, install_fake_build
 
+# These tests are about exporting and caching: each starts from an empty export cache.
+pytestmark = pytest.mark.fresh_export_cache
+
 PROFILE = OptimizationProfile("images", (1, 3, 8, 8), (2, 3, 16, 16), (4, 3, 32, 32))
 OTHER_INPUT = OptimizationProfile("pixels", PROFILE.min, PROFILE.opt, PROFILE.max)
 FOUR_CHANNELS = OptimizationProfile("images", (1, 4, 8, 8), (1, 4, 8, 8), (1, 4, 8, 8))

@@ -17,6 +17,9 @@ from segbench.backends.tensorrt.profile import OptimizationProfile
 from tests.fakes.fake_tensorrt import calls_named, install_fake_tensorrt
 from tests.fakes.fake_tensorrt_build import fake_engine_bytes
 
+# These tests are about exporting and caching: each starts from an empty export cache.
+pytestmark = pytest.mark.fresh_export_cache
+
 PROFILE = OptimizationProfile("images", (1, 3, 8, 8), (2, 3, 16, 16), (4, 3, 32, 32))
 
 

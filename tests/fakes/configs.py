@@ -16,23 +16,24 @@ TINY_NUMERICS = {"batch_size": 2, "max_images": 4,
 
 
 def tiny_config_data(
-    backends: list[dict[str, Any]] | None = None, numerics: bool = False, **overrides: Any
+    backends: list[dict[str, Any]] | None = None, numerics: bool | dict[str, Any] = False, **overrides: Any
 ) -> dict[str, Any]:
-    """The config as the YAML would hold it; ``overrides`` replace whole top-level keys."""
+    """The config as the YAML would hold it: ``numerics`` True turns the tiny check on, a mapping is the
+    whole ``numerics:`` block; ``overrides`` replace whole top-level keys."""
     data: dict[str, Any] = {
         "name": "fake",
         "models": [{"name": "unet", "options": {"base_channels": 4}}],
         "backends": backends or [{"name": "fake"}],
         "sweep": {"input_sizes": ["32x32"], "batch_sizes": [1, 2, 3]},
         "timing": {"warmup": 0, "iterations": 2},
-        "numerics": {"enabled": numerics, **TINY_NUMERICS},
+        "numerics": numerics if isinstance(numerics, dict) else {"enabled": numerics, **TINY_NUMERICS},
     }
     data.update(overrides)
     return data
 
 
 def tiny_config(
-    backends: list[dict[str, Any]] | None = None, numerics: bool = False, **overrides: Any
+    backends: list[dict[str, Any]] | None = None, numerics: bool | dict[str, Any] = False, **overrides: Any
 ) -> BenchmarkConfig:
     """The same, validated (the fake backend must be registered: ``fake_backend.registered()``)."""
     return validate_config(tiny_config_data(backends, numerics, **overrides))
