@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack, closing, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -207,17 +207,20 @@ def run_benchmark(
         # With a gate, whoever holds the gate reads the sentinel (segbench ab's driver).
         sentinels = _sentinels(plan) if timing and gate is None else []
         for phase in _phases(plan.units, _SentinelPasses(sink, sentinels, gate), gated=gate is not None):
-            for event in executor.run(ctx, phase.units, workspace, phase.passes):
-                if not isinstance(event, UnitDone):
-                    sink.record(event)
-                    continue
-                stages = phase.driver_stages(event.unit)
-                if stages:
-                    with workspace.open(event.unit) as (state, pool):  # the executor's, if still open
-                        for stage in stages:
-                            stage(ctx, state, event.unit, pool)
-                if not timing:
-                    sink.advance()
+            # closing(): a stage that raises closes the executor's generator, and with it the runners it
+            # holds open, now rather than whenever the generator is collected.
+            with closing(executor.run(ctx, phase.units, workspace, phase.passes)) as events:
+                for event in events:
+                    if not isinstance(event, UnitDone):
+                        sink.record(event)
+                        continue
+                    stages = phase.driver_stages(event.unit)
+                    if stages:
+                        with workspace.open(event.unit) as (state, pool):  # the executor's, if still open
+                            for stage in stages:
+                                stage(ctx, state, event.unit, pool)
+                    if not timing:
+                        sink.advance()
         if gate is not None:
             gate(None)
         return sink.summary

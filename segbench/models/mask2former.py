@@ -20,20 +20,17 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from transformers import (
-    Mask2FormerConfig,
-    Mask2FormerForUniversalSegmentation,
-    Mask2FormerImageProcessor,
-    ResNetConfig,
-    SwinConfig,
-)
-from transformers.utils import logging as transformers_logging
 
 from segbench.models.base import SegmentationModel
+
+# transformers is imported where it is used: importing it takes seconds, and every segbench process
+# imports this module through the model registry, most of them never building a Mask2Former.
+if TYPE_CHECKING:
+    from transformers import Mask2FormerConfig, ResNetConfig, SwinConfig
 
 TASKS = ("panoptic", "instance", "semantic")
 BACKBONES = ("swin-t", "resnet50", "resnet18", "resnet-tiny")
@@ -47,6 +44,8 @@ _STAGES = ["stage1", "stage2", "stage3", "stage4"]
 def _quiet_transformers() -> Iterator[None]:
     """transformers warns that non-Swin backbones "may not be compatible"; segbench's tests run the
     ResNet configs end to end, so on every model build the warning would only be noise."""
+    from transformers.utils import logging as transformers_logging
+
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()
     try:
@@ -57,6 +56,8 @@ def _quiet_transformers() -> Iterator[None]:
 
 def backbone_config(name: str) -> SwinConfig | ResNetConfig:
     """transformers backbone configs matching the published Mask2Former variants (and a light ResNet-18)."""
+    from transformers import ResNetConfig, SwinConfig
+
     if name == "swin-t":
         return SwinConfig(  # type: ignore[call-arg]  # extra kwargs
             embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, out_features=_STAGES
@@ -90,6 +91,8 @@ class Mask2Former(SegmentationModel):
     def __init__(
         self, config: Mask2FormerConfig, task: str = "panoptic", stuff_classes: tuple[int, ...] = ()
     ) -> None:
+        from transformers import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor
+
         num_labels = config.num_labels
         assert num_labels is not None, "transformers gives every config its labels (id2label)"
         super().__init__(num_labels)
@@ -187,6 +190,8 @@ def mask2former(
     ``config``: a local ``save_pretrained`` directory (or its config.json) of an official checkpoint; its
     architecture then replaces the size options, so its ``model.safetensors`` loads as the weights.
     """
+    from transformers import Mask2FormerConfig
+
     if config is not None:
         # from_pretrained would fall back to a default config for a folder without config.json.
         config_file = Path(config) / "config.json" if Path(config).is_dir() else Path(config)

@@ -74,6 +74,7 @@ def run_ab(repo: Path, out: Path, *args: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # an A/A must find no change: another test on the same cores would be one
 def test_a_a_exits_0_and_its_sides_are_ordinary_runs(repo, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(repo)
     out = tmp_path / "aa"
@@ -105,6 +106,7 @@ def test_a_a_exits_0_and_its_sides_are_ordinary_runs(repo, tmp_path, monkeypatch
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a latency verdict: another test on the same cores would be the noise it reports
 def test_a_slower_head_is_flagged(repo, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(repo)
     out = tmp_path / "slow"

@@ -10,7 +10,7 @@ A new executor is one new file here plus one entry in ``segbench.bench.executors
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -60,7 +60,7 @@ class Executor(ABC):
     @abstractmethod
     def run(
         self, ctx: RunContext, units: Sequence[Unit], workspace: Workspace, passes: Passes
-    ) -> Iterator[DeviceEvent]:
+    ) -> Generator[DeviceEvent, None, None]:
         """Each unit's device records (a failed cell is a record too, never an exception), in any order,
         and a :class:`UnitDone` for every unit once its device work is over. An executor measuring in
         this process opens the unit's runners from ``workspace`` and yields its UnitDone while they are

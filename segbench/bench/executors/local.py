@@ -4,7 +4,7 @@ batch search stays here, on the unit's runners."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 
 from segbench.bench.context import ModelState, RunContext, RunnerPool
 from segbench.bench.executors.base import DeviceEvent, Executor, Passes, UnitDone, isolated
@@ -39,7 +39,7 @@ class LocalExecutor(Executor):
 
     def run(
         self, ctx: RunContext, units: Sequence[Unit], workspace: Workspace, passes: Passes
-    ) -> Iterator[DeviceEvent]:
+    ) -> Generator[DeviceEvent, None, None]:
         current: int | None = None
         for unit in units:
             if unit.cells and unit.repeat != current:

@@ -19,7 +19,7 @@ import functools
 import os
 import socket
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -177,7 +177,7 @@ class RayExecutor(Executor):
 
     def run(
         self, ctx: RunContext, units: Sequence[Unit], workspace: Workspace, passes: Passes
-    ) -> Iterator[DeviceEvent]:
+    ) -> Generator[DeviceEvent, None, None]:
         self.ctx = ctx
         yield from self._stream([unit for unit in units if unit.cells or unit.find_max_batch])
         for unit in units:  # numerics after all timing: the driver's work never overlaps the cluster's
