@@ -13,10 +13,9 @@ from segbench.errors import ConfigError
 PLUGINS_ENV = "SEGBENCH_PLUGINS"
 
 
-def plugin_names(value: str | None = None) -> list[str]:
-    """The module names in ``value`` (default: ``$SEGBENCH_PLUGINS``)."""
-    text = os.environ.get(PLUGINS_ENV, "") if value is None else value
-    return [name for name in (part.strip() for part in text.split(",")) if name]
+def plugin_names() -> list[str]:
+    """The module names in ``$SEGBENCH_PLUGINS``."""
+    return [name for name in (part.strip() for part in os.environ.get(PLUGINS_ENV, "").split(",")) if name]
 
 
 def load_plugins() -> None:

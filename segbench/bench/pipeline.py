@@ -68,14 +68,6 @@ class _Phase:
         return (*first, *DRIVER_STAGES) if unit.check else first
 
 
-class _NoPasses:
-    def opening(self, repeat: int) -> None:
-        pass
-
-    def closed(self) -> None:
-        pass
-
-
 @dataclass
 class _SentinelPasses:
     """Reads the noise sentinels before each pass and after the last; with a gate (``segbench ab``'s side
@@ -106,7 +98,8 @@ def _phases(units: Sequence[Unit], passes: _SentinelPasses, gated: bool) -> list
         return [_Phase(list(units), passes)]
     untimed = [replace(unit, cells=()) for unit in units if unit.repeat == 0]
     timed = [replace(unit, check=False, find_max_batch=False) for unit in units if unit.cells]
-    return [_Phase(untimed, _NoPasses(), build_exports=True), _Phase(timed, passes)]
+    quiet = _SentinelPasses(passes.sink, [])  # no pass is timed in the first phase: nothing to read
+    return [_Phase(untimed, quiet, build_exports=True), _Phase(timed, passes)]
 
 
 def _sentinels(plan: Plan) -> list[Sentinel]:

@@ -87,7 +87,6 @@ def _run_cell(ctx: RunContext, state: ModelState, unit: Unit, cell: Cell) -> Cel
     return cell_record(ctx, state, unit, cell, Measurement.failed(error, status="crashed"))
 
 
-
 def _text(output: str | bytes | None) -> str:
     if isinstance(output, bytes):
         return output.decode("utf-8", "replace")

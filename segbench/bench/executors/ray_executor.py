@@ -31,7 +31,7 @@ from segbench.bench.executors.local import device_records
 from segbench.bench.plan import Cell, Unit
 from segbench.bench.runlog import RunLog
 from segbench.bench.workspace import Workspace
-from segbench.config import ExecutorConfig, validate_config
+from segbench.config import BenchmarkConfig, ExecutorConfig, validate_config
 from segbench.errors import ConfigError, describe_error, first_line
 from segbench.plugins import PLUGINS_ENV, load_plugins
 from segbench.results.jsonl import write_json
@@ -164,7 +164,7 @@ class _Task:
 class RayExecutor(Executor):
     name = "ray"
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: BenchmarkConfig) -> None:
         super().__init__(config)
         self._connected = False
         self.nodes: dict[tuple[str, str | None], dict[str, Any]] = {}
