@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from segbench.export.cache import CACHE_ENV
+from segbench.cache_dir import CACHE_ENV
 
 
 def pytest_configure(config):
@@ -20,7 +20,12 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def shared_export_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("segbench-shared-cache")
+    """One cache for the whole session, xdist workers included: each worker's base temp directory sits
+    in the session's, so a graph one worker exported is a hit for the other."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "segbench-shared-cache"
+    root.mkdir(exist_ok=True)
+    return root
 
 
 @pytest.fixture(autouse=True)
@@ -50,3 +55,28 @@ def shared_export_cache(shared_export_root, monkeypatch):
     """The shared cache, named by a test in a ``fresh_export_cache`` module that does not need its own."""
     monkeypatch.setenv(CACHE_ENV, str(shared_export_root))
     return shared_export_root
+
+
+@pytest.fixture
+def shared_graph(shared_export_root):
+    """``graph(name, options, **request)``: the verified ONNX export of model ``name`` built with
+    ``options`` (random seeded weights), from the session's shared cache; ``request`` holds
+    ``ExportRequest`` fields (precision, exporter, static_size...). For tests that need a real graph but
+    are not about exporting or caching one: the first call in the session exports it (seconds to tens of
+    seconds of tracing), every later one, in any worker, is a cache hit."""
+    from segbench.export.artifacts import ExportRequest, cached_export
+    from segbench.models import build_model
+
+    def graph(name: str, options: dict, **request):
+        model = build_model(name, options=options)
+        return cached_export(model, name, ExportRequest(**request), shared_export_root)
+
+    return graph
+
+
+@pytest.fixture
+def tiny_unet_graph(shared_graph):
+    """``graph(precision="fp32")``: ``shared_graph`` of the tests' tiny U-Net (``TINY_UNET``)."""
+    from tests.fakes.configs import TINY_UNET
+
+    return lambda precision="fp32": shared_graph("unet", TINY_UNET, precision=precision)

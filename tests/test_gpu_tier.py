@@ -52,7 +52,7 @@ def test_without_cuda_the_gpu_tier_skips_every_test_with_its_reason(gpu_tier_lin
 
 
 def test_the_gpu_smoke_config_plans_every_cuda_path(capsys):
-    assert main(["run", str(ROOT / "benchmark-gpu-smoke.yaml"), "--dry-run"]) == 0
+    assert main(["run", str(ROOT / "examples" / "benchmark-gpu-smoke.yaml"), "--dry-run"]) == 0
     printed = " ".join(capsys.readouterr().out.split())
     for path in ("torch/cuda/fp32", "torch/cuda/fp16", "torch/cuda/bf16", "onnxruntime/cuda/fp32",
                  "onnxruntime/cuda/fp16", "tensorrt/cuda/fp32", "tensorrt/cuda/fp16"):  # fmt: skip

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "segbench"
 
 # Low to high; a package may import from its own layer's earlier entries and from every lower layer.
 LAYERS = [
-    ["segbench", "errors", "files", "env", "sweep", "results", "plugins"],
+    ["segbench", "errors", "files", "cache_dir", "env", "sweep", "results", "plugins"],
     ["data", "models"],
     ["metrics"],
     ["export"],

@@ -227,7 +227,7 @@ def provider_options(
     which onnxruntime refuses; the provider then builds an engine per new shape."""
     from segbench.backends.tensorrt.engine_cache import onnx_digest
     from segbench.backends.tensorrt.profile import profile_from_shapes
-    from segbench.export.cache import cache_root
+    from segbench.cache_dir import cache_root
 
     options: list[dict[str, str]] = []
     for provider in requested_providers(config):

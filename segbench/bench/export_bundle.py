@@ -27,9 +27,9 @@ from segbench.backends.tensorrt.engine_cache import EngineArtifact
 from segbench.backends.tensorrt.install import import_tensorrt
 from segbench.backends.tensorrt.precision import engine_graph_precision
 from segbench.backends.tensorrt.profile import OptimizationProfile, profile_from_shapes
+from segbench.cache_dir import cache_root
 from segbench.errors import ConfigError
 from segbench.export.artifacts import ExportRequest, cached_export, copy_graph
-from segbench.export.cache import cache_root
 from segbench.export.onnx import ExportError, OnnxExport
 from segbench.export.tensorrt_readiness import ReadinessReport, check_tensorrt_readiness
 from segbench.files import atomic_write_bytes

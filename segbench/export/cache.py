@@ -24,16 +24,7 @@ import torch
 
 from segbench.files import temporary_name
 
-CACHE_ENV = "SEGBENCH_CACHE_DIR"
 META_FILE = "meta.json"
-
-
-def cache_root() -> Path:
-    """``$SEGBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/segbench``, else ``~/.cache/segbench``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "segbench"
 
 
 def cache_key(fields: Mapping[str, Any]) -> str:

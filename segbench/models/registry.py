@@ -5,6 +5,8 @@ Adding a model means one new file with a constructor function and one ``ModelSpe
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import inspect
 import json
 from collections.abc import Callable, Mapping
@@ -15,7 +17,10 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from segbench import __version__
+from segbench.cache_dir import cache_root
 from segbench.errors import ConfigError, WeightsError
+from segbench.files import atomic_write_bytes
 from segbench.models import fcn, mask2former, mask_rcnn, segnet, smp_models, torchvision_models, unet
 from segbench.models.base import SegmentationModel
 from segbench.models.weights import (
@@ -216,8 +221,9 @@ def model_stats(
 
     Counted on the meta device, so even the full-width networks cost no memory or time. A network that
     cannot run there (Mask R-CNN's data-dependent NMS, Mask2Former's real tensors made in forward) is
-    counted on one real CPU forward instead: seeded weights, a seeded input, batch 1, no grad; once per
-    model, options and size in a process. GFLOPs are None only when that forward fails too.
+    counted on one real CPU forward instead: seeded weights, a seeded input, batch 1, no grad. That count
+    takes seconds, so it is kept in segbench's cache (see ``_stored_count``). GFLOPs are None only when
+    that forward fails too.
     """
     key = (name, json.dumps(dict(options or {}), sort_keys=True, default=str), height, width)
     if key not in _COUNTED:
@@ -225,7 +231,7 @@ def model_stats(
     return dict(_COUNTED[key])
 
 
-# model_stats per (name, options as JSON text, height, width): a real forward is counted once.
+# model_stats per (name, options as JSON text, height, width): counted once per process.
 _COUNTED: dict[tuple[str, str, int, int], dict] = {}
 
 
@@ -234,16 +240,37 @@ def _count_stats(name: str, options: dict[str, Any], height: int, width: int) ->
     with torch.device("meta"):
         model = _construct(spec, options).eval()
         gflops = _count_gflops(model, torch.empty(1, 3, height, width))
-    if gflops is None:
-        # Some networks need data: nonzero after NMS, tables built from real tensors. Static shapes
-        # after NMS (Mask R-CNN's fixed detections, Mask2Former's fixed queries) make the count of one
-        # real forward that of every forward. Costs seconds for a full-width network, a one-off.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = _construct(spec, options).eval()
-            image = torch.randn(1, 3, height, width)
-        gflops = _count_gflops(model, image)
-    return {"params": sum(p.numel() for p in model.parameters()), "gflops": gflops}
+    if gflops is not None:
+        return {"params": sum(p.numel() for p in model.parameters()), "gflops": gflops}
+    path = _stored_count(spec, options, height, width)
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        return {"params": int(stored["params"]), "gflops": stored["gflops"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not counted yet, or an unreadable entry: count again
+    # Some networks need data: nonzero after NMS, tables built from real tensors. Static shapes after NMS
+    # (Mask R-CNN's fixed detections, Mask2Former's fixed queries) make the count of one real forward
+    # that of every forward.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = _construct(spec, options).eval()
+        image = torch.randn(1, 3, height, width)
+    stats = {"params": sum(p.numel() for p in model.parameters()), "gflops": _count_gflops(model, image)}
+    if stats["gflops"] is not None:
+        # A read-only cache costs the next process the same seconds, nothing else.
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(path, json.dumps(stats).encode())
+    return stats
+
+
+def _stored_count(spec: ModelSpec, options: dict[str, Any], height: int, width: int) -> Path:
+    """Where a real-forward count is kept: keyed by everything that decides it, the network's source
+    file and the torch and segbench versions included, so an edited network or an upgrade counts again."""
+    source = inspect.getsourcefile(spec.builder)
+    code = hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else ""
+    fields = [spec.name, options, height, width, code, torch.__version__, __version__]
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return cache_root() / "model-stats" / f"{spec.name}-{digest}.json"
 
 
 def _count_gflops(model: SegmentationModel, image: torch.Tensor) -> float | None:

@@ -3,10 +3,11 @@
 Both formats are built from the same rows (headers plus string cells), so the PR comment and the HTML page
 say the same thing. The Markdown is GitHub-flavoured (fit for a pull-request comment or
 ``$GITHUB_STEP_SUMMARY``); the HTML is one self-contained file: inline CSS, plots embedded as base64
-``data:`` URIs, no scripts, nothing fetched from the network.
+``data:`` URIs, an inline script that sorts and filters the big tables (:mod:`.interactive`), nothing
+fetched from the network.
 
 pandas' ``to_markdown`` needs the optional ``tabulate`` package and its ``to_html`` cannot colour rows by
-verdict, hence the two small table writers here.
+verdict, hence the small table writers: Markdown here, HTML in :mod:`.interactive`.
 """
 
 from __future__ import annotations
@@ -27,10 +28,9 @@ from segbench.reports.compare import (
     Comparison,
     VerdictTally,
 )
+from segbench.reports.interactive import Rows, cell_filters, check_filters, html_table, page
 from segbench.reports.rundata import RunData
 from segbench.results.verdicts import FAIL, FIXED, INCONCLUSIVE, REGRESSION, counts
-
-Rows = list[tuple[list[str], str]]  # (cells, css class: a view tone, ok | fail | inconclusive | info)
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -40,15 +40,6 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str
     body = [line(headers), "| " + " | ".join("---" for _ in headers) + " |"]
     body += [line(row) for row in rows]
     return "\n".join(body)
-
-
-def html_table(headers: Sequence[str], rows: Rows) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        f'<tr class="{css}">' + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
-        for cells, css in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # -- a run ------------------------------------------------------------------------------------------
@@ -231,38 +222,6 @@ def report_markdown(run: RunData, plots: Sequence[Any], speedup: dict[int, float
     return "\n".join(parts)
 
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
-th { background: #f0f0f0; }
-tr.ok td:last-child { color: #176b2c; }
-tr.fail td { background: #fde8e8; }
-tr.fail td:last-child { color: #a11; font-weight: bold; }
-tr.info td:last-child { color: #555; }
-tr.inconclusive td { background: #fff6e0; }
-tr.inconclusive td:last-child { color: #8a5a00; font-weight: bold; }
-figure { margin: 1.5em 0; }
-img { max-width: 100%; border: 1px solid #ddd; }
-.summary { font-size: 1.1em; font-weight: bold; }
-"""
-
-
-def _page(title: str, body: list[str]) -> str:
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>{html.escape(title)}</title>",
-            f"<style>{_CSS}</style>",
-            "</head><body>",
-            *body,
-            "</body></html>",
-            "",
-        ]
-    )
-
-
 def report_html(run: RunData, plots: Sequence[Any], speedup: dict[int, float] | None = None) -> str:
     """report.html: the same content as report.md, with the plots embedded (no external requests)."""
     title = f"segbench report: {run.env.get('config_name', run.path.name)}"
@@ -272,13 +231,13 @@ def report_html(run: RunData, plots: Sequence[Any], speedup: dict[int, float] | 
         html_table(("", ""), [(list(fact), "") for fact in _run_facts(run)]),
         "<h2>Latency and throughput</h2>",
         f"<p>{html.escape(LATENCY_NOTE)}</p>",
-        html_table(RESULT_HEADERS, result_rows(run, speedup)),
+        html_table(RESULT_HEADERS, result_rows(run, speedup), cell_filters(run.cells), "results"),
     ]
     if len(run.checks):
         body += [
             "<h2>Numerics against the PyTorch fp32 baseline</h2>",
             f"<p>{html.escape(checks_note(run))}</p>",
-            html_table(CHECK_HEADERS, check_rows(run)),
+            html_table(CHECK_HEADERS, check_rows(run), check_filters(run.checks), "checks"),
         ]
     if plots:
         body.append("<h2>Plots</h2>")
@@ -292,7 +251,7 @@ def report_html(run: RunData, plots: Sequence[Any], speedup: dict[int, float] | 
         "<h2>Environment</h2>",
         html_table(("field", "value"), [(list(row), "") for row in environment_rows(run.env)]),
     ]
-    return _page(title, body)
+    return page(title, body)
 
 
 # -- a comparison -----------------------------------------------------------------------------------

@@ -17,11 +17,8 @@ from segbench.backends.onnxruntime_backend import (
     requested_providers,
     tensorrt_precision_flag,
 )
-from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.models import build_model
-
-# These tests are about exporting and caching: each starts from an empty export cache.
-pytestmark = pytest.mark.fresh_export_cache
+from tests.fakes.configs import TINY_UNET
 
 SHAPES = [(1, 3, 256, 256), (4, 3, 256, 256), (1, 3, 512, 512), (4, 3, 512, 512)]
 
@@ -238,21 +235,21 @@ def test_fp16_precision_is_accepted_and_bf16_is_not():
 
 
 @pytest.mark.slow
-def test_runner_runs_an_fp16_graph_and_records_its_provider(tmp_path):
-    model = build_model("unet", options={"base_channels": 4, "num_classes": 3})
-    graph = cached_export(model, "unet", ExportRequest(precision="fp16"), tmp_path)
+def test_runner_runs_an_fp16_graph_and_records_its_provider(tiny_unet_graph):
+    graph = tiny_unet_graph("fp16")
+    model = build_model("unet", options=TINY_UNET)
     runner = OnnxRuntimeRunner(model, OnnxRuntimeConfig(precisions=["fp16"]), "fp16", graph.path, SHAPES[:1])
     with runner:
         outputs = runner.infer({"images": np.zeros((2, 3, 32, 48), np.float32)})
         info = runner.describe()
-    assert outputs["logits"].shape == (2, 3, 32, 48) and outputs["logits"].dtype == np.float32
+    assert outputs["logits"].shape == (2, 6, 32, 48) and outputs["logits"].dtype == np.float32
     assert info["provider"] == CPU_PROVIDER and "provider_options" not in info
 
 
 @pytest.mark.slow
-def test_io_binding_gives_the_same_outputs_and_times_each_copy(tmp_path):
-    model = build_model("unet", options={"base_channels": 4, "num_classes": 3})
-    graph = cached_export(model, "unet", ExportRequest(), tmp_path)
+def test_io_binding_gives_the_same_outputs_and_times_each_copy(tiny_unet_graph):
+    graph = tiny_unet_graph()
+    model = build_model("unet", options=TINY_UNET)
     feeds = {"images": np.random.default_rng(0).normal(size=(2, 3, 32, 48)).astype(np.float32)}
     with OnnxRuntimeRunner(model, OnnxRuntimeConfig(), "fp32", graph.path) as plain:
         expected = plain.infer(feeds)["logits"]

@@ -10,16 +10,15 @@ import torch
 from onnx import numpy_helper
 
 from segbench.cli import main
-from segbench.export.artifacts import ExportRequest, cached_export
 from segbench.models import build_model
 from segbench.results.jsonl import read_jsonl
 from segbench.results.layout import NUMERICS_FILE, RESULTS_FILE
-from tests.fakes.configs import tiny_config_data, write_config
+from tests.fakes.configs import TINY_UNET, tiny_config_data, write_config
 
 # These tests are about exporting and caching: each starts from an empty export cache.
 pytestmark = pytest.mark.fresh_export_cache
 
-OPTIONS = {"base_channels": 4, "num_classes": 6}
+OPTIONS = TINY_UNET  # the model tiny_unet_graph exported
 
 
 def config(tmp_path, artifact, **backend) -> str:
@@ -30,11 +29,8 @@ def config(tmp_path, artifact, **backend) -> str:
     return str(write_config(tmp_path, data))
 
 
-def scaled(tmp_path) -> str:
+def scaled(tmp_path, graph_path) -> str:
     """The model's own graph with one convolution's weights scaled by 1.5: parity fails."""
-    graph_path = cached_export(
-        build_model("unet", options=OPTIONS), "unet", ExportRequest(), tmp_path / "c"
-    ).path
     graph = onnx.load(str(graph_path))
     weight = next(init for init in graph.graph.initializer if numpy_helper.to_array(init).ndim == 4)
     weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * np.float32(1.5), weight.name))
@@ -65,8 +61,8 @@ def test_a_graph_with_other_input_names_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_graph_failing_parity_runs_only_when_allowed(tmp_path, capsys):
-    artifact = scaled(tmp_path)
+def test_a_graph_failing_parity_runs_only_when_allowed(tmp_path, capsys, tiny_unet_graph):
+    artifact = scaled(tmp_path, tiny_unet_graph().path)
     refused = tmp_path / "refused"
     assert main(["run", config(tmp_path, artifact), "--out", str(refused), "--no-report"]) == 1
     cells = read_jsonl(refused / RESULTS_FILE)

@@ -7,8 +7,8 @@ from segbench.backends.onnxruntime_backend import OnnxRuntimeConfig, OnnxRuntime
 from segbench.backends.torch_backend import TorchConfig, TorchRunner
 from segbench.bench.harness import TimingPlan, latency_stats, measure_cell
 from segbench.bench.memory import PeakHostMemory
-from segbench.export.onnx import export_onnx
 from segbench.models import build_model
+from tests.fakes.configs import TINY_UNET
 
 
 def test_latency_stats_on_known_samples():
@@ -25,7 +25,7 @@ def test_latency_stats_on_known_samples():
 
 @pytest.fixture(scope="module")
 def model():
-    return build_model("unet", options={"base_channels": 4, "num_classes": 6})
+    return build_model("unet", options=TINY_UNET)  # the model of the tiny_unet_graph fixture
 
 
 def test_stage_timings_add_up_to_end_to_end(model):
@@ -42,8 +42,8 @@ def test_stage_timings_add_up_to_end_to_end(model):
 
 
 @pytest.mark.slow
-def test_torch_and_onnxruntime_runners_agree(model, tmp_path):
-    path = export_onnx(model, tmp_path / "unet.onnx")
+def test_torch_and_onnxruntime_runners_agree(model, tiny_unet_graph):
+    path = tiny_unet_graph().path
     feeds = model.preprocess(np.random.default_rng(0).integers(0, 255, (3, 40, 56, 3), dtype=np.uint8))
     with TorchRunner(model, TorchConfig(), "fp32") as torch_runner:
         expected = torch_runner.infer(feeds)["logits"]

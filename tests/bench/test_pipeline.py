@@ -1,22 +1,18 @@
 """The pipeline's stages driven with a fake runner (tests/fakes/fake_backend.py): a failing cell, a failed
-export, a crash in an isolated child, resume after a torn record, and runners closed on every path."""
+export, resume after a torn record, and runners closed on every path."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
 from segbench.bench.pipeline import run_benchmark
-from segbench.cli import PLUGINS_ENV
 from segbench.export.onnx import ExportError
 from segbench.results.jsonl import read_jsonl
 from segbench.results.layout import LOG_FILE, NUMERICS_FILE, RESULTS_FILE
 from tests.fakes import fake_backend
 from tests.fakes.configs import tiny_config
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_config(backend: dict, numerics: bool = False, **extra) -> object:
@@ -126,22 +122,6 @@ def test_a_failed_export_fails_every_cell_and_check_once(tmp_path, fake):
     assert all(r["verdict"] == "fail" and "no ONNX kernel" in r["error"] for r in checks)
     assert (tmp_path / LOG_FILE).read_text().count("Traceback") == 1
     assert summary.exit_code == 1 and fake == []  # no runner was ever opened
-
-
-@pytest.mark.slow
-def test_a_crash_in_an_isolated_child_fails_that_cell_alone(tmp_path, fake, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.setenv(PLUGINS_ENV, "tests.fakes.fake_backend_plugin")
-    config = make_config(
-        {"name": "fake", "crash_batches": [2]}, isolation={"subprocess": True, "timeout_s": 120}
-    )
-    summary = run_benchmark(config, tmp_path)
-    rows = read_jsonl(tmp_path / RESULTS_FILE)
-    assert [(r["batch_size"], r["status"]) for r in rows] == [(1, "ok"), (2, "crashed"), (3, "ok")]
-    assert "exited with code 134" in rows[1]["error"]
-    assert rows[0]["isolated"] and rows[0]["env"]["config_hash"] == rows[1]["env"]["config_hash"]
-    assert "the child exited with code 134" in (tmp_path / LOG_FILE).read_text()
-    assert summary.exit_code == 1
 
 
 @pytest.mark.slow

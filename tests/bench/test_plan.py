@@ -100,7 +100,7 @@ def test_the_executor_comes_from_the_config(tmp_path, capsys):
 
 def test_the_gpu_benchmark_plans_on_a_cpu_machine_with_every_skip_named(capsys):
     root = Path(__file__).resolve().parents[2]
-    assert main(["run", str(root / "benchmark-gpu.yaml"), "--dry-run"]) == 0
+    assert main(["run", str(root / "examples" / "benchmark-gpu.yaml"), "--dry-run"]) == 0
     printed = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
     assert "fcn8s · torch/cuda/fp32 [skipped here: no CUDA device visible to torch]" in printed
     assert "0 units, 0 cells (400 more cells skipped here)" in printed

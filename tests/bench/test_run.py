@@ -341,12 +341,9 @@ def test_mask_rcnn_runs_on_both_backends_with_instance_numerics(tmp_path):
 
 
 @pytest.mark.slow
-def test_pre_exported_artifact_and_fp16_graphs_are_benchmarked_and_checked(tmp_path, shared_export_cache):
-    from segbench.export.artifacts import ExportRequest, cached_export
-    from segbench.models import build_model
-
-    options = {"base_channels": 4, "num_classes": 6}
-    graph = cached_export(build_model("unet", options=options), "unet", ExportRequest(), tmp_path / "mine")
+def test_pre_exported_artifact_and_fp16_graphs_are_benchmarked_and_checked(tmp_path, shared_export_cache,
+                                                                          tiny_unet_graph):  # fmt: skip
+    graph = tiny_unet_graph()  # "my own graph": the export of the model the artifact entry names
     config = {
         **TINY,
         "models": [{"name": "unet", "options": {"base_channels": 4}}],

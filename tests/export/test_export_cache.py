@@ -162,10 +162,9 @@ def test_static_batch_export(unet, tmp_path):
 
 
 @pytest.mark.slow
-def test_simplified_export_keeps_parity(tmp_path):
-    model = build_model("fcn8s", options={"width": 0.0625, "num_classes": 4})
-    plain = cached_export(model, "fcn8s", ExportRequest(), tmp_path)
-    slim = cached_export(model, "fcn8s", ExportRequest(simplify=True), tmp_path)
+def test_simplified_export_keeps_parity(shared_graph):
+    options = {"width": 0.0625, "num_classes": 5}  # tests/export/test_onnx_export.py's: a shared graph
+    plain, slim = shared_graph("fcn8s", options), shared_graph("fcn8s", options, simplify=True)
     assert slim.simplified and slim.path != plain.path
     assert all(report.passed for report in slim.parity)
     count = len(onnx.load(str(slim.path)).graph.node)

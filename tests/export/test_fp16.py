@@ -226,10 +226,10 @@ def test_conversion_keeps_io_fp32_and_fragile_ops_fp32(tmp_path):
 
 
 @pytest.mark.slow
-def test_fp16_semantic_graph_numerics_on_onnxruntime_cpu(tmp_path):
-    model = build_model("fcn8s", options={"width": 0.0625, "num_classes": 5})
-    fp32 = cached_export(model, "fcn8s", ExportRequest(), tmp_path)
-    fp16 = cached_export(model, "fcn8s", ExportRequest(precision="fp16"), tmp_path)
+def test_fp16_semantic_graph_numerics_on_onnxruntime_cpu(shared_graph):
+    options = {"width": 0.0625, "num_classes": 5}  # tests/export/test_onnx_export.py's: a shared graph
+    model = build_model("fcn8s", options=options)
+    fp32, fp16 = shared_graph("fcn8s", options), shared_graph("fcn8s", options, precision="fp16")
     assert fp16.precision == "fp16" and fp16.fp16["fp16_nodes"] > 0 and all(r.passed for r in fp16.parity)
     initializer_types = {init.data_type for init in onnx.load(str(fp16.path)).graph.initializer}
     assert TensorProto.FLOAT16 in initializer_types

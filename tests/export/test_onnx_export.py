@@ -27,9 +27,9 @@ SMALL = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_parity_per_model(name, tmp_path):
-    model = build_model(name, options=SMALL[name])
-    export = export_and_verify(model, tmp_path / f"{name}.onnx")
+def test_parity_per_model(name, shared_graph):
+    # The cached export is export_and_verify's; tests/export/test_tensorrt_readiness.py reuses the graphs.
+    export = shared_graph(name, SMALL[name])
     for report in export.parity:
         print(
             f"{name} {report.shape}: max abs {report.max_abs_err:.2e}, argmax {report.argmax_agreement:.4f}"
@@ -42,9 +42,8 @@ def test_parity_per_model(name, tmp_path):
 
 
 @pytest.mark.slow
-def test_graph_has_dynamic_batch_height_width(tmp_path):
-    model = build_model("fcn8s", options=SMALL["fcn8s"])
-    path = export_onnx(model, tmp_path / "m.onnx")
+def test_graph_has_dynamic_batch_height_width(shared_graph):
+    path = shared_graph("fcn8s", SMALL["fcn8s"]).path
     graph = onnx.load(str(path)).graph
     for value in (graph.input[0], graph.output[0]):
         dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]

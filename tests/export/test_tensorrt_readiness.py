@@ -6,7 +6,6 @@ from onnx import TensorProto, helper, numpy_helper
 from segbench.backends.onnxruntime_backend import OnnxRuntimeConfig, splitting_ops
 from segbench.cli import main
 from segbench.export.fp16 import convert_to_fp16
-from segbench.export.onnx import export_onnx
 from segbench.export.tensorrt_readiness import check_tensorrt_readiness
 from segbench.models import build_model
 from segbench.models.registry import get_spec
@@ -25,11 +24,11 @@ SMALL = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_every_model_graph_is_ready(name, tmp_path):
-    model = build_model(name, options=SMALL[name])
-    static = None if model.dynamic_spatial else (64, 64)
-    exporter = "torchscript" if static else model.preferred_exporter  # same graph, faster to trace
-    path = export_onnx(model, tmp_path / f"{name}.onnx", exporter=exporter, static_size=static)
+def test_every_model_graph_is_ready(name, tmp_path, shared_graph):
+    static = None if build_model(name, options=SMALL[name]).dynamic_spatial else (64, 64)
+    exporter = "torchscript" if static else None  # same graph, faster to trace
+    # The semantic models' graphs are tests/export/test_onnx_export.py's, from the shared cache.
+    path = shared_graph(name, SMALL[name], exporter=exporter, static_size=static).path
     report = check_tensorrt_readiness(path)
     assert report.ready, [f for f in report.findings if f.severity == "error"]
     # What the registry declares before export (a dry run's TensorRT-provider notes read it) is what the

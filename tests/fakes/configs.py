@@ -11,6 +11,8 @@ import yaml
 
 from segbench.config import BenchmarkConfig, validate_config
 
+# The U-Net of the tests that need a real graph (the ``tiny_unet_graph`` fixture exports it once a session).
+TINY_UNET = {"base_channels": 4, "num_classes": 6}
 TINY_NUMERICS = {"batch_size": 2, "max_images": 4,
                  "dataset": {"kind": "shapes", "num_images": 4, "height": 32, "width": 32}}  # fmt: skip
 

@@ -1,8 +1,10 @@
+import json
+
 import pytest
 import torch
 from torchvision.models import vgg11, vgg16
 
-from segbench.models import build_model, model_stats
+from segbench.models import build_model, model_stats, registry
 from segbench.models.fcn import bilinear_kernel, fcn8s
 from segbench.models.registry import resolve_options
 
@@ -109,3 +111,21 @@ def test_networks_the_meta_device_refuses_are_counted_on_a_real_forward(name):
     # Seeded weights and input: the same count every time (and from the cache, a copy).
     again = model_stats(name, options, 128, 128)
     assert again == small and again is not small
+
+
+def test_a_real_forward_count_is_kept_in_the_cache_for_the_next_process(export_cache, monkeypatch):
+    options = resolve_options("mask_rcnn", "trained")
+    forwards = []
+    count = registry._count_gflops
+    monkeypatch.setattr(registry, "_count_gflops", lambda model, image: forwards.append(image.device.type)
+                        or count(model, image))  # fmt: skip
+    monkeypatch.setattr(registry, "_COUNTED", {})
+    first = model_stats("mask_rcnn", options, 96, 96)
+    assert forwards == ["meta", "cpu"]  # the meta device refuses it: one real forward
+    [stored] = (export_cache / "model-stats").iterdir()
+    monkeypatch.setattr(registry, "_COUNTED", {})  # as a new process starts
+    assert model_stats("mask_rcnn", options, 96, 96) == first and forwards == ["meta", "cpu", "meta"]
+    stored.write_text("{torn")  # an unreadable entry is counted again, never trusted
+    monkeypatch.setattr(registry, "_COUNTED", {})
+    assert model_stats("mask_rcnn", options, 96, 96) == first and forwards[-1] == "cpu"
+    assert json.loads(stored.read_text()) == first

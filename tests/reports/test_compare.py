@@ -469,11 +469,11 @@ def test_passes_are_pooled_and_a_failed_pass_fails_the_cell(tmp_path):
 
 
 CI_BASELINE = REPORTS / "cpu-ci-baseline"
-CI_RERUN = REPORTS / "cpu-ci-rerun"  # the same benchmark-ci.yaml, same code and machine, run right after
+CI_RERUN = REPORTS / "cpu-ci-rerun"  # examples/benchmark-ci.yaml again: same code and machine, right after
 
 
 def test_a_committed_rerun_of_the_ci_benchmark_flags_nothing():
-    # Measured A/A on the 2-core CI VM: two back-to-back runs of benchmark-ci.yaml (5 passes each).
+    # Measured A/A on the 2-core CI VM: two back-to-back runs of examples/benchmark-ci.yaml (5 passes each).
     # Its run-to-run noise after the fastest-pass rule reaches 12% in a cell, hence the 15% threshold
     # the example workflow uses on it.
     comparison = compare_runs(load_run(CI_BASELINE), load_run(CI_RERUN), CompareSettings(threshold=0.15))

@@ -157,7 +157,7 @@ def test_machine_changes_ignore_what_a_run_did_not_record():
 
 
 def test_the_measured_busy_rerun_is_disturbed_not_a_regression():
-    """reports/ab/busy-compare: benchmark-ci.yaml run twice on one 2-core VM, the second time beside a
+    """reports/ab/busy-compare: examples/benchmark-ci.yaml run twice on a 2-core VM, the second beside a
     CPU-burning process. Every cell came out 71-168% slower; compare calls all ten disturbed and exits 3,
     where it used to report ten regressions."""
     runs = Path(__file__).parents[2] / "reports" / "ab" / "busy-compare"

@@ -31,6 +31,7 @@ from segbench.bench.executors.local import device_records
 from segbench.bench.plan import Cell, Unit
 from segbench.bench.runlog import RunLog
 from segbench.bench.workspace import Workspace
+from segbench.cache_dir import CACHE_ENV
 from segbench.config import BenchmarkConfig, ExecutorConfig, validate_config
 from segbench.errors import ConfigError, describe_error, first_line
 from segbench.plugins import PLUGINS_ENV, load_plugins
@@ -38,7 +39,6 @@ from segbench.results.jsonl import write_json
 from segbench.results.layout import ENV_FILE, LOG_FILE, read_env
 from segbench.results.records import CapacityRecord, CellRecord, Measurement, Provenance, Subject
 
-CACHE_ENV = "SEGBENCH_CACHE_DIR"  # segbench.export.cache reads it at each lookup
 PROBE_TIMEOUT_S = 5.0
 
 
