@@ -163,6 +163,16 @@ def _passes(data: dict[str, Any], requested: int | None) -> int:
     return passes
 
 
+def config_from_head_if_missing(base: Side, head: Side, say: Callable[[str], None]) -> Side:
+    """The base side, running the head's copy of the config when the base commit has none at that path
+    (the file was added or moved in head, e.g. into examples/). Sound because ab compares the same cells on
+    both sides anyway: what the base lacks is the file, not a grid of its own."""
+    if base.config.is_file() or not head.config.is_file():
+        return base
+    say(f"{head.config.name} is not in the base side ({base.describe()}): the base runs the head's copy")
+    return replace(base, config=head.config)
+
+
 def _check_same_cells(base: Side, head: Side) -> dict[str, Any]:
     """Both sides' YAML, checked to define the same cells; returns the head's."""
     for side in (base, head):
@@ -216,6 +226,7 @@ def run_ab(request: ABRequest, say: Callable[[str], None] = print) -> ABComparis
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="segbench-ab-")))
         base, head = stack.enter_context(_sides(request, root, scratch))
+        base = config_from_head_if_missing(base, head, say)
         config = _check_same_cells(base, head)
         passes = _passes(config, request.passes)
         out.mkdir(parents=True, exist_ok=True)

@@ -159,3 +159,25 @@ def test_a_side_that_dies_mid_way_is_a_failure_with_its_last_words(repo, tmp_pat
     error = capsys.readouterr().err
     assert "the base side" in error and "stopped: RuntimeError: the side broke" in error
     assert git(repo, "worktree", "list").count("\n") == 0
+
+
+def test_a_config_the_base_commit_lacks_is_taken_from_the_head(tmp_path):
+    from segbench.ab.session import Side, config_from_head_if_missing
+
+    def side(name: str, config: Path) -> Side:
+        tree = tmp_path / name
+        return Side(name=name, ref=name, sha=None, tree=tree, cwd=tree, config=config, python=sys.executable,
+                    out=tmp_path / "out" / name)  # fmt: skip
+
+    moved = tmp_path / "head" / "examples" / "ci.yaml"  # moved into examples/ by the head commit
+    moved.parent.mkdir(parents=True)
+    moved.write_text(CONFIG)
+    said: list[str] = []
+    base = side("base", tmp_path / "base" / "examples" / "ci.yaml")
+    assert config_from_head_if_missing(base, side("head", moved), said.append).config == moved
+    assert said == [f"ci.yaml is not in the base side (base, {sys.executable}): the base runs the head's "
+                    "copy"]
+    # A base that has its own copy keeps it, and nothing is said.
+    base.config.parent.mkdir(parents=True)
+    base.config.write_text(CONFIG)
+    assert config_from_head_if_missing(base, side("head", moved), said.append) is base and len(said) == 1
