@@ -30,12 +30,26 @@ def parse_size(value: Any) -> tuple[int, int]:
 class SweepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input_sizes: list[tuple[int, int]] = Field(default_factory=lambda: [(256, 256)], min_length=1)
-    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    input_sizes: list[tuple[int, int]] = Field(
+        default_factory=lambda: [(256, 256)],
+        min_length=1,
+        description="The input sizes to time, each `HxW` (read by `parse_size`); every size is timed at "
+        "every batch size.",
+    )
+    batch_sizes: list[int] = Field(
+        default_factory=lambda: [1],
+        min_length=1,
+        description="The batch sizes to time at each input size, in images; each positive.",
+    )
     # After the cells of each size: search the largest batch that runs (doubling past the largest batch
     # size, then bisecting), up to max_batch_limit; written to capacity.jsonl.
     find_max_batch: bool = False
-    max_batch_limit: int = Field(default=64, ge=1)
+    max_batch_limit: int = Field(
+        default=64,
+        ge=1,
+        description="The largest batch the `find_max_batch` search tries, in images (a lower limit of the "
+        "backend's own, e.g. an engine profile's, wins).",
+    )
 
     @field_validator("input_sizes", mode="before")
     @classmethod

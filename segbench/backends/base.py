@@ -27,9 +27,17 @@ class BackendConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    device: Device = "cpu"
-    precisions: list[Precision] = ["fp32"]
+    name: str = Field(description="The backend this entry runs; its name selects the entry's options.")
+    device: Device = Field(
+        default="cpu",
+        description="Where it runs: `cpu` or `cuda`. An entry whose device is missing here is skipped with "
+        "the reason.",
+    )
+    precisions: list[Precision] = Field(
+        default=["fp32"],
+        description="The precisions to run it at, each a unit of its own; each must be one the backend "
+        "supports on that device, and a repeated one counts once.",
+    )
     # Overrides the model's and the top-level sweep for this backend (e.g. larger batches on a GPU).
     sweep: SweepConfig | None = None
     # A pre-exported file (ONNX graph or engine) to benchmark and check instead of exporting the model.
@@ -85,7 +93,7 @@ class BackendConfig(BaseModel):
 class GraphBackendConfig(BackendConfig):
     """A backend that runs an ONNX graph: how segbench exports the graph it is handed."""
 
-    opset: int = Field(default=18, ge=13)
+    opset: int = Field(default=18, ge=13, description="The ONNX opset the model's graph is exported with.")
     # None: the exporter the model prefers (dynamo, or torchscript for detectors with NMS).
     exporter: Literal["dynamo", "torchscript"] | None = None
 

@@ -47,7 +47,9 @@ INSTALL_HINT = "pip install 'segbench[cpu]' (or 'segbench[gpu]' for onnxruntime-
 
 
 class OnnxRuntimeConfig(GraphBackendConfig):
-    name: Literal["onnxruntime"] = "onnxruntime"
+    name: Literal["onnxruntime"] = Field(
+        default="onnxruntime", description="`onnxruntime`: the exported ONNX graph runs in onnxruntime."
+    )
     # Precision lives in the ONNX graph: fp16 runs the fp16 graph.
     supported_precisions: ClassVar[dict[str, tuple[str, ...]]] = {
         "cpu": ("fp32", "fp16"),
@@ -57,11 +59,15 @@ class OnnxRuntimeConfig(GraphBackendConfig):
     tensorrt: bool = False
     # TensorRT provider: workspace limit; engine + timing caches under the segbench cache directory.
     trt_workspace_mb: int | None = Field(default=None, ge=1)
-    trt_engine_cache: bool = True
+    trt_engine_cache: bool = Field(
+        default=True, description="TensorRT provider: keep its engines and timing caches for later sessions."
+    )
     # Extra provider options passed through as given (they win over the derived ones), e.g.
     # cuda_options: {cudnn_conv_algo_search: EXHAUSTIVE}, tensorrt_options: {trt_dla_enable: true}
     cuda_options: dict[str, str | int | bool] = Field(default_factory=dict)
-    tensorrt_options: dict[str, str | int | bool] = Field(default_factory=dict)
+    tensorrt_options: dict[str, str | int | bool] = Field(
+        default_factory=dict, description="Extra TensorRT provider options, passed through like cuda_options."
+    )
     # I/O binding: the input copied to the device explicitly, outputs left there and copied back
     # explicitly, so no hidden copy sits inside session.run and each copy is timed (h2d / compute / d2h).
     # None: on for cuda, off for cpu (where there is nothing to copy).
@@ -73,8 +79,12 @@ class OnnxRuntimeConfig(GraphBackendConfig):
     # default). Off, as for torch: fp32 graphs then compute in fp32, and so do an fp16 graph's fp32
     # keep-list nodes. A use_tf32 in cuda_options still wins. TensorRT's provider has no TF32 switch.
     tf32: bool = False
-    intra_op_num_threads: int | None = Field(default=None, ge=1)
-    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    intra_op_num_threads: int | None = Field(
+        default=None, ge=1, description="Threads of the session's intra-op pool; None: onnxruntime's default."
+    )
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = Field(
+        default="all", description="The session's graph optimisations: none, basic, extended or all of them."
+    )
 
     @model_validator(mode="after")
     def _cuda_only_options(self) -> OnnxRuntimeConfig:

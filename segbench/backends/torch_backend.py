@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from segbench.backends.base import BackendConfig, Runner
 from segbench.backends.spec import MODULE, BackendSpec
@@ -21,12 +21,18 @@ GRAPH_CAPTURING_COMPILE_MODES = ("reduce-overhead", "max-autotune")
 
 
 class TorchConfig(BackendConfig):
-    name: Literal["torch"] = "torch"
+    name: Literal["torch"] = Field(
+        default="torch", description="`torch`: the PyTorch module itself runs (eager, or under `compile`)."
+    )
     supported_precisions: ClassVar[dict[str, tuple[str, ...]]] = {
         "cpu": ("fp32", "bf16"),
         "cuda": ("fp32", "fp16", "bf16"),
     }
-    channels_last: bool = False
+    channels_last: bool = Field(
+        default=False,
+        description="Run the module and its input in the channels-last memory format (NHWC strides, "
+        "`torch.channels_last`) instead of contiguous NCHW.",
+    )
     # TF32 tensor-core math for fp32 convolutions and matmuls on CUDA. Off by default: fp32 results then
     # are fp32 and pass the fp32 numerics check; with TF32 they differ by ~1e-3 relative.
     tf32: bool = False

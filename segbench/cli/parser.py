@@ -318,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--out", type=Path, required=True, help="directory to write into")
     data.add_argument("--num", type=int, default=16, help="number of images (default 16)")
     data.add_argument("--size", type=_size, default=(256, 256), help="image size HxW (default 256x256)")
-    data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--split", choices=("train", "val"), default="val")
+    data.add_argument("--seed", type=int, default=0,
+                      help="generator seed: the same seed, split and size give the same images (default 0)")
+    data.add_argument("--split", choices=("train", "val"), default="val",
+                      help="which split's images: the two never share one (default val)")  # fmt: skip
     return parser

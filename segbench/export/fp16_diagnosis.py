@@ -85,14 +85,14 @@ SKIPPED_OPS = frozenset({"Constant", "Cast", "CastLike"})
 class LayerDivergence:
     """How far one layer's output in the low-precision graph is from the fp32 graph's."""
 
-    node: str
-    op_type: str
+    node: str  # the node's name (the same in both graphs)
+    op_type: str  # its ONNX op type, e.g. Conv
     output: str  # the compared tensor in the fp32 graph
     index: int  # topological position of the node in the fp32 graph
-    max_abs_err: float
+    max_abs_err: float  # largest |low - fp32| over the positions finite in both
     max_rel_err: float  # max_abs_err / fp32_max_abs (max_abs_err itself when fp32 is all zero)
-    mean_abs_err: float
-    cosine: float
+    mean_abs_err: float  # mean |low - fp32| over the positions finite in both
+    cosine: float  # cosine similarity of the two outputs over the positions finite in both
     nonfinite: int  # inf/nan in the low-precision output where fp32 is finite: overflow
     fp32_max_abs: float  # largest finite |value| of the fp32 output: past 65504 fp16 overflows
     low_output: str = ""  # the compared tensor in the low-precision graph (the converter renames some)
@@ -117,11 +117,12 @@ class LayerDivergence:
 class PrecisionDiagnosis:
     """Layer-by-layer comparison of a low-precision graph with its fp32 source."""
 
-    first_divergent: LayerDivergence | None
+    first_divergent: LayerDivergence | None  # the first diverging layer in topological order; None: none does
+    # The worst layers, at most ``top`` (5 in a run's row): non-finite ones first, then by max_rel_err.
     worst: list[LayerDivergence]
     layers: list[LayerDivergence]
     suggest_fp32: list[str]  # node names for convert_to_fp16's keep_nodes
-    rel_threshold: float
+    rel_threshold: float  # the max_rel_err past which a layer diverges
     suggest_ops: list[str] = field(default_factory=list)  # the op types of suggest_fp32
     unmatched: list[str] = field(default_factory=list)  # fp32 float layers that could not be compared
 

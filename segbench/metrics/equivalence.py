@@ -41,13 +41,13 @@ class MetricVerdict:
     delta: float
     tolerance: float
     verdict: str
-    relative_floor: float = 0.0
-    band_low: float = math.nan
-    band_high: float = math.nan
-    ci_low: float = math.nan
-    ci_high: float = math.nan
-    confidence: float = 0.95
-    images: int = 0
+    relative_floor: float = 0.0  # the share of the baseline the value must also reach (0.99: 99%); 0: none
+    band_low: float = math.nan  # the lowest allowed delta, points: -tolerance, or the floor's when higher
+    band_high: float = math.nan  # the highest allowed delta, points: +tolerance
+    ci_low: float = math.nan  # lower end of delta's paired bootstrap interval, points (widened to hold delta)
+    ci_high: float = math.nan  # upper end of delta's paired bootstrap interval, points
+    confidence: float = 0.95  # the interval's confidence level, a fraction
+    images: int = 0  # evaluation images the verdict is based on
     images_needed: int | None = None  # inconclusive: about how many images would decide it
     changed: int = 0  # images whose own metric moved
     worst: list[tuple[str, float]] = field(default_factory=list)  # most negative per-image deltas

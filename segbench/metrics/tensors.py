@@ -47,11 +47,11 @@ TENSOR_TOLERANCES = {
 class OutputComparison:
     """One raw output, candidate against baseline, over every compared batch."""
 
-    name: str
-    max_abs_err: float
+    name: str  # the model output's name
+    max_abs_err: float  # largest |candidate - baseline| (inf when either has non-finite values)
     max_rel_err: float  # max |err| / max |baseline|
-    mean_abs_err: float
-    cosine: float
+    mean_abs_err: float  # mean |candidate - baseline| (inf when either has non-finite values)
+    cosine: float  # cosine similarity of the flattened outputs (nan when either has non-finite values)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,8 +61,10 @@ class OutputComparison:
 class TensorVerdict:
     """Tensor-level verdict of one backend: the compared outputs and the judged quantities."""
 
-    outputs: list[OutputComparison]
-    argmax_agreement: float | None = None
+    outputs: list[OutputComparison]  # one per float output; none when a shape differs
+    argmax_agreement: float | None = None  # semantic: share of pixels with the baseline's argmax class
+    # Instance: share of the baseline's confident detections (score >= 0.3) the backend reproduces, the
+    # mean over the compared batches.
     detection_agreement: float | None = None
     checks: dict[str, tuple[float, float, bool]] = field(default_factory=dict)  # name: (value, limit, ok)
 

@@ -28,9 +28,11 @@ def now() -> str:
 class Provenance:
     """Where and from what a record came (a row's ``env``): compare tells machines and versions apart."""
 
+    # env.json's fingerprint: 12 hex digits hashing what makes numbers comparable (CPU and GPU models,
+    # driver, CUDA, cuDNN, TensorRT, library versions, segbench's commit) of the machine that measured it
     fingerprint: str | None = None
-    config_hash: str | None = None
-    git_sha: str | None = None
+    config_hash: str | None = None  # 16 hex digits of the config's SHA-256 (executor left out)
+    git_sha: str | None = None  # segbench's git commit (HEAD of its checkout); None outside git
     host: str | None = None  # the node that measured it (a cluster run); rows without it read as None
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,13 +51,17 @@ class Provenance:
 class Subject:
     """What ran: one model entry on one backend entry at one precision."""
 
-    model: str
-    task: str
-    backend: str
+    model: str  # the model entry's name: a registered model, or a module: / onnx: entry's label
+    task: str  # semantic | instance | panoptic, or none (an onnx: graph checked on tensors only)
+    backend: str  # the backend entry's name: torch | onnxruntime | tensorrt (or a plugin's)
+    # The backend entry's options that differ from their defaults (``BackendConfig.variant()``): what
+    # tells two entries of one backend apart.
     backend_options: dict[str, Any]
-    device: str
-    precision: str
-    weights: str | None = None
+    device: str  # cpu | cuda
+    precision: str  # fp32 | fp16 | bf16
+    weights: str | None = None  # the model entry's weights: random, trained or a file path
+    # The options the model was built with: the entry's own, plus for a registered model those its
+    # checkpoint records and, with random weights, the dataset's class count.
     model_options: dict[str, Any] = field(default_factory=dict)
 
     def key(self) -> tuple[str, str, str, str, str]:
@@ -91,21 +97,28 @@ class Measurement:
 
     status: str = "ok"  # ok | failed | timeout | crashed
     error: str | None = None  # one line; the full traceback is in the run log
+    # End-to-end time of one iteration (preprocess + infer + postprocess of one batch), ms: mean, p50,
+    # p90, p95, p99, std, min and max over the timed iterations.
     latency_ms: dict[str, float] | None = None
-    throughput_ips: float | None = None
-    peak_host_mb: float | None = None
+    throughput_ips: float | None = None  # images per second: batch x iterations over the loop's wall time
+    peak_host_mb: float | None = None  # the process's peak resident memory (RSS) during the cell, MiB
     # The framework's own peak (torch allocator, + TensorRT's activation memory), and the process's and
     # the whole device's as NVML sees them (sampled), the same way for every backend.
     peak_device_mb: float | None = None
+    # MiB this process held on the GPU (NVML, sampled); None on the CPU or where NVML cannot attribute it.
     peak_device_nvml_process_mb: float | None = None
-    peak_device_nvml_device_mb: float | None = None
+    peak_device_nvml_device_mb: float | None = None  # MiB in use on the whole GPU, by any process (NVML)
+    # Per stage, mean and p50 in ms: preprocess, infer, postprocess, and the parts of infer the runner
+    # timed itself (h2d, compute, run_host, d2h).
     stages_ms: dict[str, dict[str, float]] | None = None
+    # The compute stage alone, timed with CUDA events (torch, TensorRT), ms: latency_ms's statistics;
+    # None where no device events timed it.
     compute_ms: dict[str, float] | None = None
-    warmup: int | None = None
-    iterations: int | None = None
-    first_iteration_ms: float | None = None
-    samples_ms: list[float] = field(default_factory=list)
-    backend_info: dict[str, Any] = field(default_factory=dict)
+    warmup: int | None = None  # untimed warm-up iterations run
+    iterations: int | None = None  # timed iterations
+    first_iteration_ms: float | None = None  # first warm-up iteration, ms: cold for a runner's first cell
+    samples_ms: list[float] = field(default_factory=list)  # every timed iteration's end-to-end time, ms
+    backend_info: dict[str, Any] = field(default_factory=dict)  # what really ran (``Runner.describe()``)
 
     @classmethod
     def failed(cls, error: str | None, status: str = "failed") -> Measurement:
@@ -124,20 +137,21 @@ class CellRecord:
     """One timing cell (model x backend x precision x input size x batch) in one pass."""
 
     subject: Subject
-    height: int
-    width: int
-    batch_size: int
+    height: int  # input height, pixels
+    width: int  # input width, pixels
+    batch_size: int  # images per batch
     measurement: Measurement
-    repeat: int = 0
-    env: Provenance = field(default_factory=Provenance)
-    timestamp: str = field(default_factory=now)
+    repeat: int = 0  # the timing pass, from 0 (``timing.repeats``)
+    env: Provenance = field(default_factory=Provenance)  # the run and machine it came from: the env.* keys
+    timestamp: str = field(default_factory=now)  # when the row was made: UTC, ISO 8601, to the second
     cold_start: dict[str, Any] | None = None  # export_s / activate_s of the runner this cell opened
     artifact: dict[str, Any] | None = None  # the graph or engine that ran, with its parity
-    params: int | None = None
-    gflops: float | None = None
+    params: int | None = None  # the model's parameter count
+    gflops: float | None = None  # GFLOPs of one image's forward at this size (a multiply-add is 2 FLOPs)
     # The model's FLOPs x batch over the cell's compute time, and that over the run's measured matmul
     # peak of the cell's device and precision (env.json ``peak_tflops``); None in rows written before.
     achieved_tflops: float | None = None
+    # achieved_tflops over the measured peak the cell is judged against (env.json ``peak_tflops``): a fraction
     peak_fraction: float | None = None
     # Which time the FLOP rate divides by: "compute" (device events), "run_host" (the forward's host wall
     # time around a device run: onnxruntime's), "end_to_end" (a host backend's whole pipeline).
@@ -213,16 +227,18 @@ class CheckRecord:
     PyTorch fp32 baseline (``role`` candidate), or the baseline's own metric (``role`` baseline)."""
 
     subject: Subject
+    # The task metric (miou, bbox_ap, pq...), ``tensors (<headline check>)`` at level tensor,
+    # ``fp16 diagnosis``, or ``model`` when the model could not be built.
     metric: str
-    role: str = CANDIDATE
-    level: str = TASK
-    value: float | None = None
-    baseline: float | None = None
-    delta: float | None = None
-    tolerance: float | None = None
+    role: str = CANDIDATE  # candidate (a backend against the baseline) | baseline (its own metric)
+    level: str = TASK  # task | tensor | diagnosis
+    value: float | None = None  # the metric in points (percent); tensor: the headline check's value
+    baseline: float | None = None  # the baseline's metric in points; None at levels tensor and diagnosis
+    delta: float | None = None  # value - baseline, points
+    tolerance: float | None = None  # the allowed |delta| in points; tensor: the headline check's limit
     verdict: str | None = None  # pass | fail | inconclusive; None for a diagnosis
     passed: bool | None = None  # True on pass, False on fail, None otherwise (readers of schema 1)
-    error: str | None = None
+    error: str | None = None  # why the check could not run (one line; the traceback is in the run log)
     # Level-specific fields, written flat: the band, interval and image counts of a task verdict, the
     # ``tensors`` of a tensor check, the ``diagnosis`` of a diagnosis.
     details: dict[str, Any] = field(default_factory=dict)
@@ -291,15 +307,15 @@ class CapacityRecord:
     """The largest batch one full pipeline run fits at one input size (``sweep.find_max_batch``)."""
 
     subject: Subject
-    height: int
-    width: int
-    max_batch: int
+    height: int  # input height, pixels
+    width: int  # input width, pixels
+    max_batch: int  # the largest batch (images) that ran end to end; 0 when none did
     limit: int  # the largest batch the search would try: sweep.max_batch_limit, or the runner's own limit
-    limit_reached: bool
-    fails_at: int | None = None
+    limit_reached: bool  # every batch tried ran, up to ``limit``: no failure ended the search
+    fails_at: int | None = None  # the smallest batch that failed (images); None when the limit was reached
     error: str | None = None  # why ``fails_at`` failed
-    env: Provenance = field(default_factory=Provenance)
-    timestamp: str = field(default_factory=now)
+    env: Provenance = field(default_factory=Provenance)  # the run and machine it came from: the env.* keys
+    timestamp: str = field(default_factory=now)  # when the row was made: UTC, ISO 8601, to the second
     # Whose limit ``limit`` is: "max_batch_limit", or the runner's reason (e.g. an engine profile's
     # max batch), which stops the search without a failure.
     stopped_by: str | None = None
@@ -329,16 +345,18 @@ class SentinelReading:
     starts right after it (None for the reading that closes the last pass). A pass is bracketed by its
     own reading and the next one in time."""
 
-    device: str
+    device: str  # cpu | cuda
+    # What was timed, e.g. ``fp32 matmul 384^2 x6, 2 threads``: readings of two workloads never compare.
     workload: str
-    label: str
-    time: float
-    samples_ms: list[float]
-    repeat: int | None = None
-    host: str | None = None
+    label: str  # where in the run, e.g. ``before pass 2``
+    time: float  # wall-clock end of the reading, seconds since the epoch
+    samples_ms: list[float]  # each timed run of the workload, ms (after a few untimed warm-up runs)
+    repeat: int | None = None  # the timing pass (from 0) that starts right after it; None after the last
+    host: str | None = None  # the host name of the machine that read it
 
     @property
     def median_ms(self) -> float:
+        """The median of ``samples_ms``, ms: the reading's one number."""
         ordered = sorted(self.samples_ms)
         middle = len(ordered) // 2
         return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

@@ -10,8 +10,10 @@ from segbench.backends.base import GraphBackendConfig
 
 
 class TensorRTConfig(GraphBackendConfig):
-    name: Literal["tensorrt"] = "tensorrt"
-    device: Literal["cuda"] = "cuda"
+    name: Literal["tensorrt"] = Field(
+        default="tensorrt", description="`tensorrt`: a TensorRT engine of the exported ONNX graph runs."
+    )
+    device: Literal["cuda"] = Field(default="cuda", description="`cuda` only: TensorRT runs on NVIDIA GPUs.")
     # TensorRT runs on NVIDIA GPUs only; the "cpu" entry exists because the shared validator looks it up.
     supported_precisions: ClassVar[dict[str, tuple[str, ...]]] = {"cpu": (), "cuda": ("fp32", "fp16", "bf16")}
     # None: TensorRT's default (the device's memory); a limit can rule out the fastest tactics.
