@@ -66,9 +66,10 @@ def check(tmp_path, name, artifact, out, max_images=64):
 def test_check_fails_a_perturbed_graph_and_passes_the_untouched_one(tmp_path, name, shared_export_root):
     # The shared cache: test_check_threads' children export the same trained graph.
     graph = cached_export(build_model(name, "trained"), name, ExportRequest(), shared_export_root).path
-    code, rows = check(tmp_path, name, graph, "clean")
-    assert code == 0 and rows and all(row["verdict"] == "pass" for row in rows)
-    assert {row["level"] for row in rows} == {"task", "tensor"}
+    if name == "unet":  # Mask R-CNN's untouched graph passes in tests/cli/test_check_threads.py, twice
+        code, rows = check(tmp_path, name, graph, "clean")
+        assert code == 0 and rows and all(row["verdict"] == "pass" for row in rows)
+        assert {row["level"] for row in rows} == {"task", "tensor"}
 
     for kind in ("noise", "scale"):
         # (No growth of the evaluation set: the verdict under test is the tensor level's.)

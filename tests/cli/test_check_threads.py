@@ -44,3 +44,6 @@ def test_instance_check_verdicts_do_not_depend_on_the_thread_count(tmp_path, sha
     assert one_env["torch_threads"] == 1 and two_env["torch_threads"] >= 2  # the runs really differed
     assert verdicts(tmp_path / "one") == verdicts(tmp_path / "two")
     assert one_code == two_code
+    # The untouched graph passes at both levels (tests/cli/test_check.py fails perturbed copies of it).
+    assert one_code == 0 and {verdict for verdict, _ in verdicts(tmp_path / "one").values()} == {"pass"}
+    assert {level for _, level in verdicts(tmp_path / "one")} == {"task", "tensor"}
