@@ -18,15 +18,6 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, cpus // workers))
 
 
-def pytest_collection_modifyitems(config, items):
-    """The modules with slow tests first, in collection order otherwise (a stable sort that keeps each
-    module's tests together, so its fixtures are set up once): pytest-xdist hands tests out in this order,
-    so the long ones start early and spread over the workers instead of leaving one worker finishing a
-    30-second export while the other sits idle at the end. Every worker sorts alike."""
-    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow") is not None}
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
-
-
 @pytest.fixture(scope="session")
 def shared_export_root(tmp_path_factory):
     """One cache for the whole session, xdist workers included: each worker's base temp directory sits
