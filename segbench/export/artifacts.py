@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from segbench import __version__
-from segbench.cache_dir import cache_root
+from segbench.cache_dir import cache_key, cache_root
 from segbench.export import fp16 as fp16_module
 from segbench.export import onnx as onnx_module
 from segbench.export import parity as parity_module
 from segbench.export.cache import (
     atomic_directory,
-    cache_key,
     file_digest,
     read_entry,
     state_dict_digest,

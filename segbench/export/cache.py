@@ -27,12 +27,6 @@ from segbench.files import temporary_name
 META_FILE = "meta.json"
 
 
-def cache_key(fields: Mapping[str, Any]) -> str:
-    """A short stable hash of ``fields`` (JSON with sorted keys; tuples and lists hash alike)."""
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
-
-
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a file's bytes, read in chunks (engines and graphs can be gigabytes)."""
     digest = hashlib.sha256()

@@ -18,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from segbench import __version__
-from segbench.cache_dir import cache_root
+from segbench.cache_dir import cache_key, cache_root
 from segbench.errors import ConfigError, WeightsError
 from segbench.files import atomic_write_bytes
 from segbench.models import fcn, mask2former, mask_rcnn, segnet, smp_models, torchvision_models, unet
@@ -268,9 +268,8 @@ def _stored_count(spec: ModelSpec, options: dict[str, Any], height: int, width: 
     file and the torch and segbench versions included, so an edited network or an upgrade counts again."""
     source = inspect.getsourcefile(spec.builder)
     code = hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else ""
-    fields = [spec.name, options, height, width, code, torch.__version__, __version__]
-    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
-    return cache_root() / "model-stats" / f"{spec.name}-{digest}.json"
+    key = cache_key([spec.name, options, height, width, code, torch.__version__, __version__])
+    return cache_root() / "model-stats" / f"{spec.name}-{key}.json"
 
 
 def _count_gflops(model: SegmentationModel, image: torch.Tensor) -> float | None:

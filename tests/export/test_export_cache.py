@@ -9,14 +9,10 @@ from dataclasses import replace
 import onnx
 import pytest
 
+from segbench.cache_dir import cache_key
 from segbench.export import artifacts
 from segbench.export.artifacts import ExportRequest, cached_export, copy_graph, export_key
-from segbench.export.cache import (
-    META_FILE,
-    atomic_directory,
-    cache_key,
-    state_dict_digest,
-)
+from segbench.export.cache import META_FILE, atomic_directory, state_dict_digest
 from segbench.export.onnx import ExportError, check_parity, save_onnx
 from segbench.files import atomic_write_bytes
 from segbench.models import build_model

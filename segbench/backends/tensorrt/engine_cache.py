@@ -22,8 +22,8 @@ import torch
 from segbench.backends.tensorrt import build  # called as build.X, so tests can replace the seam
 from segbench.backends.tensorrt.install import TensorRTUnavailable, import_tensorrt
 from segbench.backends.tensorrt.profile import OptimizationProfile
-from segbench.cache_dir import cache_root
-from segbench.export.cache import cache_key, file_digest
+from segbench.cache_dir import cache_key, cache_root
+from segbench.export.cache import file_digest
 from segbench.files import atomic_write_bytes
 
 
