@@ -24,6 +24,8 @@ def get_backend(name: str) -> BackendSpec:
 register_backend(torch_backend.SPEC)
 register_backend(onnxruntime_backend.SPEC)
 register_backend(tensorrt.SPEC)
+# segbench's own backends, whatever a plugin registers later: what the docs' YAML reference describes.
+BUILTIN_BACKENDS: tuple[BackendSpec, ...] = tuple(BACKENDS.values())
 
-__all__ = ["BACKENDS", "GRAPH", "MODULE", "BackendConfig", "BackendError", "BackendSpec", "Runner",
-           "get_backend", "register_backend"]  # fmt: skip
+__all__ = ["BACKENDS", "BUILTIN_BACKENDS", "GRAPH", "MODULE", "BackendConfig", "BackendError", "BackendSpec",
+           "Runner", "get_backend", "register_backend"]  # fmt: skip

@@ -8,6 +8,7 @@ the top level (models, timing, numerics, isolation, executor) are in :mod:`segbe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -15,7 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from segbench.backends import BACKENDS, BackendConfig
+from segbench.backends import BACKENDS, BackendConfig, BackendSpec
 from segbench.config.sections import (
     DEFAULT_TOLERANCES,
     CocoDatasetConfig,
@@ -182,9 +183,9 @@ class BenchmarkConfig(_Strict):
 _SCHEMAS: dict[tuple[type[BackendConfig], ...], type[BenchmarkConfig]] = {}
 
 
-def _schema() -> type[BenchmarkConfig]:
-    """BenchmarkConfig with ``backends`` typed as the union of the backends registered now."""
-    classes = tuple(spec.config_class for spec in BACKENDS.values())
+def _schema(specs: Iterable[BackendSpec] | None = None) -> type[BenchmarkConfig]:
+    """BenchmarkConfig with ``backends`` typed as the union of ``specs`` (default: those registered now)."""
+    classes = tuple(spec.config_class for spec in (BACKENDS.values() if specs is None else specs))
     if classes not in _SCHEMAS:
         # A union built at runtime, from the registry: no static type for mypy to check.
         entry = Annotated[Union[classes], Field(discriminator="name")]  # type: ignore[valid-type]  # noqa: UP007
@@ -200,10 +201,12 @@ def _schema() -> type[BenchmarkConfig]:
     return _SCHEMAS[classes]
 
 
-def schema_model() -> type[BenchmarkConfig]:
-    """The model a YAML is validated against, with every registered backend's options: what its JSON
-    schema (``schema_model().model_json_schema()``) and the docs' YAML reference describe."""
-    return _schema()
+def schema_model(specs: Iterable[BackendSpec] | None = None) -> type[BenchmarkConfig]:
+    """The model a YAML is validated against, with the options of ``specs`` (default: every backend
+    registered now, plugins included): its JSON schema is ``schema_model().model_json_schema()``. The docs'
+    YAML reference passes segbench's own backends (``BUILTIN_BACKENDS``), so a plugin a process loaded
+    never shows up there."""
+    return _schema(specs)
 
 
 def _union_tags() -> set[str]:

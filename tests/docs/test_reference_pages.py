@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field, create_model
 
+from segbench.backends import BUILTIN_BACKENDS
 from segbench.cli.docgen import GENERATED_DIRS, REGENERATE, differences, generate
 from segbench.cli.docgen.__main__ import main
 from segbench.cli.docgen.source_notes import field_notes
@@ -56,7 +57,7 @@ def test_the_committed_pages_are_what_the_code_generates(regenerated):
 def test_a_yaml_key_added_without_regenerating_is_caught():
     extended = create_model(
         "BenchmarkConfig",
-        __base__=schema_model(),
+        __base__=schema_model(BUILTIN_BACKENDS),
         warmup_policy=(str, Field(default="fixed", description="A key the committed reference lacks.")),
     )
     page = yaml_reference(extended)
@@ -102,7 +103,7 @@ def test_every_key_of_segbenchs_own_yaml_sections_has_a_description():
     """The YAML reference is only as good as the descriptions: a key of config/ without one fails."""
     undocumented = [
         f"{name}.{key}"
-        for name, model in _models(schema_model()).items()
+        for name, model in _models(schema_model(BUILTIN_BACKENDS)).items()
         if model.__module__.startswith("segbench.config")
         for key, field in model.model_fields.items()
         if not field.description
@@ -122,3 +123,12 @@ def test_field_notes_read_the_comment_beside_or_above_a_field_and_not_pragmas():
         "iterations": "timed iterations per cell",
         "compile": "",
     }
+
+
+def test_a_plugin_backend_registered_in_the_process_stays_out_of_the_yaml_reference():
+    from tests.fakes import fake_backend
+
+    outside = yaml_reference()
+    with fake_backend.registered():  # as a test or a user's $SEGBENCH_PLUGINS leaves it registered
+        assert "FakeConfig" in schema_model().model_json_schema()["$defs"]  # configs may use it ...
+        assert yaml_reference() == outside  # ... the reference of segbench's own YAML does not list it

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
+from segbench.backends import BUILTIN_BACKENDS
 from segbench.cli.docgen.markdown import MISSING, code, page, table
 from segbench.cli.docgen.source_notes import field_notes
 from segbench.config import schema_model
@@ -142,8 +143,8 @@ def _tag(definition: dict[str, Any]) -> str:
 
 def yaml_reference(model: type[BaseModel] | None = None) -> str:
     """``docs/reference/yaml.md`` for ``model`` (default: the schema a YAML is validated against, with
-    every registered backend)."""
-    model = model or schema_model()
+    segbench's own backends: not a plugin some test or user registered in this process)."""
+    model = model or schema_model(BUILTIN_BACKENDS)
     schema = model.model_json_schema()
     models = _models(model)
     root_name = model.__name__
