@@ -105,26 +105,14 @@ def html_table(headers: Sequence[str], rows: Rows, filters: Filters | None = Non
 
 def cell_filters(cells: pd.DataFrame) -> Filters:
     """Each timing cell's filter values, spelled as its row shows them, in the frame's order."""
-    filters = []
-    for _, row in cells.iterrows():
-        shown = view.cell_view(row)
-        filters.append(
-            dict(zip(CELL_DIMENSIONS, (shown.model, shown.backend, shown.device, shown.precision,
-                                       shown.size, shown.batch, shown.status), strict=True))
-        )  # fmt: skip
-    return filters
+    return [{name: getattr(view.cell_view(row), name) for name in CELL_DIMENSIONS}
+            for _, row in cells.iterrows()]  # fmt: skip
 
 
 def check_filters(checks: pd.DataFrame) -> Filters:
     """Each numerics row's filter values: its verdict is the word (``inconclusive``), not the note."""
-    filters = []
-    for _, row in checks.iterrows():
-        shown = view.check_view(row)
-        filters.append(
-            dict(zip(CHECK_DIMENSIONS, (shown.model, shown.backend, shown.device, shown.precision,
-                                        shown.level, shown.verdict), strict=True))
-        )  # fmt: skip
-    return filters
+    return [{name: getattr(view.check_view(row), name) for name in CHECK_DIMENSIONS}
+            for _, row in checks.iterrows()]  # fmt: skip
 
 
 CSS = r"""
