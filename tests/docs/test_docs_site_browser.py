@@ -11,13 +11,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.chromium import CHROMIUM, chromium_context
+
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package: Playwright's own browser downloads are not used
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 pytestmark = [
     pytest.mark.browser,
@@ -25,9 +25,7 @@ pytestmark = [
         not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
     ),
 ]
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed (the dev extra has it)"
-)
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the dev extra has it)")
 pytest.importorskip("mkdocs", reason="mkdocs is not installed (the docs and dev extras have it)")
 pytest.importorskip("material", reason="mkdocs-material is not installed (the docs and dev extras have it)")
 
@@ -61,43 +59,36 @@ def site(tmp_path_factory) -> Iterator[str]:
 def test_the_site_loads_cleanly_and_its_search_finds_tolerance(site, tmp_path):
     errors: list[str] = []
     outside: list[str] = []
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=ARGS,
-            viewport={"width": 1280, "height": 900},
-        )  # fmt: skip
-        try:
-            page = context.new_page()
-            page.on(
-                "console", lambda message: errors.append(message.text) if message.type == "error" else None
-            )
-            page.on("pageerror", lambda error: errors.append(str(error)))
+    with chromium_context(tmp_path / "profile", viewport={"width": 1280, "height": 900}) as context:
+        page = context.new_page()
+        page.on(
+            "console", lambda message: errors.append(message.text) if message.type == "error" else None
+        )
+        page.on("pageerror", lambda error: errors.append(str(error)))
 
-            def only_the_site(route: sync_api.Route) -> None:
-                if route.request.url.startswith(site):
-                    route.continue_()
-                else:  # a font, a script or a tracker from elsewhere: the site must work without it
-                    outside.append(route.request.url)
-                    route.abort()
+        def only_the_site(route: Any) -> None:
+            if route.request.url.startswith(site):
+                route.continue_()
+            else:  # a font, a script or a tracker from elsewhere: the site must work without it
+                outside.append(route.request.url)
+                route.abort()
 
-            context.route("**/*", only_the_site)
-            # The search worker fetches its index after the page loads: type once it has it.
-            with page.expect_response(lambda r: r.url.endswith("/search/search_index.json")) as index:
-                response = page.goto(site + "/", wait_until="load")
-            assert response is not None and response.ok
-            assert index.value.ok
-            assert "segbench" in page.title()
-            search = page.locator("input.md-search__input")
-            search.click()
-            # Key by key, as a reader types: the theme searches on key events, which fill() does not send.
-            search.press_sequentially("tolerance", delay=20)
-            hits = page.locator(".md-search-result__item")
-            hits.first.wait_for(state="visible", timeout=20_000)
-            assert hits.count() > 0
-            assert "tolerance" in hits.first.inner_text().lower()
-            meta = page.locator(".md-search-result__meta").inner_text()
-            assert "matching" in meta.lower() and not meta.lower().startswith("no "), meta
-        finally:
-            context.close()
+        context.route("**/*", only_the_site)
+        # The search worker fetches its index after the page loads: type once it has it.
+        with page.expect_response(lambda r: r.url.endswith("/search/search_index.json")) as index:
+            response = page.goto(site + "/", wait_until="load")
+        assert response is not None and response.ok
+        assert index.value.ok
+        assert "segbench" in page.title()
+        search = page.locator("input.md-search__input")
+        search.click()
+        # Key by key, as a reader types: the theme searches on key events, which fill() does not send.
+        search.press_sequentially("tolerance", delay=20)
+        hits = page.locator(".md-search-result__item")
+        hits.first.wait_for(state="visible", timeout=20_000)
+        assert hits.count() > 0
+        assert "tolerance" in hits.first.inner_text().lower()
+        meta = page.locator(".md-search-result__meta").inner_text()
+        assert "matching" in meta.lower() and not meta.lower().startswith("no "), meta
     assert errors == []
     assert outside == []

@@ -17,43 +17,20 @@ import pytest
 from segbench.cli import main
 from segbench.reports.report import REPORT_HTML, write_report
 from segbench.reports.rundata import load_run
+from tests.chromium import chromium_context
 from tests.fakes.runs import cell, write_run
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 DEFAULT_RUN = Path(__file__).parents[2] / "reports" / "cpu-default"
-# No sandbox: the tests run as root in a container; the rest keeps Chromium from calling home.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 P50 = "p50 ms"
 
 
 @pytest.fixture(scope="module")
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A Chromium with a fresh profile, or a skip that says what is missing."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"no browser at {CHROMIUM} (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
 
 
 class Opened:
